@@ -1,0 +1,1 @@
+"""Settings, the Celery app and logging: configuration only, no business logic."""

@@ -1,0 +1,37 @@
+"""The Celery app: JSON only, at-least-once delivery, and the beat schedule.
+
+Settings reference: https://docs.celeryq.dev/en/stable/userguide/configuration.html
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from config.settings import get_settings
+
+settings = get_settings()
+
+app = Celery("admitflow")
+app.conf.update(
+    broker_url=settings.celery_broker_url or "memory://",
+    broker_connection_retry_on_startup=True,
+    # Redis re-delivers a task whose worker has not acknowledged it within this time; it must outlast the longest
+    # task (the hard time limit below), or a slow task would run twice at once.
+    broker_transport_options={"visibility_timeout": 3600},
+    task_serializer="json",
+    accept_content=["json"],
+    task_ignore_result=True,
+    # At least once: acknowledge after the task ran, and re-queue a task whose worker died under it.
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    worker_cancel_long_running_tasks_on_connection_loss=True,
+    task_soft_time_limit=60,
+    task_time_limit=90,
+    task_default_queue="admitflow",
+    worker_hijack_root_logger=False,
+    imports=["worker.tasks"],
+    beat_schedule={
+        "sweep": {"task": "admitflow.sweep", "schedule": settings.sweep_interval_seconds},
+    },
+)

@@ -1,0 +1,96 @@
+"""Every setting admitflow reads, typed, from the environment, in one place.
+
+Values are read once per process (`get_settings()`); a malformed value fails start-up with the variable's name.
+`.env.example` at the repository root documents each variable.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_CONFIG_DIR = Path(__file__).resolve().parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    environment: Literal["development", "production"] = Field("development", alias="ADMITFLOW_ENV")
+
+    database_url: str = Field("sqlite:///admitflow.db", alias="DATABASE_URL")
+    # Empty means no broker: work runs inline in the process that received it (the embedded default).
+    celery_broker_url: str = Field("", alias="CELERY_BROKER_URL")
+
+    site: str = Field("main", alias="ADMITFLOW_SITE", min_length=1, max_length=64)
+    webhook_secret: SecretStr | None = Field(None, alias="GRAVITYFORMS_WEBHOOK_SECRET")
+    webhook_secret_header: str = Field("X-Admitflow-Secret", alias="GRAVITYFORMS_WEBHOOK_HEADER")
+    max_body_bytes: int = Field(256 * 1024, alias="ADMITFLOW_MAX_BODY_BYTES", gt=1024)
+
+    phone_default_region: str = Field("US", alias="PHONE_DEFAULT_REGION", min_length=2, max_length=2)
+    dedup_window_days: int = Field(30, alias="DEDUP_WINDOW_DAYS", ge=1)
+
+    # PHI at rest. Comma-separated Fernet keys, newest first; the blind-index key is for dedup digests.
+    encryption_keys: SecretStr | None = Field(None, alias="ADMITFLOW_ENCRYPTION_KEYS")
+    blind_index_key: SecretStr | None = Field(None, alias="ADMITFLOW_BLIND_INDEX_KEY")
+    key_file: Path = Field(Path(".admitflow-keys.json"), alias="ADMITFLOW_KEY_FILE")
+
+    hubspot_token: SecretStr | None = Field(None, alias="HUBSPOT_TOKEN")
+    hubspot_base_url: str = Field("https://api.hubapi.com", alias="HUBSPOT_BASE_URL")
+
+    twilio_account_sid: str | None = Field(None, alias="TWILIO_ACCOUNT_SID")
+    twilio_auth_token: SecretStr | None = Field(None, alias="TWILIO_AUTH_TOKEN")
+    twilio_from_number: str | None = Field(None, alias="TWILIO_FROM_NUMBER")
+    # Only for tests and local fakes; production leaves it unset.
+    twilio_api_base_url: str | None = Field(None, alias="TWILIO_API_BASE_URL")
+
+    roster_file: Path = Field(REPO_CONFIG_DIR / "roster.example.toml", alias="ROSTER_FILE")
+
+    http_timeout_seconds: float = Field(10.0, alias="ADMITFLOW_HTTP_TIMEOUT", gt=0)
+    max_delivery_attempts: int = Field(12, alias="ADMITFLOW_MAX_DELIVERY_ATTEMPTS", ge=1)
+    # A submission or outbox row untouched this long is handed to a worker again by the sweeper.
+    stale_after_seconds: int = Field(120, alias="ADMITFLOW_STALE_AFTER_SECONDS", ge=10)
+    sweep_interval_seconds: float = Field(30.0, alias="ADMITFLOW_SWEEP_INTERVAL_SECONDS", gt=0)
+
+    web_host: str = Field("127.0.0.1", alias="ADMITFLOW_WEB_HOST")
+    web_port: int = Field(8000, alias="ADMITFLOW_WEB_PORT", gt=0, lt=65536)
+    log_level: str = Field("INFO", alias="ADMITFLOW_LOG_LEVEL")
+
+    @field_validator("phone_default_region")
+    @classmethod
+    def _upper_region(cls, value: str) -> str:
+        return value.upper()
+
+    @field_validator("database_url")
+    @classmethod
+    def _psycopg3_driver(cls, value: str) -> str:
+        # Accept the plain URLs ops paste from their provider; we ship psycopg 3, not psycopg2.
+        if value.startswith("postgres://"):
+            value = "postgresql://" + value.removeprefix("postgres://")
+        if value.startswith("postgresql://"):
+            value = "postgresql+psycopg://" + value.removeprefix("postgresql://")
+        return value
+
+    @property
+    def uses_broker(self) -> bool:
+        return bool(self.celery_broker_url)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def hubspot_configured(self) -> bool:
+        return self.hubspot_token is not None and bool(self.hubspot_token.get_secret_value())
+
+    @property
+    def twilio_configured(self) -> bool:
+        return bool(self.twilio_account_sid and self.twilio_auth_token and self.twilio_from_number)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,74 @@
+"""What the worker needs from a CRM, and a log-only CRM for running without credentials."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ContactCard:
+    """The person as the CRM should show them. Holds PHI: never log it."""
+
+    lead_ref: str
+    first_name: str | None
+    last_name: str | None
+    email: str | None
+    phone: str | None  # E.164
+    repeat_count: int
+    source: str  # "<site>/form <id>"
+    consent_to_text: bool | None
+
+
+@dataclass(frozen=True)
+class CallbackTaskSpec:
+    """The callback task admissions works from; `subject` carries the lead reference and is unique per lead."""
+
+    lead_ref: str
+    subject: str
+    body: str
+    owner_id: str | None
+    due_at: datetime
+
+
+class CRM(Protocol):
+    """A CRM that holds contacts, notes and callback tasks.
+
+    Every method may raise `integrations.errors.IntegrationError`. The worker records each returned id before
+    calling the next method, so a retry resumes where the last attempt stopped.
+    """
+
+    name: str
+
+    def upsert_contact(self, card: ContactCard, contact_id: str | None) -> str:
+        """Create the contact, or update it when `contact_id` is known or an existing contact has the same
+        email (else phone). Returns the contact id."""
+
+    def add_note(self, contact_id: str, text: str, at: datetime) -> str:
+        """Attach a note (the person's message) to the contact. Returns the note id."""
+
+    def ensure_callback_task(self, contact_id: str, task: CallbackTaskSpec) -> str:
+        """Return the id of the contact's callback task with `task.subject`, creating it if there is none, so a
+        repeated call after a crash does not create a second task."""
+
+
+class LogOnlyCRM:
+    """Stands in for a CRM when none is configured: logs what it would do, by lead reference only."""
+
+    name = "log-only CRM"
+
+    def upsert_contact(self, card: ContactCard, contact_id: str | None) -> str:
+        log.info("LOG-ONLY CRM (no HUBSPOT_TOKEN set): would upsert the contact for lead %s", card.lead_ref)
+        return contact_id or f"log-contact-{card.lead_ref}"
+
+    def add_note(self, contact_id: str, text: str, at: datetime) -> str:
+        log.info("LOG-ONLY CRM: would add a %d-character note to %s", len(text), contact_id)
+        return f"log-note-{contact_id}-{int(at.timestamp())}"
+
+    def ensure_callback_task(self, contact_id: str, task: CallbackTaskSpec) -> str:
+        log.info("LOG-ONLY CRM: would create task %r owned by %s", task.subject, task.owner_id or "nobody")
+        return f"log-task-{task.lead_ref}"

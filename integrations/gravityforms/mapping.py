@@ -1,0 +1,91 @@
+"""What an entry says about the person, read through the form's field types, so a new form needs no mapping.
+
+Name inputs follow Gravity Forms' fixed sub-ids: .2 prefix, .3 first, .4 middle, .6 last, .8 suffix
+(https://docs.gravityforms.com/name/). A consent field's .1 input is "1" when ticked
+(https://docs.gravityforms.com/consent/).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from integrations.gravityforms.models import Form, FormField
+
+NAME_FIRST = "3"
+NAME_LAST = "6"
+TEXT_CONSENT_LABEL = re.compile(r"\b(text|texts|texting|sms)\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ApplicantFields:
+    """The person's own words, as typed. PHI: never log."""
+
+    first_name: str | None = None
+    last_name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    message: str | None = None
+    consent: bool | None = None
+    consent_to_text: bool | None = None
+
+
+def _text(value: Any) -> str | None:
+    if value is None or isinstance(value, (dict, list, bool)):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _input_value(entry: dict[str, Any], field: FormField, sub_id: str) -> str | None:
+    return _text(entry.get(f"{field.id}.{sub_id}"))
+
+
+def _split_full_name(full: str) -> tuple[str | None, str | None]:
+    parts = full.split()
+    if len(parts) == 1:
+        return parts[0], None
+    return " ".join(parts[:-1]), parts[-1]
+
+
+def _ticked(entry: dict[str, Any], field: FormField) -> bool:
+    if field.inputs:
+        return any(_text(entry.get(item.id)) for item in field.inputs if not item.isHidden)
+    return bool(_text(entry.get(str(field.id))))
+
+
+def read_applicant(form: Form, entry: dict[str, Any]) -> ApplicantFields:
+    """The first name, email, phone and paragraph fields of the form, and its consent boxes."""
+    first = last = email = phone = message = None
+    consent: bool | None = None
+    text_ok: bool | None = None
+    for field in form.fields:
+        kind = field.effective_type
+        if kind == "name" and first is None and last is None:
+            if field.inputs:
+                first = _input_value(entry, field, NAME_FIRST)
+                last = _input_value(entry, field, NAME_LAST)
+            else:
+                full = _text(entry.get(str(field.id)))
+                if full:
+                    first, last = _split_full_name(full)
+        elif kind == "email" and email is None:
+            email = _text(entry.get(str(field.id)))
+        elif kind == "phone" and phone is None:
+            phone = _text(entry.get(str(field.id)))
+        elif kind == "textarea" and message is None:
+            message = _text(entry.get(str(field.id)))
+        elif kind == "consent":
+            ticked = _input_value(entry, field, "1") is not None
+            if TEXT_CONSENT_LABEL.search(field.label):
+                text_ok = ticked
+            else:
+                consent = ticked
+        elif kind in ("checkbox", "radio", "select") and TEXT_CONSENT_LABEL.search(field.label):
+            if kind == "checkbox":
+                text_ok = _ticked(entry, field)
+            else:
+                answer = (_text(entry.get(str(field.id))) or "").lower()
+                text_ok = answer in ("yes", "y", "1", "true", "ok") if answer else None
+    return ApplicantFields(first, last, email, phone, message, consent, text_ok)

@@ -1,0 +1,41 @@
+"""What the worker needs to reach admissions staff, and a log-only messenger for running without credentials."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SentMessage:
+    """The provider's receipt for one outbound message."""
+
+    sid: str
+    status: str
+
+
+class Messenger(Protocol):
+    """Sends SMS to staff from the center's number.
+
+    Raises `integrations.errors.IntegrationError`; `permanent=True` means this recipient or message can never
+    succeed (invalid number, recipient opted out), so the worker moves on instead of retrying.
+    """
+
+    name: str
+
+    def send_sms(self, to: str, body: str) -> SentMessage:
+        """Send `body` to the E.164 number `to`. The body must already be PHI-free."""
+
+
+class LogOnlyMessenger:
+    """Stands in for Twilio when it is not configured: logs the PHI-free body and the staff recipient."""
+
+    name = "log-only SMS"
+
+    def send_sms(self, to: str, body: str) -> SentMessage:
+        log.info("LOG-ONLY SMS (no TWILIO_* set) to staff %s: %s", to, body)
+        return SentMessage(sid=f"log-{uuid.uuid4().hex[:16]}", status="logged")

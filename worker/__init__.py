@@ -1,0 +1,1 @@
+"""The admissions domain: submissions, leads, dedup, outbox, CRM sync and staff alerts."""

@@ -1,0 +1,310 @@
+"""The `admitflow` command: serve, work, migrate, ingest and inspect."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any, TextIO
+
+import click
+from sqlalchemy import func, select
+
+from config.logging import configure_logging
+from config.settings import Settings, get_settings
+from worker.db import session_scope
+from worker.dispatch import CeleryDispatcher, dispatcher_for
+from worker.intake import RejectedEntry, register_form, store_entry
+from worker.models import Lead, OutboxMessage, Submission, SubmissionSource, SubmissionState
+from worker.outbox import deliver
+from worker.phi import generate_keys
+from worker.processing import process_submission
+from worker.schema import ensure_schema, upgrade
+from worker.services import default_services
+
+
+def _settings() -> Settings:
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    return settings
+
+
+def _read_json_file(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise click.ClickException(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+
+
+def read_entries(path: Path) -> list[Any]:
+    """A JSON array of entries, the REST API's {"entries": [...]} answer, or JSON lines."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError:
+        entries = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise click.ClickException(f"{path} line {number} is not valid JSON ({exc.msg})") from None
+        return entries
+    if isinstance(document, dict) and isinstance(document.get("entries"), list):
+        return list(document["entries"])
+    if isinstance(document, list):
+        return document
+    return [document]
+
+
+@click.group()
+def main() -> None:
+    """admitflow: Gravity Forms submissions to CRM leads and admissions staff alerts."""
+
+
+@main.command()
+def migrate() -> None:
+    """Bring the database schema up to date (Alembic)."""
+    settings = _settings()
+    upgrade(settings)
+    click.echo("database schema is up to date")
+
+
+@main.command()
+@click.option("--host", default=None, help="Bind address (default ADMITFLOW_WEB_HOST).")
+@click.option("--port", type=int, default=None, help="Port (default ADMITFLOW_WEB_PORT).")
+def web(host: str | None, port: int | None) -> None:
+    """Serve the HTTP intake: POST /hooks/gravityforms, GET /healthz."""
+    import uvicorn
+
+    from worker.web import create_app
+
+    settings = _settings()
+    ensure_schema(settings)
+    uvicorn.run(create_app(settings), host=host or settings.web_host, port=port or settings.web_port,
+                log_level=settings.log_level.lower(), access_log=False)
+
+
+def _require_broker(settings: Settings) -> None:
+    if not settings.uses_broker:
+        raise click.ClickException(
+            "CELERY_BROKER_URL is not set: the worker and beat need a broker (e.g. redis://localhost:6379/0); "
+            "without one, `admitflow web` and `admitflow ingest` do the work inline"
+        )
+
+
+@main.command()
+@click.option("--concurrency", type=int, default=2, show_default=True)
+def worker(concurrency: int) -> None:
+    """Run a Celery worker."""
+    settings = _settings()
+    _require_broker(settings)
+    ensure_schema(settings)
+    from config.celery_app import app
+
+    app.worker_main(["worker", "--loglevel", settings.log_level, "--concurrency", str(concurrency),
+                     "--queues", "admitflow", "--without-gossip", "--without-mingle"])
+
+
+@main.command()
+@click.option("--schedule", type=click.Path(path_type=Path), default=Path("celerybeat-schedule"),
+              show_default=True, help="Where beat keeps its last-run times.")
+def beat(schedule: Path) -> None:
+    """Run Celery beat (the sweeper that re-sends stalled work)."""
+    settings = _settings()
+    _require_broker(settings)
+    from config.celery_app import app
+
+    app.start(["beat", "--loglevel", settings.log_level, "--schedule", str(schedule)])
+
+
+@main.group()
+def forms() -> None:
+    """Gravity Forms form definitions."""
+
+
+@forms.command("add")
+@click.argument("form_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--site", default=None, help="Site name (default ADMITFLOW_SITE).")
+def forms_add(form_file: Path, site: str | None) -> None:
+    """Register a form object as GET /wp-json/gf/v2/forms/{id} returns it."""
+    settings = _settings()
+    ensure_schema(settings)
+    with session_scope() as session:
+        try:
+            form_object = _read_json_file(form_file)
+            definition, held = register_form(session, site=site or settings.site, form_object=form_object)
+        except RejectedEntry as exc:
+            raise click.ClickException(str(exc)) from None
+        form_id = definition.form_id
+    dispatcher = dispatcher_for(settings, default_services())
+    for submission_id in held:
+        dispatcher.submission_stored(submission_id)
+    click.echo(f"form {form_id} registered; {len(held)} held submission(s) released")
+
+
+@main.command()
+@click.option("--form", "form_file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The form object (GET /wp-json/gf/v2/forms/{id}).")
+@click.argument("entries_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--site", default=None, help="Site name (default ADMITFLOW_SITE).")
+@click.option("--enqueue", is_flag=True, help="Hand processing to the Celery workers instead of doing it here.")
+def ingest(form_file: Path, entries_file: Path, site: str | None, enqueue: bool) -> None:
+    """Import entries (a JSON array, the REST API's answer, or JSON lines) through the same pipeline as webhooks."""
+    settings = _settings()
+    ensure_schema(settings)
+    site = site or settings.site
+    services = default_services()
+    counts: Counter[str] = Counter()
+    with session_scope() as session:
+        try:
+            register_form(session, site=site, form_object=_read_json_file(form_file))
+        except RejectedEntry as exc:
+            raise click.ClickException(str(exc)) from None
+    if enqueue:
+        _require_broker(settings)
+    celery = CeleryDispatcher() if enqueue else None
+    for entry in read_entries(entries_file):
+        counts["received"] += 1
+        try:
+            with session_scope() as session:
+                stored = store_entry(session, site=site, entry=entry, source=SubmissionSource.CLI)
+        except RejectedEntry as exc:
+            counts["rejected"] += 1
+            click.echo(f"rejected entry #{counts['received']}: {exc}", err=True)
+            continue
+        if not stored.created:
+            counts["already seen"] += 1
+            continue
+        if celery:
+            celery.submission_stored(stored.submission_id)
+            counts["enqueued"] += 1
+            continue
+        with session_scope() as session:
+            outcome = process_submission(session, stored.submission_id, settings)
+        if outcome.state == SubmissionState.PROCESSED:
+            counts["new leads" if outcome.new_lead else "merged duplicates"] += 1
+        elif outcome.state is not None:
+            counts[str(outcome.state)] += 1
+        for outbox_id in outcome.outbox_ids:
+            with session_scope() as session:
+                delivery = deliver(session, outbox_id, services)
+            if delivery.state != "delivered":
+                counts["deliveries pending"] += 1
+    order = ["received", "new leads", "merged duplicates", "rejected", "already seen", "flagged", "spam",
+             "enqueued", "deliveries pending"]
+    summary = ", ".join(f"{key} {counts[key]}" for key in order if key in counts or key in order[:5])
+    click.echo(summary)
+
+
+@main.group()
+def leads() -> None:
+    """Leads."""
+
+
+@leads.command("export")
+@click.option("--output", type=click.File("w", encoding="utf-8"), default="-", help="File to write (default stdout).")
+def leads_export(output: TextIO) -> None:
+    """Write every lead as a JSON line: id, ref, phone, email, names, repeat_count, crm_id, submissions.
+
+    THE OUTPUT HOLDS PHI (names, phone numbers, emails). Write it only to encrypted storage you are allowed to
+    keep it on, and delete it when done.
+    """
+    settings = _settings()
+    ensure_schema(settings)
+    with session_scope() as session:
+        for lead in session.scalars(select(Lead).order_by(Lead.id)):
+            record = {
+                "id": lead.id,
+                "ref": lead.ref,
+                "first_name": lead.first_name,
+                "last_name": lead.last_name,
+                "phone": lead.phone,
+                "email": lead.email,
+                "repeat_count": lead.repeat_count,
+                "status": lead.status,
+                "crm_id": lead.crm_contact_id,
+                "crm_task_id": lead.crm_task_id,
+                "submissions": [{"form_id": s.form_id, "entry_id": s.entry_id} for s in lead.submissions],
+            }
+            output.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+@main.group()
+def submissions() -> None:
+    """Stored submissions (no PHI is printed unless --reveal)."""
+
+
+@submissions.command("list")
+@click.option("--state", type=click.Choice([s.value for s in SubmissionState]), default=None)
+def submissions_list(state: str | None) -> None:
+    """One line per submission: id, site, form, entry, source, state, lead, flag reason."""
+    settings = _settings()
+    ensure_schema(settings)
+    with session_scope() as session:
+        query = select(Submission).order_by(Submission.id)
+        if state:
+            query = query.where(Submission.state == state)
+        for sub in session.scalars(query):
+            lead_ref = sub.lead.ref if sub.lead else "-"
+            click.echo(f"{sub.id}\t{sub.site}\tform {sub.form_id}\tentry {sub.entry_id}\t{sub.source}\t"
+                       f"{sub.state}\t{lead_ref}\t{sub.flag_reason or ''}")
+
+
+@submissions.command("show")
+@click.argument("submission_id", type=int)
+@click.option("--reveal", is_flag=True, help="Also print the entry as received (PHI).")
+def submissions_show(submission_id: int, reveal: bool) -> None:
+    """One submission's record; with --reveal, its raw entry (PHI: only on a screen you may show it on)."""
+    settings = _settings()
+    ensure_schema(settings)
+    with session_scope() as session:
+        sub = session.get(Submission, submission_id)
+        if sub is None:
+            raise click.ClickException(f"no submission {submission_id}")
+        click.echo(json.dumps({
+            "id": sub.id, "site": sub.site, "form_id": sub.form_id, "entry_id": sub.entry_id, "source": sub.source,
+            "state": sub.state, "flag_reason": sub.flag_reason, "received_at": sub.received_at.isoformat(),
+            "lead": sub.lead.ref if sub.lead else None, **({"entry": sub.payload} if reveal else {}),
+        }, indent=2, ensure_ascii=False))
+
+
+@main.group()
+def outbox() -> None:
+    """Pending, delivered and dead CRM syncs and staff alerts."""
+
+
+@outbox.command("list")
+@click.option("--state", type=click.Choice(["pending", "delivered", "dead"]), default=None)
+def outbox_list(state: str | None) -> None:
+    """One line per outbox row: id, kind, lead, state, attempts, next attempt, last error."""
+    settings = _settings()
+    ensure_schema(settings)
+    with session_scope() as session:
+        query = select(OutboxMessage, Lead.ref).join(Lead, Lead.id == OutboxMessage.lead_id).order_by(OutboxMessage.id)
+        if state:
+            query = query.where(OutboxMessage.state == state)
+        for row, ref in session.execute(query):
+            click.echo(f"{row.id}\t{row.kind}\t{ref}\t{row.state}\t{row.attempts}\t"
+                       f"{row.next_attempt_at.isoformat()}\t{row.last_error or ''}")
+        totals = dict(session.execute(select(OutboxMessage.state, func.count()).group_by(OutboxMessage.state)).all())
+        click.echo(", ".join(f"{key} {value}" for key, value in sorted(totals.items())) or "outbox is empty",
+                   err=True)
+
+
+@main.group()
+def keys() -> None:
+    """PHI encryption keys."""
+
+
+@keys.command("generate")
+def keys_generate() -> None:
+    """Print a new ADMITFLOW_ENCRYPTION_KEYS and ADMITFLOW_BLIND_INDEX_KEY for your secret store."""
+    for name, value in generate_keys().items():
+        click.echo(f"{name}={value}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Putting a lead into the CRM as a contact, a note per request and one callback task."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from config.settings import Settings
+from integrations.crm import CRM, CallbackTaskSpec, ContactCard
+from worker.models import Lead, OutboxMessage, Submission
+from worker.processing import applicant_fields, message_text
+from worker.roster import Roster
+
+
+def contact_card(lead: Lead, submission: Submission) -> ContactCard:
+    return ContactCard(
+        lead_ref=lead.ref,
+        first_name=lead.first_name,
+        last_name=lead.last_name,
+        email=lead.email,
+        phone=lead.phone,
+        repeat_count=lead.repeat_count,
+        source=f"{submission.site}/form {submission.form_id}",
+        consent_to_text=lead.consent_to_text,
+    )
+
+
+def callback_task(lead: Lead, owner_id: str | None, due_at: datetime) -> CallbackTaskSpec:
+    consent = {True: "yes", False: "no", None: "not asked"}[lead.consent_to_text]
+    return CallbackTaskSpec(
+        lead_ref=lead.ref,
+        subject=f"Callback {lead.ref}",
+        body=(
+            f"Confidential callback requested through the website (lead {lead.ref}). "
+            f"Repeat requests: {lead.repeat_count}. OK to text: {consent}."
+        ),
+        owner_id=owner_id,
+        due_at=due_at,
+    )
+
+
+def sync_lead(
+    session: Session, row: OutboxMessage, crm: CRM, roster: Roster, settings: Settings, now: datetime
+) -> None:
+    """Contact, then note, then task, committing each id as it comes back, so a retry resumes after the last
+    step that succeeded instead of creating a second record."""
+    lead = session.get_one(Lead, row.lead_id)
+    submission = session.get_one(Submission, row.submission_id)
+
+    contact_id = crm.upsert_contact(contact_card(lead, submission), lead.crm_contact_id)
+    if lead.crm_contact_id != contact_id:
+        lead.crm_contact_id = contact_id
+        session.commit()
+
+    fields = applicant_fields(session, submission)
+    message = message_text(fields) if fields else None
+    if submission.crm_note_id is None and message:
+        header = f"Website request {lead.ref} (form {submission.form_id}, entry {submission.entry_id}):"
+        submission.crm_note_id = crm.add_note(contact_id, f"{header}\n\n{message}", submission.received_at)
+        session.commit()
+
+    if lead.crm_task_id is None:
+        on_call = roster.on_call_staff(now)
+        owner = on_call[0].crm_owner_id if on_call else None
+        lead.crm_task_id = crm.ensure_callback_task(contact_id, callback_task(lead, owner, now))
+        session.commit()

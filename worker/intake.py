@@ -1,0 +1,107 @@
+"""The single door every entry comes through, webhook, poll or CLI: store it once, durably."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from integrations.gravityforms.models import EntryMeta, Form
+from worker.db import utcnow
+from worker.models import FormDefinition, Submission, SubmissionSource, SubmissionState
+
+
+class RejectedEntry(ValueError):
+    """An entry that cannot be stored, with a message safe to return to the sender (no PHI)."""
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    submission_id: int
+    created: bool  # False: this entry was already stored (the webhook fired twice, or poll and push both saw it)
+
+
+def entry_meta(entry: Any) -> EntryMeta:
+    """Validate an entry's identity. Raises `RejectedEntry` with a precise, PHI-free message."""
+    if not isinstance(entry, dict):
+        raise RejectedEntry("body must be a JSON object: the Gravity Forms entry (Webhooks add-on, 'All Fields')")
+    for key in ("id", "form_id"):
+        if key not in entry:
+            raise RejectedEntry(f"entry has no '{key}': configure the webhook's request body as 'All Fields'")
+    try:
+        return EntryMeta.model_validate(entry)
+    except ValidationError as exc:
+        bad = ", ".join(str(err["loc"][0]) for err in exc.errors() if err["loc"])
+        raise RejectedEntry(f"entry field(s) {bad} must be Gravity Forms numeric ids") from None
+
+
+def store_entry(session: Session, *, site: str, entry: dict[str, Any], source: SubmissionSource) -> StoredEntry:
+    """Insert the entry unless (site, form, entry id) is already stored. The caller commits before it answers."""
+    meta = entry_meta(entry)
+    values = {
+        "site": site,
+        "form_id": meta.form_id,
+        "entry_id": meta.id,
+        "source": source.value,
+        "received_at": utcnow(),
+        "payload": entry,
+        "state": SubmissionState.RECEIVED.value,
+        "is_repeat": False,
+    }
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    result = session.execute(
+        insert(Submission).values(**values).on_conflict_do_nothing().returning(Submission.id)
+    )
+    new_id = result.scalar_one_or_none()
+    if new_id is not None:
+        return StoredEntry(new_id, created=True)
+    existing = session.scalar(
+        select(Submission.id).where(
+            Submission.site == site, Submission.form_id == meta.form_id, Submission.entry_id == meta.id
+        )
+    )
+    assert existing is not None
+    return StoredEntry(existing, created=False)
+
+
+def register_form(session: Session, *, site: str, form_object: Any) -> tuple[FormDefinition, list[int]]:
+    """Store or replace a form definition; returns it and the ids of submissions held for want of it."""
+    try:
+        form = Form.model_validate(form_object)
+    except ValidationError:
+        raise RejectedEntry(
+            "not a Gravity Forms form object: expected JSON with 'id' and 'fields' as GET /wp-json/gf/v2/forms/{id} "
+            "returns it"
+        ) from None
+    definition = session.scalar(
+        select(FormDefinition).where(FormDefinition.site == site, FormDefinition.form_id == form.id)
+    )
+    if definition is None:
+        definition = FormDefinition(site=site, form_id=form.id, title=form.title[:255], definition=form_object)
+        session.add(definition)
+    else:
+        definition.title, definition.definition, definition.updated_at = form.title[:255], form_object, utcnow()
+    held = session.scalars(
+        select(Submission).where(
+            Submission.site == site,
+            Submission.form_id == form.id,
+            Submission.state == SubmissionState.FLAGGED,
+            Submission.flag_reason.like("unknown_form%"),
+        )
+    ).all()
+    for submission in held:
+        submission.state, submission.flag_reason = SubmissionState.RECEIVED, None
+    session.flush()
+    return definition, [submission.id for submission in held]
+
+
+def known_form(session: Session, site: str, form_id: str) -> Form | None:
+    definition = session.scalar(
+        select(FormDefinition.definition).where(FormDefinition.site == site, FormDefinition.form_id == form_id)
+    )
+    return None if definition is None else Form.model_validate(definition)

@@ -1,0 +1,158 @@
+"""The admissions data model. Columns typed `EncryptedText`/`EncryptedJSON` hold PHI and are encrypted at rest."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from worker.db import Base, EncryptedJSON, EncryptedText, UTCDateTime, utcnow
+
+
+class SubmissionState(enum.StrEnum):
+    RECEIVED = "received"  # stored, not yet turned into a lead
+    PROCESSED = "processed"  # belongs to a lead
+    FLAGGED = "flagged"  # kept for an operator: cannot become a lead as it is (see `flag_reason`)
+    SPAM = "spam"  # Gravity Forms marked it spam or trash: kept, never alerted
+
+
+class SubmissionSource(enum.StrEnum):
+    WEBHOOK = "webhook"
+    POLL = "poll"
+    CLI = "cli"
+
+
+class LeadStatus(enum.StrEnum):
+    NEW = "new"
+    CLAIMED = "claimed"
+
+
+class OutboxKind(enum.StrEnum):
+    CRM_SYNC = "crm_sync"
+    STAFF_ALERT = "staff_alert"
+
+
+class OutboxState(enum.StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    DEAD = "dead"  # gave up: `last_error` says why and what to do
+
+
+class FormDefinition(Base):
+    """A Gravity Forms form object as its REST API returns it: the field types tell what each entry value means."""
+
+    __tablename__ = "form_definitions"
+    __table_args__ = (UniqueConstraint("site", "form_id", name="uq_form_site_form"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site: Mapped[str] = mapped_column(String(64))
+    form_id: Mapped[str] = mapped_column(String(32))
+    title: Mapped[str] = mapped_column(String(255))
+    definition: Mapped[Any] = mapped_column(JSON)  # form structure only, no entry data
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Lead(Base):
+    """One person asking for a callback, however many times and ways they submitted."""
+
+    __tablename__ = "leads"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ref: Mapped[str] = mapped_column(String(16), unique=True)
+    first_name: Mapped[str | None] = mapped_column(EncryptedText)
+    last_name: Mapped[str | None] = mapped_column(EncryptedText)
+    phone: Mapped[str | None] = mapped_column(EncryptedText)  # E.164
+    email: Mapped[str | None] = mapped_column(EncryptedText)
+    phone_index: Mapped[str | None] = mapped_column(String(64), index=True)
+    email_index: Mapped[str | None] = mapped_column(String(64), index=True)
+    consent_to_text: Mapped[bool | None]
+    status: Mapped[str] = mapped_column(String(16), default=LeadStatus.NEW)
+    repeat_count: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_request_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    crm_contact_id: Mapped[str | None] = mapped_column(String(64))
+    crm_task_id: Mapped[str | None] = mapped_column(String(64))
+
+    submissions: Mapped[list[Submission]] = relationship(back_populates="lead", order_by="Submission.id")
+
+
+class LeadKey(Base):
+    """One row per blind-indexed phone or email ever seen.
+
+    Dedup locks these rows before it reads leads, so two workers handling the same person at the same moment
+    are serialized by the database and the second one finds the lead the first one created.
+    """
+
+    __tablename__ = "lead_keys"
+
+    kind: Mapped[str] = mapped_column(String(8), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
+class Submission(Base):
+    """A form entry exactly as received, whichever door it came through."""
+
+    __tablename__ = "submissions"
+    __table_args__ = (
+        UniqueConstraint("site", "form_id", "entry_id", name="uq_submission_entry"),
+        Index("ix_submissions_state_received", "state", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site: Mapped[str] = mapped_column(String(64))
+    form_id: Mapped[str] = mapped_column(String(32))
+    entry_id: Mapped[str] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(String(16))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    payload: Mapped[Any] = mapped_column(EncryptedJSON)
+    state: Mapped[str] = mapped_column(String(16), default=SubmissionState.RECEIVED)
+    flag_reason: Mapped[str | None] = mapped_column(String(255))  # never PHI: a code and an instruction
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    is_repeat: Mapped[bool] = mapped_column(default=False)
+    lead_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id"), index=True)
+    crm_note_id: Mapped[str | None] = mapped_column(String(64))
+
+    lead: Mapped[Lead | None] = relationship(back_populates="submissions")
+
+
+class OutboxMessage(Base):
+    """Work decided in the same transaction as the lead change that caused it: a CRM sync or a staff alert."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        UniqueConstraint("kind", "submission_id", name="uq_outbox_kind_submission"),
+        Index("ix_outbox_state_due", "state", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id"), index=True)
+    submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id"))
+    state: Mapped[str] = mapped_column(String(16), default=OutboxState.PENDING)
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    leased_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)  # never PHI
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class StaffAlert(Base):
+    """One outbound message to a staff member, with the provider's id and outcome."""
+
+    __tablename__ = "staff_alerts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id"), index=True)
+    outbox_id: Mapped[int] = mapped_column(ForeignKey("outbox.id"), index=True)
+    staff_name: Mapped[str] = mapped_column(String(128))
+    staff_phone: Mapped[str] = mapped_column(String(20))
+    channel: Mapped[str] = mapped_column(String(8), default="sms")
+    body: Mapped[str] = mapped_column(Text)  # PHI-free by construction (worker/alerts.py)
+    provider_id: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(24))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

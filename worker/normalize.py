@@ -1,0 +1,68 @@
+"""Normalizers that make one person's phone and email compare equal however they typed them."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+
+MAX_FIELD_CHARS = 200
+MAX_MESSAGE_CHARS = 5000
+
+# Format characters (zero-width space/joiners, bidi overrides) survive NFKC and would defeat equality.
+_INVISIBLE = re.compile(r"[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_GMAIL_DOMAINS = frozenset({"gmail.com", "googlemail.com"})
+_UNDIALLABLE = frozenset(
+    {phonenumbers.PhoneNumberType.PREMIUM_RATE, phonenumbers.PhoneNumberType.SHARED_COST}
+)
+
+
+def clean_text(value: str | None, *, limit: int = MAX_FIELD_CHARS) -> str | None:
+    """NFKC, without invisible and control characters, whitespace collapsed, cut to `limit` characters."""
+    if value is None:
+        return None
+    text = unicodedata.normalize("NFKC", value)
+    text = _INVISIBLE.sub("", text)
+    text = _CONTROL.sub(" ", text)
+    if limit <= MAX_FIELD_CHARS:
+        text = " ".join(text.split())
+    text = text.strip()[:limit]
+    return text or None
+
+
+def normalize_phone(raw: str | None, region: str = "US") -> str | None:
+    """E.164 for a valid, diallable number; None for anything else (including premium-rate numbers)."""
+    text = clean_text(raw, limit=40)
+    if not text:
+        return None
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number):
+        return None
+    if phonenumbers.number_type(number) in _UNDIALLABLE:
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def normalize_email(raw: str | None) -> str | None:
+    """A lower-case address, or None when it is not an address.
+
+    Conservative: only Gmail, which documents that dots and "+tags" do not matter, loses them.
+    """
+    text = clean_text(raw, limit=254)
+    if not text:
+        return None
+    try:
+        parsed = validate_email(text, check_deliverability=False)
+    except EmailNotValidError:
+        return None
+    local, domain = parsed.local_part.lower(), parsed.domain.lower()
+    if domain in _GMAIL_DOMAINS:
+        local = local.split("+", 1)[0].replace(".", "")
+        domain = "gmail.com"
+    return f"{local}@{domain}"

@@ -1,0 +1,107 @@
+"""Turn a stored submission into a lead, and decide, in the same transaction, what must be sent about it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from config.settings import Settings
+from integrations.gravityforms.mapping import ApplicantFields, read_applicant
+from integrations.gravityforms.models import EntryMeta
+from worker.db import utcnow
+from worker.dedup import Applicant, assign_lead
+from worker.intake import known_form
+from worker.models import LeadStatus, OutboxKind, OutboxMessage, Submission, SubmissionState
+from worker.normalize import MAX_MESSAGE_CHARS, clean_text, normalize_email, normalize_phone
+from worker.phi import current_vault
+
+GF_NOT_A_PERSON = frozenset({"spam", "trash"})
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What processing did. Counts only; no PHI."""
+
+    state: SubmissionState | None  # None: nothing done, it had been processed already
+    lead_id: int | None = None
+    new_lead: bool = False
+    outbox_ids: list[int] = field(default_factory=list)
+
+
+def applicant_fields(session: Session, submission: Submission) -> ApplicantFields | None:
+    """The submission's fields read through its form, or None when the form is not registered."""
+    form = known_form(session, submission.site, submission.form_id)
+    if form is None:
+        return None
+    return read_applicant(form, submission.payload)
+
+
+def normalized_applicant(fields: ApplicantFields, region: str) -> Applicant:
+    return Applicant(
+        first_name=clean_text(fields.first_name),
+        last_name=clean_text(fields.last_name),
+        phone=normalize_phone(fields.phone, region),
+        email=normalize_email(fields.email),
+        consent_to_text=fields.consent_to_text,
+    )
+
+
+def message_text(fields: ApplicantFields) -> str | None:
+    return clean_text(fields.message, limit=MAX_MESSAGE_CHARS)
+
+
+def _flag(submission: Submission, reason: str) -> Outcome:
+    submission.state, submission.flag_reason, submission.processed_at = SubmissionState.FLAGGED, reason, utcnow()
+    return Outcome(SubmissionState.FLAGGED)
+
+
+def process_submission(session: Session, submission_id: int, settings: Settings) -> Outcome:
+    """Assign the submission to a lead and write the outbox rows for CRM sync and the staff alert.
+
+    Safe to run any number of times: only a submission still in `received` is touched, and the row is locked
+    first, so two workers racing on it do the work once. The caller commits, then dispatches `outbox_ids`.
+    """
+    claimed = session.execute(
+        update(Submission)
+        .where(Submission.id == submission_id, Submission.state == SubmissionState.RECEIVED)
+        .values(processed_at=utcnow())
+    )
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        return Outcome(None)
+    submission = session.get_one(Submission, submission_id, populate_existing=True)
+    meta = EntryMeta.model_validate(submission.payload)
+
+    if meta.status in GF_NOT_A_PERSON:
+        submission.state = SubmissionState.SPAM
+        return Outcome(SubmissionState.SPAM)
+    fields = applicant_fields(session, submission)
+    if fields is None:
+        return _flag(
+            submission,
+            f"unknown_form: form {submission.form_id} is not registered for site {submission.site}; run "
+            "`admitflow forms add FORM.json` and it is processed automatically",
+        )
+    applicant = normalized_applicant(fields, settings.phone_default_region)
+    if applicant.phone is None and applicant.email is None:
+        return _flag(
+            submission,
+            "no_contact: neither a valid phone number nor a valid email; review it with "
+            f"`admitflow submissions show {submission.id}`",
+        )
+
+    requested_at = meta.date_created or submission.received_at
+    lead, created = assign_lead(
+        session, applicant, current_vault(),
+        at=requested_at, window=timedelta(days=settings.dedup_window_days),
+    )
+    submission.state, submission.lead_id, submission.is_repeat = SubmissionState.PROCESSED, lead.id, not created
+    kinds = [OutboxKind.CRM_SYNC]
+    if lead.status != LeadStatus.CLAIMED:
+        kinds.append(OutboxKind.STAFF_ALERT)
+    rows = [OutboxMessage(kind=kind, lead_id=lead.id, submission_id=submission.id) for kind in kinds]
+    session.add_all(rows)
+    session.flush()
+    return Outcome(SubmissionState.PROCESSED, lead.id, created, [row.id for row in rows])

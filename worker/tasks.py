@@ -1,0 +1,49 @@
+"""Celery tasks: a few lines each, ids in, plain functions doing the work."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from config.celery_app import app
+from worker.db import session_scope, utcnow
+from worker.dispatch import CeleryDispatcher
+from worker.outbox import deliver
+from worker.processing import process_submission
+from worker.services import default_services
+from worker.sweeper import sweep
+
+log = logging.getLogger(__name__)
+
+# Longer waits are left to the sweeper, which reads due times from the database.
+MAX_BROKER_COUNTDOWN = timedelta(minutes=5)
+
+
+@app.task(name="admitflow.process_submission")
+def process_submission_task(submission_id: int) -> None:
+    services = default_services()
+    with session_scope() as session:
+        outcome = process_submission(session, submission_id, services.settings)
+    CeleryDispatcher().outbox_ready(outcome.outbox_ids)
+
+
+@app.task(name="admitflow.deliver_outbox")
+def deliver_outbox_task(outbox_id: int) -> None:
+    with session_scope() as session:
+        delivery = deliver(session, outbox_id, default_services())
+    if delivery.retry_in is not None and delivery.retry_in <= MAX_BROKER_COUNTDOWN:
+        deliver_outbox_task.apply_async((outbox_id,), countdown=delivery.retry_in.total_seconds())
+
+
+@app.task(name="admitflow.sweep")
+def sweep_task() -> None:
+    settings = default_services().settings
+    with session_scope() as session:
+        found = sweep(session, utcnow(), stale_after=timedelta(seconds=settings.stale_after_seconds))
+    dispatcher = CeleryDispatcher()
+    for submission_id in found.submission_ids:
+        dispatcher.submission_stored(submission_id)
+    dispatcher.outbox_ready(found.outbox_ids)
+    if found.submission_ids or found.outbox_ids:
+        log.info("sweep re-dispatched %d submission(s) and %d outbox row(s)",
+                 len(found.submission_ids), len(found.outbox_ids))

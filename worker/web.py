@@ -1,0 +1,134 @@
+"""The HTTP intake: verify the sender, store the entry, hand it on, answer fast.
+
+Nothing here parses a person's details: that happens in the worker, after the entry is safely stored.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from typing import Any
+
+from fastapi import BackgroundTasks, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+
+from config.settings import Settings, get_settings
+from worker.db import session_scope
+from worker.dispatch import Dispatcher, InlineDispatcher, dispatcher_for
+from worker.intake import RejectedEntry, StoredEntry, entry_meta, known_form, store_entry
+from worker.models import SubmissionSource
+from worker.services import Services, default_services
+
+log = logging.getLogger(__name__)
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _store(site: str, entry: dict[str, Any]) -> tuple[StoredEntry, bool]:
+    """Store the entry; the second value says whether its form is registered."""
+    with session_scope() as session:
+        stored = store_entry(session, site=site, entry=entry, source=SubmissionSource.WEBHOOK)
+        form_known = known_form(session, site, str(entry["form_id"]).strip()) is not None
+    return stored, form_known
+
+
+def _check_database() -> None:
+    with session_scope() as session:
+        session.execute(text("SELECT 1"))
+
+
+def _check_broker(url: str) -> None:
+    from kombu import Connection  # type: ignore[attr-defined]
+
+    with Connection(url, connect_timeout=2) as connection:  # type: ignore[no-untyped-call]
+        connection.ensure_connection(max_retries=1)
+
+
+def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    services = services or default_services()
+    dispatcher: Dispatcher = dispatcher_for(settings, services)
+    secret = settings.webhook_secret.get_secret_value().encode() if settings.webhook_secret else b""
+    if not secret:
+        log.error("GRAVITYFORMS_WEBHOOK_SECRET is not set: every webhook will be refused with 401 until it is")
+
+    app = FastAPI(title="admitflow intake", version="0.1.0")
+
+    @app.post("/hooks/gravityforms", status_code=202)
+    async def gravityforms_webhook(request: Request, background: BackgroundTasks) -> JSONResponse:
+        """Accept one Gravity Forms entry from the Webhooks add-on (request body 'All Fields', JSON)."""
+        presented = request.headers.get(settings.webhook_secret_header, "").encode()
+        if not secret or not hmac.compare_digest(presented, secret):
+            return _error(401, f"missing or wrong {settings.webhook_secret_header} header")
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > settings.max_body_bytes:
+            return _error(413, f"body over {settings.max_body_bytes} bytes")
+        body = await request.body()
+        if len(body) > settings.max_body_bytes:
+            return _error(413, f"body over {settings.max_body_bytes} bytes")
+        try:
+            entry = json.loads(body)
+        except UnicodeDecodeError:
+            return _error(400, "body is not UTF-8 text")
+        except json.JSONDecodeError as exc:
+            return _error(400, f"body is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})")
+        except RecursionError:
+            return _error(400, "body is nested too deeply")
+        try:
+            entry_meta(entry)
+        except RejectedEntry as exc:
+            return _error(422, str(exc))
+        try:
+            stored, form_known = await run_in_threadpool(_store, settings.site, entry)
+        except OperationalError:
+            log.error("webhook could not store an entry: the database is unreachable")
+            return _error(503, "storage unavailable; retry later")
+        if stored.created:
+            if isinstance(dispatcher, InlineDispatcher):
+                background.add_task(dispatcher.submission_stored, stored.submission_id)
+            else:
+                await run_in_threadpool(dispatcher.submission_stored, stored.submission_id)
+        if not form_known:
+            return JSONResponse(
+                {
+                    "error": f"form {entry['form_id']} is not registered for this site; the entry was kept and is "
+                    "processed once the form is registered (admitflow forms add)",
+                    "submission": stored.submission_id,
+                },
+                status_code=422,
+                background=background,
+            )
+        state = "accepted" if stored.created else "already received"
+        return JSONResponse(
+            {"status": state, "submission": stored.submission_id}, status_code=202, background=background
+        )
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        """Database and broker reachability, for load balancers and compose health checks."""
+        checks: dict[str, str] = {}
+        try:
+            await run_in_threadpool(_check_database)
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = f"unreachable ({type(exc).__name__})"
+        if settings.uses_broker:
+            try:
+                await run_in_threadpool(_check_broker, settings.celery_broker_url)
+                checks["broker"] = "ok"
+            except Exception as exc:
+                checks["broker"] = f"unreachable ({type(exc).__name__})"
+        else:
+            checks["broker"] = "none (work runs inline)"
+        healthy = all(value == "ok" or value.startswith("none") for value in checks.values())
+        return JSONResponse({"status": "ok" if healthy else "degraded", **checks},
+                            status_code=200 if healthy else 503)
+
+    return app
+
