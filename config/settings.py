@@ -32,6 +32,8 @@ class Settings(BaseSettings):
 
     phone_default_region: str = Field("US", alias="PHONE_DEFAULT_REGION", min_length=2, max_length=2)
     dedup_window_days: int = Field(30, alias="DEDUP_WINDOW_DAYS", ge=1)
+    # Repeat requests from one lead within this many minutes of its last alert do not text staff again.
+    alert_coalesce_minutes: int = Field(10, alias="ALERT_COALESCE_MINUTES", ge=0)
 
     # PHI at rest. Comma-separated Fernet keys, newest first; the blind-index key is for dedup digests.
     encryption_keys: SecretStr | None = Field(None, alias="ADMITFLOW_ENCRYPTION_KEYS")

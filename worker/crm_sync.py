@@ -2,15 +2,42 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from sqlalchemy import or_, update
 from sqlalchemy.orm import Session
 
-from config.settings import Settings
 from integrations.crm import CRM, CallbackTaskSpec, ContactCard
+from integrations.errors import IntegrationError
 from worker.models import Lead, OutboxMessage, Submission
 from worker.processing import applicant_fields, message_text
 from worker.roster import Roster
+
+LEAD_LEASE = timedelta(minutes=2)
+
+
+class LeadBusy(IntegrationError):
+    """Another worker is syncing the same lead: try again in a moment, without counting it as a failure."""
+
+    def __init__(self, lead_id: int) -> None:
+        super().__init__(f"lead {lead_id} is being synced by another worker; will retry", permanent=False)
+
+
+def lease_lead(session: Session, lead_id: int, now: datetime) -> None:
+    """Take the lead's CRM lease or raise `LeadBusy`. Commits."""
+    taken = session.execute(
+        update(Lead)
+        .where(Lead.id == lead_id, or_(Lead.crm_lease_until.is_(None), Lead.crm_lease_until < now))
+        .values(crm_lease_until=now + LEAD_LEASE)
+    )
+    session.commit()
+    if taken.rowcount != 1:  # type: ignore[attr-defined]
+        raise LeadBusy(lead_id)
+
+
+def release_lead(session: Session, lead_id: int) -> None:
+    session.execute(update(Lead).where(Lead.id == lead_id).values(crm_lease_until=None))
+    session.commit()
 
 
 def contact_card(lead: Lead, submission: Submission) -> ContactCard:
@@ -41,11 +68,20 @@ def callback_task(lead: Lead, owner_id: str | None, due_at: datetime) -> Callbac
 
 
 def sync_lead(
-    session: Session, row: OutboxMessage, crm: CRM, roster: Roster, settings: Settings, now: datetime
+    session: Session, row: OutboxMessage, crm: CRM, roster: Roster, now: datetime
 ) -> None:
     """Contact, then note, then task, committing each id as it comes back, so a retry resumes after the last
-    step that succeeded instead of creating a second record."""
-    lead = session.get_one(Lead, row.lead_id)
+    step that succeeded instead of creating a second record. Holds the lead's lease throughout."""
+    lease_lead(session, row.lead_id, now)
+    try:
+        _sync(session, row, crm, roster, now)
+    finally:
+        session.rollback()
+        release_lead(session, row.lead_id)
+
+
+def _sync(session: Session, row: OutboxMessage, crm: CRM, roster: Roster, now: datetime) -> None:
+    lead = session.get_one(Lead, row.lead_id, populate_existing=True)
     submission = session.get_one(Submission, row.submission_id)
 
     contact_id = crm.upsert_contact(contact_card(lead, submission), lead.crm_contact_id)

@@ -6,7 +6,6 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Dialect, Engine, Text, create_engine, event
@@ -73,8 +72,11 @@ class EncryptedJSON(TypeDecorator[Any]):
 
 
 def make_engine(url: str) -> Engine:
+    """An engine that never puts statement parameters into error messages: they can hold PHI."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -85,21 +87,43 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, hide_parameters=True)
 
 
-@lru_cache(maxsize=4)
+_engines: dict[str, Engine] = {}
+_session_factories: dict[str, sessionmaker[Session]] = {}
+
+
 def engine_for(url: str) -> Engine:
-    return make_engine(url)
+    """One engine (and pool) per database URL per process."""
+    if url not in _engines:
+        _engines[url] = make_engine(url)
+    return _engines[url]
+
+
+def dispose_engines() -> None:
+    """Close every pooled connection and forget the engines (tests, and before a process exits)."""
+    for engine in _engines.values():
+        engine.dispose()
+    _engines.clear()
+    _session_factories.clear()
+
+
+def forget_inherited_connections() -> None:
+    """In a freshly forked worker process: drop the pooled connections inherited from the parent without closing
+    them (they still belong to the parent), so this process opens its own."""
+    for engine in _engines.values():
+        engine.dispose(close=False)
 
 
 def get_engine() -> Engine:
     return engine_for(get_settings().database_url)
 
 
-@lru_cache(maxsize=4)
 def _session_factory(url: str) -> sessionmaker[Session]:
-    return sessionmaker(engine_for(url), expire_on_commit=False)
+    if url not in _session_factories:
+        _session_factories[url] = sessionmaker(engine_for(url), expire_on_commit=False)
+    return _session_factories[url]
 
 
 def new_session() -> Session:

@@ -75,6 +75,8 @@ class Lead(Base):
     last_request_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     crm_contact_id: Mapped[str | None] = mapped_column(String(64))
     crm_task_id: Mapped[str | None] = mapped_column(String(64))
+    # One CRM sync per lead at a time, so concurrent requests from one person cannot create two contacts or tasks.
+    crm_lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     submissions: Mapped[list[Submission]] = relationship(back_populates="lead", order_by="Submission.id")
 

@@ -12,8 +12,8 @@ MAX_FIELD_CHARS = 200
 MAX_MESSAGE_CHARS = 5000
 
 # Format characters (zero-width space/joiners, bidi overrides) survive NFKC and would defeat equality.
-_INVISIBLE = re.compile(r"[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_INVISIBLE = re.compile(r"[\u00ad\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _GMAIL_DOMAINS = frozenset({"gmail.com", "googlemail.com"})
 _UNDIALLABLE = frozenset(
     {phonenumbers.PhoneNumberType.PREMIUM_RATE, phonenumbers.PhoneNumberType.SHARED_COST}
@@ -24,12 +24,12 @@ def clean_text(value: str | None, *, limit: int = MAX_FIELD_CHARS) -> str | None
     """NFKC, without invisible and control characters, whitespace collapsed, cut to `limit` characters."""
     if value is None:
         return None
-    text = unicodedata.normalize("NFKC", value)
-    text = _INVISIBLE.sub("", text)
+    # Invisible characters go first: between a letter and its accent they would stop NFKC composing them.
+    text = unicodedata.normalize("NFKC", _INVISIBLE.sub("", value))
     text = _CONTROL.sub(" ", text)
     if limit <= MAX_FIELD_CHARS:
         text = " ".join(text.split())
-    text = text.strip()[:limit]
+    text = text.strip()[:limit].rstrip()
     return text or None
 
 
@@ -65,4 +65,6 @@ def normalize_email(raw: str | None) -> str | None:
     if domain in _GMAIL_DOMAINS:
         local = local.split("+", 1)[0].replace(".", "")
         domain = "gmail.com"
+        if not local:  # "+tag@gmail.com" is no mailbox
+            return None
     return f"{local}@{domain}"

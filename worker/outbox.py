@@ -7,6 +7,7 @@ row until its lease runs out; the CRM writes are keyed so that doing one again u
 from __future__ import annotations
 
 import logging
+import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -15,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from integrations.errors import IntegrationError, RateLimited
 from worker.alerts import alert_staff
-from worker.crm_sync import sync_lead
+from worker.crm_sync import LeadBusy, sync_lead
 from worker.db import utcnow
 from worker.models import OutboxKind, OutboxMessage, OutboxState
 from worker.services import Services
@@ -60,7 +61,7 @@ def lease(session: Session, outbox_id: int, now: datetime) -> OutboxMessage | No
 
 def _do(session: Session, row: OutboxMessage, services: Services, now: datetime) -> None:
     if row.kind == OutboxKind.CRM_SYNC:
-        sync_lead(session, row, services.crm, services.roster, services.settings, now)
+        sync_lead(session, row, services.crm, services.roster, now)
     elif row.kind == OutboxKind.STAFF_ALERT:
         alert_staff(session, row, services.messenger, services.roster, now)
     else:
@@ -92,6 +93,12 @@ def deliver(session: Session, outbox_id: int, services: Services, now: datetime 
 def _failed(session: Session, outbox_id: int, error: IntegrationError, max_attempts: int) -> Delivery:
     row = session.get_one(OutboxMessage, outbox_id, populate_existing=True)
     row.last_error, row.leased_until = error.message[:1000], None
+    if isinstance(error, LeadBusy):
+        row.attempts -= 1
+        delay = timedelta(seconds=random.uniform(0.5, 2.0))  # noqa: S311 (jitter, not security)
+        row.next_attempt_at = utcnow() + delay
+        session.commit()
+        return Delivery(OutboxState.PENDING, retry_in=delay)
     if error.permanent or row.attempts >= max_attempts:
         row.state = OutboxState.DEAD
         log.error("outbox %s (%s) dead after %d attempt(s): %s", row.id, row.kind, row.attempts, error.message)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from config.settings import Settings
@@ -14,7 +14,7 @@ from integrations.gravityforms.models import EntryMeta
 from worker.db import utcnow
 from worker.dedup import Applicant, assign_lead
 from worker.intake import known_form
-from worker.models import LeadStatus, OutboxKind, OutboxMessage, Submission, SubmissionState
+from worker.models import Lead, LeadStatus, OutboxKind, OutboxMessage, Submission, SubmissionState
 from worker.normalize import MAX_MESSAGE_CHARS, clean_text, normalize_email, normalize_phone
 from worker.phi import current_vault
 
@@ -58,6 +58,22 @@ def _flag(submission: Submission, reason: str) -> Outcome:
     return Outcome(SubmissionState.FLAGGED)
 
 
+def _staff_should_hear_again(session: Session, lead: Lead, settings: Settings) -> bool:
+    """A repeat request re-alerts staff unless the lead is claimed or was alerted moments ago (a burst of
+    resubmissions must not flood a phone). Runs under the dedup lock, so concurrent repeats decide in turn."""
+    if lead.status == LeadStatus.CLAIMED:
+        return False
+    since = utcnow() - timedelta(minutes=settings.alert_coalesce_minutes)
+    recent = session.scalar(
+        select(OutboxMessage.id).where(
+            OutboxMessage.lead_id == lead.id,
+            OutboxMessage.kind == OutboxKind.STAFF_ALERT,
+            OutboxMessage.created_at >= since,
+        ).limit(1)
+    )
+    return recent is None
+
+
 def process_submission(session: Session, submission_id: int, settings: Settings) -> Outcome:
     """Assign the submission to a lead and write the outbox rows for CRM sync and the staff alert.
 
@@ -99,7 +115,7 @@ def process_submission(session: Session, submission_id: int, settings: Settings)
     )
     submission.state, submission.lead_id, submission.is_repeat = SubmissionState.PROCESSED, lead.id, not created
     kinds = [OutboxKind.CRM_SYNC]
-    if lead.status != LeadStatus.CLAIMED:
+    if created or _staff_should_hear_again(session, lead, settings):
         kinds.append(OutboxKind.STAFF_ALERT)
     rows = [OutboxMessage(kind=kind, lead_id=lead.id, submission_id=submission.id) for kind in kinds]
     session.add_all(rows)

@@ -49,6 +49,10 @@ def load_roster(path: Path) -> Roster:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RosterError(f"roster file {path} does not exist: set ROSTER_FILE to your staff roster") from None
+    except OSError as exc:
+        raise RosterError(f"roster file {path} cannot be read ({exc.strerror}): point ROSTER_FILE at a file") from None
+    except UnicodeDecodeError:
+        raise RosterError(f"roster file {path} is not UTF-8 text: save it as UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise RosterError(f"roster file {path} is not valid TOML: {exc}") from None
     try:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+from celery.signals import worker_process_init
+from sqlalchemy.exc import OperationalError
+
 from config.celery_app import app
-from worker.db import session_scope, utcnow
+from worker.db import forget_inherited_connections, session_scope, utcnow
 from worker.dispatch import CeleryDispatcher
 from worker.outbox import deliver
 from worker.processing import process_submission
@@ -19,7 +22,22 @@ log = logging.getLogger(__name__)
 MAX_BROKER_COUNTDOWN = timedelta(minutes=5)
 
 
-@app.task(name="admitflow.process_submission")
+# A database that is restarting or unreachable: retry soon, with backoff; the sweeper is the net under this.
+DATABASE_RETRY = {
+    "autoretry_for": (OperationalError,),
+    "retry_backoff": 2,
+    "retry_backoff_max": 120,
+    "retry_jitter": True,
+    "max_retries": 10,
+}
+
+
+@worker_process_init.connect
+def _own_database_connections(**_: object) -> None:
+    forget_inherited_connections()
+
+
+@app.task(name="admitflow.process_submission", **DATABASE_RETRY)
 def process_submission_task(submission_id: int) -> None:
     services = default_services()
     with session_scope() as session:
@@ -27,7 +45,7 @@ def process_submission_task(submission_id: int) -> None:
     CeleryDispatcher().outbox_ready(outcome.outbox_ids)
 
 
-@app.task(name="admitflow.deliver_outbox")
+@app.task(name="admitflow.deliver_outbox", **DATABASE_RETRY)
 def deliver_outbox_task(outbox_id: int) -> None:
     with session_scope() as session:
         delivery = deliver(session, outbox_id, default_services())

@@ -73,7 +73,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         if len(body) > settings.max_body_bytes:
             return _error(413, f"body over {settings.max_body_bytes} bytes")
         try:
-            entry = json.loads(body)
+            entry = json.loads(body.decode("utf-8"))
         except UnicodeDecodeError:
             return _error(400, "body is not UTF-8 text")
         except json.JSONDecodeError as exc:

@@ -56,13 +56,22 @@ def _ticked(entry: dict[str, Any], field: FormField) -> bool:
 
 
 def read_applicant(form: Form, entry: dict[str, Any]) -> ApplicantFields:
-    """The first name, email, phone and paragraph fields of the form, and its consent boxes."""
+    """The form's first name, email, phone and paragraph field, and its consent boxes.
+
+    Only the first field of each kind counts, even when it was left empty: a second phone field on a form is
+    someone else's (an emergency contact), never the applicant's.
+    """
     first = last = email = phone = message = None
     consent: bool | None = None
     text_ok: bool | None = None
+    seen: set[str] = set()
     for field in form.fields:
         kind = field.effective_type
-        if kind == "name" and first is None and last is None:
+        if kind in ("name", "email", "phone", "textarea"):
+            if kind in seen:
+                continue
+            seen.add(kind)
+        if kind == "name":
             if field.inputs:
                 first = _input_value(entry, field, NAME_FIRST)
                 last = _input_value(entry, field, NAME_LAST)
@@ -70,11 +79,11 @@ def read_applicant(form: Form, entry: dict[str, Any]) -> ApplicantFields:
                 full = _text(entry.get(str(field.id)))
                 if full:
                     first, last = _split_full_name(full)
-        elif kind == "email" and email is None:
+        elif kind == "email":
             email = _text(entry.get(str(field.id)))
-        elif kind == "phone" and phone is None:
+        elif kind == "phone":
             phone = _text(entry.get(str(field.id)))
-        elif kind == "textarea" and message is None:
+        elif kind == "textarea":
             message = _text(entry.get(str(field.id)))
         elif kind == "consent":
             ticked = _input_value(entry, field, "1") is not None

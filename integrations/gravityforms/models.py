@@ -87,7 +87,7 @@ class EntryMeta(BaseModel):
     @classmethod
     def _digits(cls, value: Any) -> str:
         text = str(value).strip() if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
-        if not text.isdigit() or len(text) > 20:
+        if not (text.isascii() and text.isdigit()) or len(text) > 20:  # isdigit() alone accepts "²" and "١٢"
             raise ValueError("must be a Gravity Forms numeric id")
         return text
 

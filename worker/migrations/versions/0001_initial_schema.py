@@ -53,6 +53,7 @@ def upgrade() -> None:
         sa.Column("last_request_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("crm_contact_id", sa.String(length=64), nullable=True),
         sa.Column("crm_task_id", sa.String(length=64), nullable=True),
+        sa.Column("crm_lease_until", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("ref"),
     )

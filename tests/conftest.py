@@ -1,0 +1,203 @@
+"""Test configuration: every test gets its own database and settings from the environment.
+
+The database is a fresh SQLite file by default (the embedded default). With ADMITFLOW_TEST_DATABASE_URL set to
+PostgreSQL, the whole suite runs on it instead. Tests marked `services` need PostgreSQL and Redis for real; they
+skip with the reason when those are absent, and fail instead under ADMITFLOW_REQUIRE_SERVICES=1 (CI).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.orm import Session
+
+from config.settings import Settings, get_settings
+from worker.db import Base, dispose_engines, engine_for, new_session
+from worker.phi import reset_vault
+from worker.schema import upgrade
+from worker.services import default_services
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples" / "gravityforms"
+
+# Fixed, fictional test keys so a worker subprocess reads what the test process wrote.
+TEST_KEYS = {
+    "ADMITFLOW_ENCRYPTION_KEYS": "mH5GJ0QK3N0yC1qk2mYB0q5tq1N4m3E1mZpX0sB9a1A=",
+    "ADMITFLOW_BLIND_INDEX_KEY": "dGVzdC1ibGluZC1pbmRleC1rZXktMzItYnl0ZXMtbG9uZyEhIQ==",
+}
+WEBHOOK_SECRET = "test-webhook-secret"
+
+POSTGRES_URL = os.environ.get(
+    "ADMITFLOW_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/admitflow_test"
+)
+REDIS_URL = os.environ.get("ADMITFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+REQUIRE_SERVICES = os.environ.get("ADMITFLOW_REQUIRE_SERVICES") == "1"
+
+
+_fresh_databases: dict[str, str | None] = {}
+
+
+def _ensure_postgres_database(url: str) -> str | None:
+    """Create the test database anew, once per test run, so every run starts from the migrations; returns why
+    PostgreSQL is unusable, or None."""
+    from sqlalchemy.engine import make_url
+
+    if url in _fresh_databases:
+        return _fresh_databases[url]
+    target = make_url(url)
+    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    problem = None
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)'))
+            connection.execute(text(f'CREATE DATABASE "{target.database}"'))
+    except Exception as exc:
+        problem = f"PostgreSQL at {target.host}:{target.port} is not reachable ({type(exc).__name__})"
+    finally:
+        admin.dispose()
+    _fresh_databases[url] = problem
+    return problem
+
+
+def _redis_problem(url: str) -> str | None:
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except Exception as exc:
+        return f"Redis at {url} is not reachable ({type(exc).__name__})"
+    return None
+
+
+def need(problem: str | None) -> None:
+    if problem is None:
+        return
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{problem}, and ADMITFLOW_REQUIRE_SERVICES=1 forbids skipping")
+    pytest.skip(problem)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    need(_ensure_postgres_database(POSTGRES_URL))
+    return POSTGRES_URL
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    need(_redis_problem(REDIS_URL))
+    return REDIS_URL
+
+
+def _truncate_all(url: str) -> None:
+    tables = ", ".join(f'"{table.name}"' for table in reversed(Base.metadata.sorted_tables))
+    with engine_for(url).begin() as connection:
+        connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+
+
+_migrated: set[str] = set()
+
+
+def _database_url(tmp_path: Path) -> str:
+    chosen = os.environ.get("ADMITFLOW_TEST_DATABASE_URL")
+    return chosen if chosen else f"sqlite:///{tmp_path / 'admitflow-test.db'}"
+
+
+def configure_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, database_url: str, **extra: str) -> Settings:
+    """Point every setting at test values and forget whatever was cached from earlier tests."""
+    for name in list(os.environ):
+        if name.startswith(("HUBSPOT_", "TWILIO_", "GRAVITYFORMS_", "ADMITFLOW_ENV")):
+            monkeypatch.delenv(name, raising=False)
+    values = {
+        "DATABASE_URL": database_url,
+        "CELERY_BROKER_URL": "",
+        "GRAVITYFORMS_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "ADMITFLOW_KEY_FILE": str(tmp_path / "keys.json"),
+        "ROSTER_FILE": str(REPO / "config" / "roster.example.toml"),
+        **TEST_KEYS,
+        **extra,
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    default_services.cache_clear()
+    reset_vault()
+    return get_settings()
+
+
+@pytest.fixture
+def settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Settings]:
+    """Settings on a migrated, empty database (SQLite file, or PostgreSQL when chosen)."""
+    url = _database_url(tmp_path)
+    configured = configure_environment(monkeypatch, tmp_path, url)
+    if url.startswith("postgresql"):
+        need(_ensure_postgres_database(configured.database_url))
+        if configured.database_url not in _migrated:
+            upgrade(configured)
+            _migrated.add(configured.database_url)
+        _truncate_all(configured.database_url)
+    else:
+        upgrade(configured)
+    yield configured
+    get_settings.cache_clear()
+    default_services.cache_clear()
+    reset_vault()
+    dispose_engines()
+
+
+@pytest.fixture
+def pg_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, postgres_url: str) -> Iterator[Settings]:
+    """Settings on the real PostgreSQL test database, migrated and emptied."""
+    configured = configure_environment(monkeypatch, tmp_path, postgres_url)
+    if configured.database_url not in _migrated:
+        upgrade(configured)
+        _migrated.add(configured.database_url)
+    _truncate_all(configured.database_url)
+    yield configured
+    get_settings.cache_clear()
+    default_services.cache_clear()
+    reset_vault()
+    dispose_engines()
+
+
+@pytest.fixture
+def session(settings: Settings) -> Iterator[Session]:
+    db = new_session()
+    try:
+        yield db
+    finally:
+        db.rollback()
+        db.close()
+
+
+@pytest.fixture
+def form_object() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((EXAMPLES / "form.json").read_text())
+    return loaded
+
+
+def make_entry(entry_id: int | str, **overrides: Any) -> dict[str, Any]:
+    """An entry of the example form, as Gravity Forms sends it; override field ids like '3' for the phone."""
+    entry: dict[str, Any] = {
+        "id": str(entry_id),
+        "form_id": "1",
+        "date_created": "2026-11-20 14:02:11",
+        "status": "active",
+        "ip": "192.0.2.10",
+        "source_url": "https://clinic.example.org/contact/",
+        "user_agent": "Mozilla/5.0 (example)",
+        "1.3": "Jordan",
+        "1.6": "Sample",
+        "2": "jordan.sample@example.org",
+        "3": "(617) 555-0142",
+        "4": "I would like to talk to someone about treatment options.",
+        "5.1": "1",
+    }
+    entry.update(overrides)
+    return {key: value for key, value in entry.items() if value is not None}
