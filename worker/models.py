@@ -23,6 +23,7 @@ class SubmissionSource(enum.StrEnum):
     WEBHOOK = "webhook"
     POLL = "poll"
     CLI = "cli"
+    BACKFILL = "backfill"
 
 
 class LeadStatus(enum.StrEnum):
@@ -69,6 +70,9 @@ class Lead(Base):
     phone_index: Mapped[str | None] = mapped_column(String(64), index=True)
     email_index: Mapped[str | None] = mapped_column(String(64), index=True)
     consent_to_text: Mapped[bool | None]
+    consent: Mapped[bool | None]  # the form's "OK to contact me" box
+    # "high" once the person asked again within hours: a signal that they are waiting.
+    priority: Mapped[str] = mapped_column(String(8), default="normal")
     status: Mapped[str] = mapped_column(String(16), default=LeadStatus.NEW)
     repeat_count: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -114,6 +118,10 @@ class Submission(Base):
     flag_reason: Mapped[str | None] = mapped_column(String(255))  # never PHI: a code and an instruction
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     is_repeat: Mapped[bool] = mapped_column(default=False)
+    # Keyed digest of the sender's IP and user agent: evidence that two entries came from one device.
+    device_index: Mapped[str | None] = mapped_column(String(64), index=True)
+    # An operator released it from screening: it is processed as a person even if the screen would flag it.
+    released: Mapped[bool] = mapped_column(default=False)
     lead_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id"), index=True)
     crm_note_id: Mapped[str | None] = mapped_column(String(64))
 
@@ -158,3 +166,39 @@ class StaffAlert(Base):
     status: Mapped[str] = mapped_column(String(24))
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PollCursor(Base):
+    """Where polling one form of one site has got to, and whether it is healthy."""
+
+    __tablename__ = "poll_cursors"
+    __table_args__ = (UniqueConstraint("site", "form_id", name="uq_poll_cursor_site_form"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site: Mapped[str] = mapped_column(String(64))
+    form_id: Mapped[str] = mapped_column(String(32))
+    # The newest `date_created` seen; each poll reads back to this minus the overlap window.
+    cursor: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    next_poll_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_polled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    consecutive_failures: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)  # never PHI
+    entries_seen: Mapped[int] = mapped_column(default=0)
+    entries_new: Mapped[int] = mapped_column(default=0)
+
+
+class BackfillRun(Base):
+    """An import of a form's history; resumable from `next_page`."""
+
+    __tablename__ = "backfill_runs"
+    __table_args__ = (UniqueConstraint("site", "form_id", "since", name="uq_backfill_site_form_since"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site: Mapped[str] = mapped_column(String(64))
+    form_id: Mapped[str] = mapped_column(String(32))
+    since: Mapped[datetime] = mapped_column(UTCDateTime)
+    next_page: Mapped[int] = mapped_column(default=1)
+    imported: Mapped[int] = mapped_column(default=0)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
