@@ -33,5 +33,7 @@ app.conf.update(
     imports=["worker.tasks"],
     beat_schedule={
         "sweep": {"task": "admitflow.sweep", "schedule": settings.sweep_interval_seconds},
+        # Each form keeps its own due time (and backoff) in the database; this only looks for due ones.
+        "poll": {"task": "admitflow.poll", "schedule": min(15.0, settings.poll_interval_seconds)},
     },
 )

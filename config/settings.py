@@ -30,6 +30,20 @@ class Settings(BaseSettings):
     webhook_secret_header: str = Field("X-Admitflow-Secret", alias="GRAVITYFORMS_WEBHOOK_HEADER")
     max_body_bytes: int = Field(256 * 1024, alias="ADMITFLOW_MAX_BODY_BYTES", gt=1024)
 
+    # Several sites: a TOML file (config/sites.example.toml). Without it, one site from the variables below.
+    sites_file: Path | None = Field(None, alias="SITES_FILE")
+    gravityforms_base_url: str | None = Field(None, alias="GRAVITYFORMS_BASE_URL")
+    gravityforms_consumer_key: str | None = Field(None, alias="GRAVITYFORMS_CONSUMER_KEY")
+    gravityforms_consumer_secret: SecretStr | None = Field(None, alias="GRAVITYFORMS_CONSUMER_SECRET")
+    gravityforms_form_ids: str = Field("", alias="GRAVITYFORMS_FORM_IDS")  # comma-separated, e.g. "1,3"
+    poll_interval_seconds: float = Field(60.0, alias="POLL_INTERVAL_SECONDS", gt=0)
+    # Each poll reads back this far behind the newest entry it has seen, for entries committed late.
+    poll_overlap_minutes: int = Field(30, alias="POLL_OVERLAP_MINUTES", ge=1)
+    # The first poll of a form reads this far back; older history is for `admitflow backfill`.
+    poll_first_lookback_hours: int = Field(24, alias="POLL_FIRST_LOOKBACK_HOURS", ge=1)
+    # Backfilled entries older than this are imported without texting staff.
+    backfill_alert_max_age_hours: int = Field(24, alias="BACKFILL_ALERT_MAX_AGE_HOURS", ge=0)
+
     phone_default_region: str = Field("US", alias="PHONE_DEFAULT_REGION", min_length=2, max_length=2)
     dedup_window_days: int = Field(30, alias="DEDUP_WINDOW_DAYS", ge=1)
     # Repeat requests from one lead within this many minutes of its last alert do not text staff again.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -13,12 +14,17 @@ from sqlalchemy import func, select
 
 from config.logging import configure_logging
 from config.settings import Settings, get_settings
+from config.sites import load_sites, site_named
+from integrations.errors import IntegrationError
+from integrations.gravityforms.client import PAGE_SIZE
+from worker import backfill as backfill_runs
 from worker.db import session_scope
-from worker.dispatch import CeleryDispatcher, dispatcher_for
+from worker.dispatch import CeleryDispatcher, InlineDispatcher, dispatcher_for
 from worker.intake import RejectedEntry, register_form, store_entry
 from worker.models import Lead, OutboxMessage, Submission, SubmissionSource, SubmissionState
 from worker.outbox import deliver
 from worker.phi import generate_keys
+from worker.poller import client_for, poll_status, run_due_polls
 from worker.processing import process_submission
 from worker.schema import ensure_schema, upgrade
 from worker.services import default_services
@@ -292,6 +298,114 @@ def outbox_list(state: str | None) -> None:
         totals = dict(session.execute(select(OutboxMessage.state, func.count()).group_by(OutboxMessage.state)).all())
         click.echo(", ".join(f"{key} {value}" for key, value in sorted(totals.items())) or "outbox is empty",
                    err=True)
+
+
+@submissions.command("release")
+@click.argument("submission_id", type=int)
+def submissions_release(submission_id: int) -> None:
+    """Process a flagged submission as a person after all (an operator's decision)."""
+    settings = _settings()
+    ensure_schema(settings)
+    with session_scope() as session:
+        sub = session.get(Submission, submission_id)
+        if sub is None:
+            raise click.ClickException(f"no submission {submission_id}")
+        if sub.state not in (SubmissionState.FLAGGED, SubmissionState.SPAM):
+            raise click.ClickException(f"submission {submission_id} is {sub.state}, not flagged or spam")
+        audit_note = f"released by operator from {sub.state}"
+        sub.state, sub.flag_reason, sub.released = SubmissionState.RECEIVED, None, True
+    dispatcher_for(settings, default_services()).submission_stored(submission_id)
+    click.echo(f"submission {submission_id} {audit_note}; processing it now")
+
+
+@main.group()
+def poll() -> None:
+    """Polling Gravity Forms' REST API, the net under the webhook."""
+
+
+@poll.command("run")
+def poll_run() -> None:
+    """Poll every due form once (what beat does every minute), e.g. from cron on the embedded default."""
+    settings = _settings()
+    ensure_schema(settings)
+    dispatcher = dispatcher_for(settings, default_services())
+    with session_scope() as session:
+        results = run_due_polls(session, load_sites(settings), settings)
+    for result in results:
+        for submission_id in result.released_submission_ids + result.new_submission_ids:
+            dispatcher.submission_stored(submission_id)
+        state = f"failed: {result.error}" if result.error else "ok"
+        click.echo(f"{result.site} form {result.form_id}: seen {result.seen}, "
+                   f"new {len(result.new_submission_ids)}, {state}")
+    if not results:
+        click.echo("no form is due (or none is configured for polling)")
+
+
+@poll.command("status")
+def poll_status_command() -> None:
+    """Per form: last success, failures in a row, next poll, last error."""
+    settings = _settings()
+    ensure_schema(settings)
+    with session_scope() as session:
+        for row in poll_status(session):
+            success = row.last_success_at.isoformat(timespec="seconds") if row.last_success_at else "never"
+            health = "OK" if row.consecutive_failures == 0 else f"FAILING x{row.consecutive_failures}"
+            click.echo(f"{row.site}\tform {row.form_id}\t{health}\tlast success {success}\t"
+                       f"next {row.next_poll_at.isoformat(timespec='seconds')}\tnew {row.entries_new}\t"
+                       f"{row.last_error or ''}")
+
+
+@main.command()
+@click.option("--site", "site_name", default=None, help="Site name (default: the first configured site).")
+@click.option("--form", "form_id", required=True, help="Gravity Forms form id.")
+@click.option("--since", required=True, type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
+              help="Import entries created at or after this UTC date (YYYY-MM-DD).")
+@click.option("--enqueue", is_flag=True, help="Hand processing to the Celery workers instead of doing it here.")
+def backfill(site_name: str | None, form_id: str, since: datetime, enqueue: bool) -> None:
+    """Import a form's history through the same pipeline; run it again to resume after an interruption.
+
+    Entries older than BACKFILL_ALERT_MAX_AGE_HOURS go to the CRM without texting staff.
+    """
+    settings = _settings()
+    ensure_schema(settings)
+    sites = load_sites(settings)
+    site = site_named(sites, site_name) if site_name else sites[0]
+    if site is None or not (site.base_url and site.consumer_key and site.consumer_secret):
+        raise click.ClickException(
+            f"site {site_name or sites[0].name} has no Gravity Forms API address and key pair configured "
+            "(GRAVITYFORMS_BASE_URL, GRAVITYFORMS_CONSUMER_KEY/SECRET or SITES_FILE)"
+        )
+    if enqueue:
+        _require_broker(settings)
+    dispatcher = CeleryDispatcher() if enqueue else InlineDispatcher(default_services())
+    client = client_for(site, settings)
+    with session_scope() as session:
+        run = backfill_runs.start(session, site=site.name, form_id=form_id, since=since.replace(tzinfo=UTC))
+        if run.finished_at is not None:
+            click.echo(f"this backfill finished at {run.finished_at.isoformat(timespec='seconds')}; "
+                       f"{run.imported} entries were imported")
+            return
+        counts: Counter[str] = Counter()
+        try:
+            page = backfill_runs.import_page(session, run, client)
+        except IntegrationError as exc:
+            raise click.ClickException(f"{exc.message}; run the same command again to resume") from None
+        with click.progressbar(length=max(page.total, 1), label=f"{site.name} form {form_id}", file=sys.stderr) as bar:
+            bar.update((run.next_page - 2) * PAGE_SIZE)
+            while True:
+                for submission_id in page.stored_ids:
+                    dispatcher.submission_stored(submission_id)
+                counts.update({"imported": len(page.stored_ids), "already seen": page.already_seen,
+                               "skipped": page.skipped})
+                bar.update(len(page.stored_ids) + page.already_seen + page.skipped)
+                if page.finished:
+                    break
+                try:
+                    page = backfill_runs.import_page(session, run, client)
+                except IntegrationError as exc:
+                    raise click.ClickException(f"{exc.message}; run the same command again to resume") from None
+    click.echo(f"imported {counts['imported']}, already seen {counts['already seen']}, "
+               f"skipped (before --since or invalid) {counts['skipped']}")
 
 
 @main.group()

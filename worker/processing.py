@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -14,7 +14,15 @@ from integrations.gravityforms.models import EntryMeta
 from worker.db import utcnow
 from worker.dedup import Applicant, assign_lead
 from worker.intake import known_form
-from worker.models import Lead, LeadStatus, OutboxKind, OutboxMessage, Submission, SubmissionState
+from worker.models import (
+    Lead,
+    LeadStatus,
+    OutboxKind,
+    OutboxMessage,
+    Submission,
+    SubmissionSource,
+    SubmissionState,
+)
 from worker.normalize import MAX_MESSAGE_CHARS, clean_text, normalize_email, normalize_phone
 from worker.phi import current_vault
 
@@ -56,6 +64,13 @@ def message_text(fields: ApplicantFields) -> str | None:
 def _flag(submission: Submission, reason: str) -> Outcome:
     submission.state, submission.flag_reason, submission.processed_at = SubmissionState.FLAGGED, reason, utcnow()
     return Outcome(SubmissionState.FLAGGED)
+
+
+def _too_old_to_alert(submission: Submission, requested_at: datetime, settings: Settings) -> bool:
+    """History imported by a backfill goes to the CRM, but does not text staff about last month's requests."""
+    if submission.source != SubmissionSource.BACKFILL:
+        return False
+    return utcnow() - requested_at > timedelta(hours=settings.backfill_alert_max_age_hours)
 
 
 def _staff_should_hear_again(session: Session, lead: Lead, settings: Settings) -> bool:
@@ -115,7 +130,9 @@ def process_submission(session: Session, submission_id: int, settings: Settings)
     )
     submission.state, submission.lead_id, submission.is_repeat = SubmissionState.PROCESSED, lead.id, not created
     kinds = [OutboxKind.CRM_SYNC]
-    if created or _staff_should_hear_again(session, lead, settings):
+    if not _too_old_to_alert(submission, requested_at, settings) and (
+        created or _staff_should_hear_again(session, lead, settings)
+    ):
         kinds.append(OutboxKind.STAFF_ALERT)
     rows = [OutboxMessage(kind=kind, lead_id=lead.id, submission_id=submission.id) for kind in kinds]
     session.add_all(rows)

@@ -9,9 +9,11 @@ from celery.signals import worker_process_init
 from sqlalchemy.exc import OperationalError
 
 from config.celery_app import app
+from config.sites import load_sites
 from worker.db import forget_inherited_connections, session_scope, utcnow
 from worker.dispatch import CeleryDispatcher
 from worker.outbox import deliver
+from worker.poller import run_due_polls
 from worker.processing import process_submission
 from worker.services import default_services
 from worker.sweeper import sweep
@@ -51,6 +53,17 @@ def deliver_outbox_task(outbox_id: int) -> None:
         delivery = deliver(session, outbox_id, default_services())
     if delivery.retry_in is not None and delivery.retry_in <= MAX_BROKER_COUNTDOWN:
         deliver_outbox_task.apply_async((outbox_id,), countdown=delivery.retry_in.total_seconds())
+
+
+@app.task(name="admitflow.poll")
+def poll_task() -> None:
+    settings = default_services().settings
+    with session_scope() as session:
+        results = run_due_polls(session, load_sites(settings), settings)
+    dispatcher = CeleryDispatcher()
+    for result in results:
+        for submission_id in result.released_submission_ids + result.new_submission_ids:
+            dispatcher.submission_stored(submission_id)
 
 
 @app.task(name="admitflow.sweep")

@@ -17,6 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from config.settings import Settings, get_settings
+from config.sites import SiteConfig, load_sites, site_named
 from worker.db import session_scope
 from worker.dispatch import Dispatcher, InlineDispatcher, dispatcher_for
 from worker.intake import RejectedEntry, StoredEntry, entry_meta, known_form, store_entry
@@ -54,15 +55,28 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     settings = settings or get_settings()
     services = services or default_services()
     dispatcher: Dispatcher = dispatcher_for(settings, services)
-    secret = settings.webhook_secret.get_secret_value().encode() if settings.webhook_secret else b""
-    if not secret:
-        log.error("GRAVITYFORMS_WEBHOOK_SECRET is not set: every webhook will be refused with 401 until it is")
+    sites = load_sites(settings)
+    for site in sites:
+        if not site.webhook_secret:
+            log.error("site %s has no webhook secret: its webhooks are refused with 401 until one is set", site.name)
 
     app = FastAPI(title="admitflow intake", version="0.1.0")
 
     @app.post("/hooks/gravityforms", status_code=202)
     async def gravityforms_webhook(request: Request, background: BackgroundTasks) -> JSONResponse:
-        """Accept one Gravity Forms entry from the Webhooks add-on (request body 'All Fields', JSON)."""
+        """Accept one Gravity Forms entry for the first configured site (Webhooks add-on, 'All Fields', JSON)."""
+        return await accept(sites[0], request, background)
+
+    @app.post("/hooks/gravityforms/{site_name}", status_code=202)
+    async def gravityforms_site_webhook(site_name: str, request: Request, background: BackgroundTasks) -> JSONResponse:
+        """Accept one Gravity Forms entry for the named site."""
+        site = site_named(sites, site_name)
+        if site is None:
+            return _error(404, "no such site")
+        return await accept(site, request, background)
+
+    async def accept(site: SiteConfig, request: Request, background: BackgroundTasks) -> JSONResponse:
+        secret = (site.webhook_secret or "").encode()
         presented = request.headers.get(settings.webhook_secret_header, "").encode()
         if not secret or not hmac.compare_digest(presented, secret):
             return _error(401, f"missing or wrong {settings.webhook_secret_header} header")
@@ -85,7 +99,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         except RejectedEntry as exc:
             return _error(422, str(exc))
         try:
-            stored, form_known = await run_in_threadpool(_store, settings.site, entry)
+            stored, form_known = await run_in_threadpool(_store, site.name, entry)
         except OperationalError:
             log.error("webhook could not store an entry: the database is unreachable")
             return _error(503, "storage unavailable; retry later")
