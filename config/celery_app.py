@@ -35,5 +35,7 @@ app.conf.update(
         "sweep": {"task": "admitflow.sweep", "schedule": settings.sweep_interval_seconds},
         # Each form keeps its own due time (and backoff) in the database; this only looks for due ones.
         "poll": {"task": "admitflow.poll", "schedule": min(15.0, settings.poll_interval_seconds)},
+        # Reminder and escalation timers are rows with due times; this only takes the due ones.
+        "escalate": {"task": "admitflow.escalate_due", "schedule": settings.escalation_interval_seconds},
     },
 )

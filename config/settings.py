@@ -46,6 +46,8 @@ class Settings(BaseSettings):
 
     phone_default_region: str = Field("US", alias="PHONE_DEFAULT_REGION", min_length=2, max_length=2)
     dedup_window_days: int = Field(30, alias="DEDUP_WINDOW_DAYS", ge=1)
+    # A resubmission from the same device and full name this soon is a correction of the same person's contact.
+    correction_window_minutes: int = Field(30, alias="CORRECTION_WINDOW_MINUTES", ge=0)
     # Repeat requests from one lead within this many minutes of its last alert do not text staff again.
     alert_coalesce_minutes: int = Field(10, alias="ALERT_COALESCE_MINUTES", ge=0)
 
@@ -74,6 +76,68 @@ class Settings(BaseSettings):
     web_host: str = Field("127.0.0.1", alias="ADMITFLOW_WEB_HOST")
     web_port: int = Field(8000, alias="ADMITFLOW_WEB_PORT", gt=0, lt=65536)
     log_level: str = Field("INFO", alias="ADMITFLOW_LOG_LEVEL")
+
+    # --- admissions alerts: shifts, Twilio webhooks, reminders and escalation, PHI-free texts ---
+    # Roster shifts are wall-clock times in this IANA time zone.
+    center_timezone: str = Field("America/New_York", alias="CENTER_TIMEZONE")
+    # The https address Twilio reaches admitflow at (with the path prefix a proxy adds, if any). Twilio signs each
+    # webhook for the URL it called, so signatures are checked against this. Unset: Twilio webhooks get 403.
+    public_url: str | None = Field(None, alias="ADMITFLOW_PUBLIC_URL")
+    # Unclaimed this long after an alert: a voice reminder, then the next person on the ladder.
+    alert_reminder_minutes: int = Field(5, alias="ALERT_REMINDER_MINUTES", ge=1)
+    # Once the top of the ladder has been alerted, they are reminded this often until someone claims.
+    alert_top_repeat_minutes: int = Field(10, alias="ALERT_TOP_REPEAT_MINUTES", ge=1)
+    escalation_interval_seconds: float = Field(15.0, alias="ESCALATION_INTERVAL_SECONDS", gt=0)
+    # Staff texts and the spoken reminder; unset: the built-in ones (worker/templates.py lists the allowed fields).
+    alert_sms_template: str | None = Field(None, alias="ALERT_SMS_TEMPLATE")
+    alert_repeat_sms_template: str | None = Field(None, alias="ALERT_REPEAT_SMS_TEMPLATE")
+    alert_escalation_sms_template: str | None = Field(None, alias="ALERT_ESCALATION_SMS_TEMPLATE")
+    voice_reminder_template: str | None = Field(None, alias="VOICE_REMINDER_TEMPLATE")
+    voice_callback_template: str | None = Field(None, alias="VOICE_CALLBACK_TEMPLATE")
+    # When a bridged call does not reach the person: when to call the claimer back to try again, comma-separated
+    # waits ("15m", "2h") or "morning" (the next CALLBACK_MORNING_HOUR:00 in CENTER_TIMEZONE). Empty: no retries.
+    callback_cadence: str = Field("15m,2h,morning", alias="CALLBACK_CADENCE")
+    callback_morning_hour: int = Field(9, alias="CALLBACK_MORNING_HOUR", ge=0, le=23)
+    # Texts per second from TWILIO_FROM_NUMBER across all workers (a Redis broker is shared); 0: no limit.
+    twilio_sms_per_second: int = Field(3, alias="TWILIO_SMS_PER_SECOND", ge=0)
+
+    @field_validator("center_timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone; use a name such as America/New_York") from None
+        return value
+
+    @field_validator("public_url", "alert_sms_template", "alert_repeat_sms_template",
+                     "alert_escalation_sms_template", "voice_reminder_template", "voice_callback_template",
+                     mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("callback_cadence")
+    @classmethod
+    def _cadence(cls, value: str) -> str:
+        import re
+
+        steps = [step.strip().lower() for step in value.split(",") if step.strip()]
+        for step in steps:
+            if step != "morning" and not re.fullmatch(r"[1-9]\d{0,3}[mh]", step):
+                raise ValueError(f"{step!r} is not a wait: write waits such as 15m, 2h or morning, separated by commas")
+        return ",".join(steps)
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_base_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("https://", "http://")) or "?" in value or "#" in value:
+            raise ValueError("must be the https address Twilio reaches admitflow at, e.g. https://admitflow.example.org")
+        return value.rstrip("/")
 
     @field_validator("phone_default_region")
     @classmethod

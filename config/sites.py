@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from config.settings import Settings
 
 FieldRole = Literal[
-    "first_name", "last_name", "email", "phone", "message", "consent", "consent_to_text", "best_time", "for_whom"
+    "first_name", "last_name", "email", "phone", "message", "consent", "consent_to_text", "best_time", "for_whom",
+    "honeypot",
 ]
 
 

@@ -22,6 +22,7 @@ class ContactCard:
     repeat_count: int
     source: str  # "<site>/form <id>"
     consent_to_text: bool | None
+    consent: bool | None = None  # the form's "OK to contact me" box
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,9 @@ class CRM(Protocol):
         """Return the id of the contact's callback task with `task.subject`, creating it if there is none, so a
         repeated call after a crash does not create a second task."""
 
+    def assign_callback_task(self, task_id: str, owner_id: str) -> None:
+        """Make `owner_id` the owner of the callback task (the staff member who claimed the lead). Idempotent."""
+
 
 class LogOnlyCRM:
     """Stands in for a CRM when none is configured: logs what it would do, by lead reference only."""
@@ -72,3 +76,6 @@ class LogOnlyCRM:
     def ensure_callback_task(self, contact_id: str, task: CallbackTaskSpec) -> str:
         log.info("LOG-ONLY CRM: would create task %r owned by %s", task.subject, task.owner_id or "nobody")
         return f"log-task-{task.lead_ref}"
+
+    def assign_callback_task(self, task_id: str, owner_id: str) -> None:
+        log.info("LOG-ONLY CRM: would give task %s to owner %s", task_id, owner_id)

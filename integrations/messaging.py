@@ -12,14 +12,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SentMessage:
-    """The provider's receipt for one outbound message."""
+    """The provider's receipt for one outbound message or call."""
 
     sid: str
     status: str
 
 
 class Messenger(Protocol):
-    """Sends SMS to staff from the center's number.
+    """Texts and calls staff from the center's number.
 
     Raises `integrations.errors.IntegrationError`; `permanent=True` means this recipient or message can never
     succeed (invalid number, recipient opted out), so the worker moves on instead of retrying.
@@ -30,6 +30,9 @@ class Messenger(Protocol):
     def send_sms(self, to: str, body: str) -> SentMessage:
         """Send `body` to the E.164 number `to`. The body must already be PHI-free."""
 
+    def place_call(self, to: str, twiml_url: str) -> SentMessage:
+        """Call the E.164 number `to`; when it is answered, the provider fetches what to do from `twiml_url`."""
+
 
 class LogOnlyMessenger:
     """Stands in for Twilio when it is not configured: logs the PHI-free body and the staff recipient."""
@@ -38,4 +41,8 @@ class LogOnlyMessenger:
 
     def send_sms(self, to: str, body: str) -> SentMessage:
         log.info("LOG-ONLY SMS (no TWILIO_* set) to staff %s: %s", to, body)
+        return SentMessage(sid=f"log-{uuid.uuid4().hex[:16]}", status="logged")
+
+    def place_call(self, to: str, twiml_url: str) -> SentMessage:
+        log.info("LOG-ONLY CALL (no TWILIO_* set) to staff %s, playing %s", to, twiml_url)
         return SentMessage(sid=f"log-{uuid.uuid4().hex[:16]}", status="logged")

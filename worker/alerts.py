@@ -2,40 +2,80 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import logging
+from datetime import datetime, timedelta
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from integrations.errors import IntegrationError
-from integrations.messaging import Messenger
-from worker.models import Lead, OutboxMessage, StaffAlert, Submission
-from worker.roster import Roster
+from worker.models import EscalationTimer, Lead, LeadStatus, OutboxMessage, StaffAlert, Submission, TimerState
+from worker.roster import StaffMember
+from worker.services import Services
+from worker.templates import AlertFacts
+
+log = logging.getLogger(__name__)
 
 
-def alert_body(lead_ref: str, *, repeat: bool) -> str:
-    """The staff SMS. Only the lead reference and whether it is a repeat request: never name, number or message."""
-    kind = "REPEAT confidential callback request" if repeat else "New confidential callback request"
-    return f"admitflow: {kind} {lead_ref}. Open CRM task \"Callback {lead_ref}\" and call back now."
+def alert_facts(lead: Lead, services: Services, now: datetime) -> AlertFacts:
+    """The only facts about a lead a staff text or call may use."""
+    return AlertFacts(
+        ref=lead.ref,
+        repeat_count=lead.repeat_count,
+        requested_at=lead.created_at,
+        now=now,
+        timezone=services.roster.timezone,
+    )
 
 
-def alert_staff(session: Session, row: OutboxMessage, messenger: Messenger, roster: Roster, now: datetime) -> None:
-    """Text the first on-call staff member about the lead, recording the attempt whatever its outcome."""
-    lead = session.get_one(Lead, row.lead_id)
-    submission = session.get_one(Submission, row.submission_id)
-    on_call = roster.on_call_staff(now)
-    if not on_call:
-        raise IntegrationError("nobody is on call in the roster: add staff to ROSTER_FILE", permanent=True)
-    staff = on_call[0]
-    body = alert_body(lead.ref, repeat=submission.is_repeat)
+def record_attempt(
+    session: Session, lead: Lead, outbox_id: int, staff: StaffMember, channel: str, body: str, now: datetime
+) -> StaffAlert:
     attempt = StaffAlert(
-        lead_id=lead.id, outbox_id=row.id, staff_name=staff.name, staff_phone=staff.phone, body=body,
-        status="sending", created_at=now,
+        lead_id=lead.id, outbox_id=outbox_id, staff_name=staff.name, staff_phone=staff.phone, channel=channel,
+        body=body, status="sending" if channel == "sms" else "calling", created_at=now,
     )
     session.add(attempt)
+    session.flush()
+    return attempt
+
+
+def start_escalation(
+    session: Session, lead_id: int, outbox_id: int, *, due_at: datetime, now: datetime, sms_sid: str | None = None
+) -> None:
+    """Give the lead an escalation timer due at `due_at`, or bring its existing one forward to it: the first
+    alert starts the ladder, and a repeat request never pushes a reminder back."""
+    timer = session.scalar(select(EscalationTimer).where(EscalationTimer.lead_id == lead_id))
+    if timer is None:
+        session.add(EscalationTimer(
+            lead_id=lead_id, outbox_id=outbox_id, due_at=due_at, waiting_sms_sid=sms_sid, created_at=now,
+            updated_at=now,
+        ))
+    elif timer.state == TimerState.PENDING and due_at < timer.due_at:
+        timer.due_at, timer.updated_at = due_at, now
+
+
+def alert_staff(session: Session, row: OutboxMessage, services: Services, now: datetime) -> None:
+    """Text the on-call staff member about the lead and start its escalation timer, recording the attempt
+    whatever its outcome. A lead someone has claimed gets no more alerts."""
+    lead = session.get_one(Lead, row.lead_id, populate_existing=True)
+    if lead.status != LeadStatus.NEW:
+        log.info("lead %s is already claimed: staff alert %s not sent", lead.ref, row.id)
+        return
+    submission = session.get_one(Submission, row.submission_id)
+    staff = services.roster.on_call_staff(now)[0]
+    template = services.templates.repeat_sms if submission.is_repeat else services.templates.alert_sms
+    body = services.templates.render(template, alert_facts(lead, services, now))
+    attempt = record_attempt(session, lead, row.id, staff, "sms", body, now)
     try:
-        sent = messenger.send_sms(staff.phone, body)
+        sent = services.messenger.send_sms(staff.phone, body)
     except IntegrationError as exc:
         attempt.status, attempt.error = "failed", exc.message
+        if exc.permanent:
+            # This text can never arrive (an opted-out or invalid staff phone): the reminder call goes out now.
+            start_escalation(session, lead.id, row.id, due_at=now, now=now)
         session.commit()
         raise
     attempt.status, attempt.provider_id = sent.status, sent.sid
+    reminder = timedelta(minutes=services.settings.alert_reminder_minutes)
+    start_escalation(session, lead.id, row.id, due_at=now + reminder, now=now, sms_sid=sent.sid)

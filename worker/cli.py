@@ -18,10 +18,11 @@ from config.sites import load_sites, site_named
 from integrations.errors import IntegrationError
 from integrations.gravityforms.client import PAGE_SIZE
 from worker import backfill as backfill_runs
+from worker import outbox as outbox_rows
 from worker.db import session_scope
 from worker.dispatch import CeleryDispatcher, InlineDispatcher, dispatcher_for
 from worker.intake import RejectedEntry, register_form, store_entry
-from worker.models import Lead, OutboxMessage, Submission, SubmissionSource, SubmissionState
+from worker.models import Lead, OutboxMessage, OutboxState, Submission, SubmissionSource, SubmissionState
 from worker.outbox import deliver
 from worker.phi import generate_keys
 from worker.poller import client_for, poll_status, run_due_polls
@@ -282,8 +283,37 @@ def outbox() -> None:
     """Pending, delivered and dead CRM syncs and staff alerts."""
 
 
+@outbox.command("retry")
+@click.argument("outbox_id", type=int)
+def outbox_retry(outbox_id: int) -> None:
+    """Deliver a dead or waiting row again now (after fixing what its last error said)."""
+    settings = _settings()
+    ensure_schema(settings)
+    with session_scope() as session:
+        try:
+            outbox_rows.retry_now(session, outbox_id)
+        except outbox_rows.OutboxCommandError as exc:
+            raise click.ClickException(str(exc)) from None
+    dispatcher_for(settings, default_services()).outbox_ready([outbox_id])
+    click.echo(f"outbox row {outbox_id} is queued for delivery")
+
+
+@outbox.command("drop")
+@click.argument("outbox_id", type=int)
+def outbox_drop(outbox_id: int) -> None:
+    """Never deliver this row (e.g. the person was already called)."""
+    settings = _settings()
+    ensure_schema(settings)
+    with session_scope() as session:
+        try:
+            outbox_rows.drop(session, outbox_id)
+        except outbox_rows.OutboxCommandError as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(f"outbox row {outbox_id} dropped")
+
+
 @outbox.command("list")
-@click.option("--state", type=click.Choice(["pending", "delivered", "dead"]), default=None)
+@click.option("--state", type=click.Choice([state.value for state in OutboxState]), default=None)
 def outbox_list(state: str | None) -> None:
     """One line per outbox row: id, kind, lead, state, attempts, next attempt, last error."""
     settings = _settings()
@@ -418,6 +448,42 @@ def keys_generate() -> None:
     """Print a new ADMITFLOW_ENCRYPTION_KEYS and ADMITFLOW_BLIND_INDEX_KEY for your secret store."""
     for name, value in generate_keys().items():
         click.echo(f"{name}={value}")
+
+
+
+@main.group()
+def roster() -> None:
+    """The admissions roster: staff, weekly shifts and escalation ladders (ROSTER_FILE)."""
+
+
+@roster.command("show")
+@click.option("--at", "at", type=click.DateTime(["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"]), default=None,
+              help="A moment to ask about instead of now, in CENTER_TIMEZONE (YYYY-MM-DDTHH:MM).")
+def roster_show(at: datetime | None) -> None:
+    """Who is on call now (or --at), in escalation order, and who takes over next."""
+    from zoneinfo import ZoneInfo
+
+    from worker.roster import RosterError, load_roster
+
+    settings = _settings()
+    zone = ZoneInfo(settings.center_timezone)
+    try:
+        loaded = load_roster(settings.roster_file, zone)
+    except RosterError as exc:
+        raise click.ClickException(str(exc)) from None
+    moment = at.replace(tzinfo=zone) if at else datetime.now(UTC).astimezone(zone)
+    click.echo(f"roster {settings.roster_file}, times in {settings.center_timezone}")
+    handover = loaded.next_handover(moment)
+    for title, when in (("now" if at is None else "at", moment), ("next, from", handover)):
+        if when is None:
+            click.echo("next: nobody else; this ladder is on call all week")
+            continue
+        shift = loaded.shift_at(when)
+        label = f"shift {shift.name or shift.on_call}" if shift else "no shift: supervisor only"
+        click.echo(f"{title} {when.strftime('%a %d %b %Y %H:%M %Z')} ({label}):")
+        for rung in loaded.ladder(when):
+            owner = f"HubSpot owner {rung.member.crm_owner_id}" if rung.member.crm_owner_id else "no CRM owner"
+            click.echo(f"  {rung.role:<11} {rung.member.name:<24} {rung.member.phone:<14} {owner}")
 
 
 if __name__ == "__main__":

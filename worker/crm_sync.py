@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from config.settings import Settings
 from integrations.crm import CRM, CallbackTaskSpec, ContactCard
 from integrations.errors import IntegrationError
-from worker.models import Lead, OutboxMessage, Submission
+from integrations.gravityforms.mapping import ApplicantFields
+from worker.models import Claim, Lead, OutboxMessage, Submission
+from worker.normalize import clean_text
 from worker.processing import applicant_fields, message_text
 from worker.roster import Roster
 
@@ -50,17 +53,36 @@ def contact_card(lead: Lead, submission: Submission) -> ContactCard:
         repeat_count=lead.repeat_count,
         source=f"{submission.site}/form {submission.form_id}",
         consent_to_text=lead.consent_to_text,
+        consent=lead.consent,
     )
 
 
+def note_text(lead: Lead, submission: Submission, fields: ApplicantFields) -> str | None:
+    """What the person told us in this request, for the contact's timeline; None when they said nothing."""
+    lines = []
+    if fields.best_time:
+        lines.append(f"Best time to call: {clean_text(fields.best_time)}")
+    if fields.for_whom:
+        lines.append(f"Asking for: {clean_text(fields.for_whom)}")
+    message = message_text(fields)
+    if message:
+        lines.extend(["", message] if lines else [message])
+    if not lines:
+        return None
+    header = f"Website request {lead.ref} (form {submission.form_id}, entry {submission.entry_id}):"
+    return "\n".join([header, "", *lines])
+
+
 def callback_task(lead: Lead, owner_id: str | None, due_at: datetime) -> CallbackTaskSpec:
-    consent = {True: "yes", False: "no", None: "not asked"}[lead.consent_to_text]
+    answer = {True: "yes", False: "no", None: "not asked"}
+    urgency = "HIGH PRIORITY: asked again within hours. " if lead.priority == "high" else ""
     return CallbackTaskSpec(
         lead_ref=lead.ref,
         subject=f"Callback {lead.ref}",
         body=(
-            f"Confidential callback requested through the website (lead {lead.ref}). "
-            f"Repeat requests: {lead.repeat_count}. OK to text: {consent}."
+            f"{urgency}Confidential callback requested through the website (lead {lead.ref}). "
+            f"Repeat requests: {lead.repeat_count}. Consented to be contacted: {answer[lead.consent]}. "
+            f"OK to text: {answer[lead.consent_to_text]}."
         ),
         owner_id=owner_id,
         due_at=due_at,
@@ -68,19 +90,21 @@ def callback_task(lead: Lead, owner_id: str | None, due_at: datetime) -> Callbac
 
 
 def sync_lead(
-    session: Session, row: OutboxMessage, crm: CRM, roster: Roster, now: datetime
+    session: Session, row: OutboxMessage, crm: CRM, roster: Roster, settings: Settings, now: datetime
 ) -> None:
     """Contact, then note, then task, committing each id as it comes back, so a retry resumes after the last
     step that succeeded instead of creating a second record. Holds the lead's lease throughout."""
     lease_lead(session, row.lead_id, now)
     try:
-        _sync(session, row, crm, roster, now)
+        _sync(session, row, crm, roster, settings, now)
     finally:
         session.rollback()
         release_lead(session, row.lead_id)
 
 
-def _sync(session: Session, row: OutboxMessage, crm: CRM, roster: Roster, now: datetime) -> None:
+def _sync(
+    session: Session, row: OutboxMessage, crm: CRM, roster: Roster, settings: Settings, now: datetime
+) -> None:
     lead = session.get_one(Lead, row.lead_id, populate_existing=True)
     submission = session.get_one(Submission, row.submission_id)
 
@@ -89,15 +113,28 @@ def _sync(session: Session, row: OutboxMessage, crm: CRM, roster: Roster, now: d
         lead.crm_contact_id = contact_id
         session.commit()
 
-    fields = applicant_fields(session, submission)
-    message = message_text(fields) if fields else None
-    if submission.crm_note_id is None and message:
-        header = f"Website request {lead.ref} (form {submission.form_id}, entry {submission.entry_id}):"
-        submission.crm_note_id = crm.add_note(contact_id, f"{header}\n\n{message}", submission.received_at)
+    fields = applicant_fields(session, submission, settings)
+    note = note_text(lead, submission, fields) if fields else None
+    if submission.crm_note_id is None and note:
+        submission.crm_note_id = crm.add_note(contact_id, note, submission.received_at)
         session.commit()
 
     if lead.crm_task_id is None:
-        on_call = roster.on_call_staff(now)
-        owner = on_call[0].crm_owner_id if on_call else None
+        # A lead claimed before its task exists gets it owned by the claimer; otherwise the on-call person.
+        claim = session.scalar(select(Claim).where(Claim.lead_id == lead.id))
+        owner = claim.crm_owner_id if claim else roster.on_call_staff(now)[0].crm_owner_id
         lead.crm_task_id = crm.ensure_callback_task(contact_id, callback_task(lead, owner, now))
         session.commit()
+
+
+def assign_claimed_task(session: Session, row: OutboxMessage, crm: CRM) -> None:
+    """Give the lead's callback task to the staff member who claimed the lead. The task may not exist yet (the
+    CRM sync runs concurrently): then this retries, and a task created after the claim is owned by the claimer."""
+    claim = session.scalar(select(Claim).where(Claim.lead_id == row.lead_id))
+    if claim is None or claim.crm_owner_id is None:
+        return
+    lead = session.get_one(Lead, row.lead_id, populate_existing=True)
+    if lead.crm_task_id is None:
+        raise IntegrationError(f"lead {lead.ref} has no CRM task yet; will retry after its CRM sync",
+                               permanent=False)
+    crm.assign_callback_task(lead.crm_task_id, claim.crm_owner_id)

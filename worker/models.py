@@ -29,17 +29,20 @@ class SubmissionSource(enum.StrEnum):
 class LeadStatus(enum.StrEnum):
     NEW = "new"
     CLAIMED = "claimed"
+    MERGED = "merged"  # found to be the same person as `merged_into`; its submissions moved there
 
 
 class OutboxKind(enum.StrEnum):
     CRM_SYNC = "crm_sync"
     STAFF_ALERT = "staff_alert"
+    CRM_ASSIGN = "crm_assign"  # give the callback task to the staff member who claimed the lead
 
 
 class OutboxState(enum.StrEnum):
     PENDING = "pending"
     DELIVERED = "delivered"
     DEAD = "dead"  # gave up: `last_error` says why and what to do
+    DROPPED = "dropped"  # an operator decided it must not be delivered
 
 
 class FormDefinition(Base):
@@ -71,6 +74,9 @@ class Lead(Base):
     email_index: Mapped[str | None] = mapped_column(String(64), index=True)
     consent_to_text: Mapped[bool | None]
     consent: Mapped[bool | None]  # the form's "OK to contact me" box
+    # Every first name this person has written (a nickname one time, the full name the next).
+    known_first_names: Mapped[Any] = mapped_column(EncryptedJSON, nullable=True)
+    merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id"))
     # "high" once the person asked again within hours: a signal that they are waiting.
     priority: Mapped[str] = mapped_column(String(8), default="normal")
     status: Mapped[str] = mapped_column(String(16), default=LeadStatus.NEW)
@@ -120,6 +126,8 @@ class Submission(Base):
     is_repeat: Mapped[bool] = mapped_column(default=False)
     # Keyed digest of the sender's IP and user agent: evidence that two entries came from one device.
     device_index: Mapped[str | None] = mapped_column(String(64), index=True)
+    # When the person submitted (the entry's date_created; received_at when it has none).
+    requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # An operator released it from screening: it is processed as a person even if the screen would flag it.
     released: Mapped[bool] = mapped_column(default=False)
     lead_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id"), index=True)
@@ -202,3 +210,65 @@ class BackfillRun(Base):
     imported: Mapped[int] = mapped_column(default=0)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Claim(Base):
+    """Who took a lead's callback and how fast: the speed-to-lead record. One per lead; the first claim wins."""
+
+    __tablename__ = "claims"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id"), unique=True)
+    staff_id: Mapped[str] = mapped_column(String(32))
+    staff_name: Mapped[str] = mapped_column(String(128))
+    staff_phone: Mapped[str] = mapped_column(String(20))
+    crm_owner_id: Mapped[str | None] = mapped_column(String(64))
+    channel: Mapped[str] = mapped_column(String(8))  # "sms" (a reply) or "voice" (pressed 1 on a reminder call)
+    submitted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    first_alert_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    claimed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The call that bridged the staff member to the person (Twilio's <Dial> outcome).
+    bridge_call_sid: Mapped[str | None] = mapped_column(String(64))
+    bridge_status: Mapped[str | None] = mapped_column(String(24))
+    bridge_seconds: Mapped[int | None]
+    bridged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class TimerPurpose(enum.StrEnum):
+    CLAIM = "claim"
+    CALLBACK = "callback"
+
+
+class TimerState(enum.StrEnum):
+    PENDING = "pending"
+    DONE = "done"  # claimed (and, for a callback, connected or out of attempts)
+
+
+class EscalationTimer(Base):
+    """The next reminder or escalation step due for an unclaimed lead. A row with a due time that a beat task
+    picks up, never a Celery countdown, so a restart or a broker wipe cannot lose it."""
+
+    __tablename__ = "escalation_timers"
+    __table_args__ = (Index("ix_escalation_timers_state_due", "state", "due_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id"), unique=True)
+    outbox_id: Mapped[int] = mapped_column(ForeignKey("outbox.id"))  # the staff alert that started it
+    # "claim": reminding and escalating until someone claims. "callback": the claimer's bridged call did not reach
+    # the person, and they are called back to try again on the CALLBACK_CADENCE.
+    purpose: Mapped[str] = mapped_column(String(16), default=TimerPurpose.CLAIM)
+    step: Mapped[int] = mapped_column(default=0)  # claim: 0 calls the on-call person, n texts and calls rung n
+    callback_attempts: Mapped[int] = mapped_column(default=0)  # bridged calls that did not reach the person
+    state: Mapped[str] = mapped_column(String(16), default=TimerState.PENDING)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    leased_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The texts and calls of the last step: a failure reported for one of them makes the timer due at once.
+    waiting_sms_sid: Mapped[str | None] = mapped_column(String(64))
+    waiting_call_sid: Mapped[str | None] = mapped_column(String(64))
+    last_error: Mapped[str | None] = mapped_column(Text)  # never PHI
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# Twilio's status callbacks find the alert they are about by its provider id.
+Index("ix_staff_alerts_provider_id", StaffAlert.provider_id)

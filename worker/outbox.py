@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from integrations.errors import IntegrationError, RateLimited
 from worker.alerts import alert_staff
-from worker.crm_sync import LeadBusy, sync_lead
+from worker.crm_sync import LeadBusy, assign_claimed_task, sync_lead
 from worker.db import utcnow
 from worker.models import OutboxKind, OutboxMessage, OutboxState
 from worker.services import Services
@@ -61,9 +61,11 @@ def lease(session: Session, outbox_id: int, now: datetime) -> OutboxMessage | No
 
 def _do(session: Session, row: OutboxMessage, services: Services, now: datetime) -> None:
     if row.kind == OutboxKind.CRM_SYNC:
-        sync_lead(session, row, services.crm, services.roster, now)
+        sync_lead(session, row, services.crm, services.roster, services.settings, now)
     elif row.kind == OutboxKind.STAFF_ALERT:
-        alert_staff(session, row, services.messenger, services.roster, now)
+        alert_staff(session, row, services, now)
+    elif row.kind == OutboxKind.CRM_ASSIGN:
+        assign_claimed_task(session, row, services.crm)
     else:
         raise IntegrationError(f"unknown outbox kind {row.kind!r}: upgrade admitflow", permanent=True)
 
@@ -127,3 +129,32 @@ def due_outbox_ids(session: Session, now: datetime, *, due_before: datetime, lim
             .limit(limit)
         )
     )
+
+
+class OutboxCommandError(ValueError):
+    """An operator command that cannot apply to this row; the message says why."""
+
+
+def retry_now(session: Session, outbox_id: int) -> OutboxMessage:
+    """Put a dead (or waiting) row back in line for delivery now, with a fresh attempt count. Commits."""
+    row = session.get(OutboxMessage, outbox_id)
+    if row is None:
+        raise OutboxCommandError(f"no outbox row {outbox_id}")
+    if row.state not in (OutboxState.DEAD, OutboxState.PENDING):
+        raise OutboxCommandError(f"outbox row {outbox_id} is {row.state}; only dead or pending rows are retried")
+    row.state, row.attempts, row.next_attempt_at, row.leased_until = OutboxState.PENDING, 0, utcnow(), None
+    session.commit()
+    return row
+
+
+def drop(session: Session, outbox_id: int) -> OutboxMessage:
+    """Stop trying to deliver a row (an operator's decision, e.g. the lead was handled by phone). Commits."""
+    row = session.get(OutboxMessage, outbox_id)
+    if row is None:
+        raise OutboxCommandError(f"no outbox row {outbox_id}")
+    if row.state == OutboxState.DELIVERED:
+        raise OutboxCommandError(f"outbox row {outbox_id} was delivered already; nothing to drop")
+    row.state, row.leased_until = OutboxState.DROPPED, None
+    row.last_error = f"dropped by an operator after {row.attempts} attempt(s)"
+    session.commit()
+    return row

@@ -9,6 +9,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from config.settings import Settings
+from config.sites import load_sites, site_named
 from integrations.gravityforms.mapping import ApplicantFields, read_applicant
 from integrations.gravityforms.models import EntryMeta
 from worker.db import utcnow
@@ -25,6 +26,7 @@ from worker.models import (
 )
 from worker.normalize import MAX_MESSAGE_CHARS, clean_text, normalize_email, normalize_phone
 from worker.phi import current_vault
+from worker.screening import screen
 
 GF_NOT_A_PERSON = frozenset({"spam", "trash"})
 
@@ -39,21 +41,31 @@ class Outcome:
     outbox_ids: list[int] = field(default_factory=list)
 
 
-def applicant_fields(session: Session, submission: Submission) -> ApplicantFields | None:
+def form_overrides(settings: Settings, site_name: str, form_id: str) -> dict[str, str]:
+    """The per-form field roles configured for this site (SITES_FILE), if any."""
+    site = site_named(load_sites(settings), site_name)
+    form = site.form(form_id) if site else None
+    return {str(role): input_id for role, input_id in form.fields.items()} if form else {}
+
+
+def applicant_fields(session: Session, submission: Submission, settings: Settings) -> ApplicantFields | None:
     """The submission's fields read through its form, or None when the form is not registered."""
     form = known_form(session, submission.site, submission.form_id)
     if form is None:
         return None
-    return read_applicant(form, submission.payload)
+    return read_applicant(form, submission.payload, form_overrides(settings, submission.site, submission.form_id))
 
 
-def normalized_applicant(fields: ApplicantFields, region: str) -> Applicant:
+def normalized_applicant(fields: ApplicantFields, meta: EntryMeta, region: str) -> Applicant:
+    device = f"{meta.ip}|{meta.user_agent}" if meta.ip and meta.user_agent else None
     return Applicant(
         first_name=clean_text(fields.first_name),
         last_name=clean_text(fields.last_name),
         phone=normalize_phone(fields.phone, region),
         email=normalize_email(fields.email),
         consent_to_text=fields.consent_to_text,
+        consent=fields.consent,
+        device=device,
     )
 
 
@@ -108,26 +120,39 @@ def process_submission(session: Session, submission_id: int, settings: Settings)
     if meta.status in GF_NOT_A_PERSON:
         submission.state = SubmissionState.SPAM
         return Outcome(SubmissionState.SPAM)
-    fields = applicant_fields(session, submission)
+    fields = applicant_fields(session, submission, settings)
     if fields is None:
         return _flag(
             submission,
             f"unknown_form: form {submission.form_id} is not registered for site {submission.site}; run "
             "`admitflow forms add FORM.json` and it is processed automatically",
         )
-    applicant = normalized_applicant(fields, settings.phone_default_region)
+    reason = None if submission.released else screen(fields)
+    if reason is not None:
+        return _flag(
+            submission,
+            f"screened_{reason}: looks automated; review with `admitflow submissions show {submission.id} --reveal`"
+            f" and release a real person with `admitflow submissions release {submission.id}`",
+        )
+    applicant = normalized_applicant(fields, meta, settings.phone_default_region)
     if applicant.phone is None and applicant.email is None:
         return _flag(
             submission,
             "no_contact: neither a valid phone number nor a valid email; review it with "
-            f"`admitflow submissions show {submission.id}`",
+            f"`admitflow submissions show {submission.id} --reveal`",
         )
 
     requested_at = meta.date_created or submission.received_at
-    lead, created = assign_lead(
-        session, applicant, current_vault(),
-        at=requested_at, window=timedelta(days=settings.dedup_window_days),
+    vault = current_vault()
+    submission.requested_at = requested_at
+    submission.device_index = vault.blind_index("device", applicant.device) if applicant.device else None
+    assignment = assign_lead(
+        session, applicant, vault,
+        at=requested_at,
+        window=timedelta(days=settings.dedup_window_days),
+        correction_window=timedelta(minutes=settings.correction_window_minutes),
     )
+    lead, created = assignment.lead, assignment.created
     submission.state, submission.lead_id, submission.is_repeat = SubmissionState.PROCESSED, lead.id, not created
     kinds = [OutboxKind.CRM_SYNC]
     if not _too_old_to_alert(submission, requested_at, settings) and (

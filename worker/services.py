@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+import redis
 
 from config.settings import Settings, get_settings
 from integrations.crm import CRM, LogOnlyCRM
 from integrations.hubspot.client import HubSpotCRM
 from integrations.messaging import LogOnlyMessenger, Messenger
 from integrations.twilio.client import TwilioMessenger
+from integrations.twilio.rate import SendRate
 from worker.roster import Roster, load_roster
+from worker.templates import AlertTemplates
+from worker.twilio_urls import CALL_STATUS_PATH, MESSAGE_STATUS_PATH, hook_url
 
 
 def crm_from_settings(settings: Settings) -> CRM:
@@ -36,8 +42,20 @@ def messenger_from_settings(settings: Settings) -> Messenger:
             settings.twilio_from_number,
             api_base_url=settings.twilio_api_base_url,
             timeout=settings.http_timeout_seconds,
+            status_callback_url=hook_url(settings, MESSAGE_STATUS_PATH),
+            call_status_callback_url=hook_url(settings, CALL_STATUS_PATH),
+            sms_rate=sms_rate_from_settings(settings),
         )
     return LogOnlyMessenger()
+
+
+def sms_rate_from_settings(settings: Settings) -> SendRate | None:
+    """The shared per-second limit on texts from the center's number, kept in the Redis broker; none without one."""
+    if not (settings.twilio_sms_per_second and settings.twilio_from_number
+            and settings.celery_broker_url.startswith(("redis://", "rediss://"))):
+        return None
+    client = redis.Redis.from_url(settings.celery_broker_url, socket_timeout=settings.http_timeout_seconds)
+    return SendRate(client, settings.twilio_from_number, settings.twilio_sms_per_second)
 
 
 @dataclass(frozen=True)
@@ -46,11 +64,14 @@ class Services:
     crm: CRM
     messenger: Messenger
     roster: Roster
+    templates: AlertTemplates = field(default_factory=AlertTemplates)
 
 
 def build_services(settings: Settings) -> Services:
-    return Services(settings, crm_from_settings(settings), messenger_from_settings(settings),
-                    load_roster(settings.roster_file))
+    """Everything the worker talks to; the roster and the alert templates are validated here, at start-up."""
+    roster = load_roster(settings.roster_file, ZoneInfo(settings.center_timezone))
+    return Services(settings, crm_from_settings(settings), messenger_from_settings(settings), roster,
+                    AlertTemplates.from_settings(settings))
 
 
 @lru_cache(maxsize=1)

@@ -5,18 +5,21 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init
 from sqlalchemy.exc import OperationalError
 
 from config.celery_app import app
 from config.sites import load_sites
 from worker.db import forget_inherited_connections, session_scope, utcnow
 from worker.dispatch import CeleryDispatcher
+from worker.escalation import escalate, lease_due_timers
 from worker.outbox import deliver
 from worker.poller import run_due_polls
 from worker.processing import process_submission
+from worker.roster import RosterError
 from worker.services import default_services
 from worker.sweeper import sweep
+from worker.templates import TemplateError
 
 log = logging.getLogger(__name__)
 
@@ -78,3 +81,29 @@ def sweep_task() -> None:
     if found.submission_ids or found.outbox_ids:
         log.info("sweep re-dispatched %d submission(s) and %d outbox row(s)",
                  len(found.submission_ids), len(found.outbox_ids))
+
+
+@worker_init.connect
+def _refuse_invalid_alert_configuration(**_: object) -> None:
+    """A bad roster or alert template stops the worker when it starts, not at the first alert. (Celery logs and
+    ignores exceptions from signal handlers; SystemExit is not one of them.)"""
+    try:
+        default_services()
+    except (RosterError, TemplateError) as exc:
+        raise SystemExit(f"admitflow worker cannot start: {exc}") from None
+
+
+@app.task(name="admitflow.escalate_due")
+def escalate_due_task() -> None:
+    """Beat: lease the escalation timers that are due and hand each to a worker. A lost message costs one lease
+    (two minutes), after which the next run takes the timer again."""
+    with session_scope() as session:
+        timer_ids = lease_due_timers(session, utcnow())
+    for timer_id in timer_ids:
+        escalate_task.apply_async((timer_id,))
+
+
+@app.task(name="admitflow.escalate", **DATABASE_RETRY)
+def escalate_task(timer_id: int) -> None:
+    with session_scope() as session:
+        escalate(session, timer_id, default_services(), utcnow())

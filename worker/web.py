@@ -23,6 +23,7 @@ from worker.dispatch import Dispatcher, InlineDispatcher, dispatcher_for
 from worker.intake import RejectedEntry, StoredEntry, entry_meta, known_form, store_entry
 from worker.models import SubmissionSource
 from worker.services import Services, default_services
+from worker.twilio_hooks import twilio_router
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             log.error("site %s has no webhook secret: its webhooks are refused with 401 until one is set", site.name)
 
     app = FastAPI(title="admitflow intake", version="0.1.0")
+    app.include_router(twilio_router(settings, services, dispatcher))
 
     @app.post("/hooks/gravityforms", status_code=202)
     async def gravityforms_webhook(request: Request, background: BackgroundTasks) -> JSONResponse:

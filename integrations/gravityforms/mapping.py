@@ -8,7 +8,8 @@ Name inputs follow Gravity Forms' fixed sub-ids: .2 prefix, .3 first, .4 middle,
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 from integrations.gravityforms.models import Form, FormField
@@ -29,6 +30,9 @@ class ApplicantFields:
     message: str | None = None
     consent: bool | None = None
     consent_to_text: bool | None = None
+    best_time: str | None = None  # "best time to call", as chosen
+    for_whom: str | None = None  # "for myself / a loved one", as chosen
+    honeypot: str | None = None  # a field people never see: filled in only by bots
 
 
 def _text(value: Any) -> str | None:
@@ -55,12 +59,35 @@ def _ticked(entry: dict[str, Any], field: FormField) -> bool:
     return bool(_text(entry.get(str(field.id))))
 
 
-def read_applicant(form: Form, entry: dict[str, Any]) -> ApplicantFields:
+def _yes(value: str | None) -> bool | None:
+    if value is None:
+        return None
+    return value.strip().lower() not in ("", "0", "no", "n", "false")
+
+
+def read_applicant(form: Form, entry: dict[str, Any], overrides: Mapping[str, str] | None = None) -> ApplicantFields:
     """The form's first name, email, phone and paragraph field, and its consent boxes.
 
     Only the first field of each kind counts, even when it was left empty: a second phone field on a form is
-    someone else's (an emergency contact), never the applicant's.
+    someone else's (an emergency contact), never the applicant's. `overrides` maps a role (see
+    config/sites.py FieldRole) to the field or input id that holds it, for what field types cannot say.
     """
+    fields = _read_by_type(form, entry)
+    if not overrides:
+        return fields
+    values = {role: _text(entry.get(input_id)) for role, input_id in overrides.items()}
+    changes: dict[str, Any] = {
+        role: value
+        for role, value in values.items()
+        if role in ("first_name", "last_name", "email", "phone", "message", "best_time", "for_whom", "honeypot")
+    }
+    for role in ("consent", "consent_to_text"):
+        if role in values:
+            changes[role] = bool(_yes(values[role]))
+    return replace(fields, **changes)
+
+
+def _read_by_type(form: Form, entry: dict[str, Any]) -> ApplicantFields:
     first = last = email = phone = message = None
     consent: bool | None = None
     text_ok: bool | None = None

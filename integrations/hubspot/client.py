@@ -119,6 +119,14 @@ class HubSpotCRM(HttpService):
         body = {"properties": properties, "associations": [_association(contact_id, TASK_TO_CONTACT)]}
         return self._create("tasks", body)
 
+    def assign_callback_task(self, task_id: str, owner_id: str) -> None:
+        """Give the task to `owner_id`, the HubSpot owner of the staff member who claimed the lead.
+
+        https://developers.hubspot.com/docs/api/crm/tasks (PATCH /crm/v3/objects/tasks/{taskId})
+        """
+        path = f"/crm/v3/objects/tasks/{quote(task_id, safe='')}"
+        self.request("PATCH", path, json={"properties": {OWNER_PROPERTY: owner_id}})
+
     def describe_error(self, response: requests.Response) -> str:
         """HubSpot's error `category` (VALIDATION_ERROR, CONFLICT...); its `message` may echo PHI."""
         category = _error_body(response).category or ""

@@ -1,6 +1,7 @@
-"""Staff SMS through Twilio's Messages API, with Twilio's error codes mapped to our error family.
+"""Staff SMS and reminder calls through Twilio's REST API, with Twilio's error codes mapped to our error family.
 
-Request: https://www.twilio.com/docs/messaging/api/message-resource#create-a-message-resource
+Messages: https://www.twilio.com/docs/messaging/api/message-resource#create-a-message-resource
+Calls: https://www.twilio.com/docs/voice/api/call-resource#create-a-call-resource
 Error body ({code, message, more_info, status}): https://www.twilio.com/docs/usage/twilios-response
 Codes: https://www.twilio.com/docs/api/errors
 """
@@ -16,6 +17,7 @@ from twilio.rest import Client
 
 from integrations.errors import IntegrationError, RateLimited, ServiceUnavailable, Unauthorized
 from integrations.messaging import SentMessage
+from integrations.twilio.rate import SendRate
 
 AUTHENTICATION_FAILED = 20003
 TOO_MANY_REQUESTS = 20429
@@ -27,6 +29,12 @@ NOT_A_MOBILE_NUMBER = 21614
 FROM_NOT_SMS_CAPABLE = 21606
 FROM_NOT_TWILIO_NUMBER = 21659
 TO_SAME_AS_FROM = 21266
+CALLER_ID_NOT_VERIFIED = 21210
+INVALID_CALLER_ID = 21212
+CALL_GEO_PERMISSION = 21215
+CALL_BLOCKED = 21216
+INVALID_CALL_NUMBER = 21217
+INVALID_URL = 21205
 
 # Each says what is wrong with the staff number and what the operator does about it.
 _RECIPIENT_PROBLEMS: dict[int, str] = {
@@ -46,8 +54,24 @@ _SENDER_PROBLEMS: dict[int, str] = {
 }
 
 
+_CALL_RECIPIENT_PROBLEMS: dict[int, str] = {
+    INVALID_CALL_NUMBER: "is not a valid phone number; fix the staff phone in ROSTER_FILE",
+    CALL_GEO_PERMISSION: (
+        "is in a region not enabled for calls; enable it in Twilio's Voice Geographic Permissions "
+        "or fix the staff phone in ROSTER_FILE"
+    ),
+    CALL_BLOCKED: "is on Twilio's blocklist for calls; put another number for the staff member in ROSTER_FILE",
+}
+_CALL_SENDER_PROBLEMS: dict[int, str] = {
+    CALLER_ID_NOT_VERIFIED: "is not a verified caller id on this Twilio account",
+    INVALID_CALLER_ID: "is not a valid caller id on this Twilio account",
+}
+# Twilio rings this long before it reports `no-answer` (its default is 60 s, when voicemail has long answered).
+RING_SECONDS = 25
+
+
 class TwilioMessenger:
-    """Sends staff alerts from the center's Twilio number with the official `twilio` client."""
+    """Sends staff alerts and places reminder calls from the center's Twilio number with the official client."""
 
     name = "Twilio SMS"
 
@@ -60,10 +84,14 @@ class TwilioMessenger:
         api_base_url: str | None = None,
         timeout: float = 10.0,
         status_callback_url: str | None = None,
+        call_status_callback_url: str | None = None,
+        sms_rate: SendRate | None = None,
     ) -> None:
         self.from_number = from_number
+        self.sms_rate = sms_rate
         self.timeout = timeout
         self.status_callback_url = status_callback_url
+        self.call_status_callback_url = call_status_callback_url
         self.client: Any = Client(account_sid, auth_token, http_client=TwilioHttpClient(timeout=timeout))
         if api_base_url:
             self.client.api.base_url = api_base_url
@@ -73,6 +101,8 @@ class TwilioMessenger:
     def send_sms(self, to: str, body: str) -> SentMessage:
         """Send `body` to the E.164 number `to`; raises `IntegrationError` without the body or the number."""
         extra = {"status_callback": self.status_callback_url} if self.status_callback_url else {}
+        if self.sms_rate is not None:
+            self.sms_rate.wait_for_slot()
         try:
             message = self.client.messages.create(to=to, from_=self.from_number, body=body, **extra)
         except requests.Timeout:
@@ -84,28 +114,52 @@ class TwilioMessenger:
             raise _error_for(exc.code, exc.status, to) from None
         return SentMessage(sid=str(message.sid), status=str(message.status))
 
+    def place_call(self, to: str, twiml_url: str) -> SentMessage:
+        """Call `to` from the center's number; Twilio fetches the TwiML from `twiml_url` when it is answered and
+        reports the final status (completed, busy, no-answer, failed) to the call status callback."""
+        extra = {"status_callback": self.call_status_callback_url} if self.call_status_callback_url else {}
+        try:
+            call = self.client.calls.create(
+                to=to, from_=self.from_number, url=twiml_url, method="POST", timeout=RING_SECONDS, **extra
+            )
+        except requests.Timeout:
+            raise ServiceUnavailable(f"Twilio did not answer within {self.timeout:g}s; will retry") from None
+        except requests.ConnectionError:
+            raise ServiceUnavailable("could not connect to Twilio; will retry") from None
+        except (TwilioRestException, TwilioServiceException) as exc:
+            raise _error_for(exc.code, exc.status, to, what="call") from None
+        return SentMessage(sid=str(call.sid), status=str(call.status))
 
-def _error_for(code: int | None, status: int, to: str) -> IntegrationError:
+
+def _error_for(code: int | None, status: int, to: str, what: str = "SMS") -> IntegrationError:
     if code == AUTHENTICATION_FAILED or status == 401:
         return Unauthorized(
             f"Twilio rejected the credentials ({code}): check TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN",
             status=status,
         )
     if code == TOO_MANY_REQUESTS or status == 429:
-        return RateLimited(f"Twilio is rate limiting SMS ({code}); will retry")
+        return RateLimited(f"Twilio is rate limiting {what}s ({code}); will retry")
     if status >= 500:
         return ServiceUnavailable(f"Twilio answered {status}; will retry", status=status)
-    if code in _RECIPIENT_PROBLEMS:
-        problem = f"the staff number ending in {to[-2:]} {_RECIPIENT_PROBLEMS[code]}"
+    recipient_problems = _RECIPIENT_PROBLEMS if what == "SMS" else _CALL_RECIPIENT_PROBLEMS
+    sender_problems = _SENDER_PROBLEMS if what == "SMS" else _CALL_SENDER_PROBLEMS
+    if code in recipient_problems:
+        problem = f"the staff number ending in {to[-2:]} {recipient_problems[code]}"
         return IntegrationError(f"Twilio {code}: {problem}", permanent=True, status=status)
-    if code in _SENDER_PROBLEMS:
+    if code in sender_problems:
         return IntegrationError(
-            f"Twilio {code}: TWILIO_FROM_NUMBER {_SENDER_PROBLEMS[code]}; fix TWILIO_FROM_NUMBER",
+            f"Twilio {code}: TWILIO_FROM_NUMBER {sender_problems[code]}; fix TWILIO_FROM_NUMBER",
+            permanent=True,
+            status=status,
+        )
+    if code == INVALID_URL:
+        return IntegrationError(
+            f"Twilio {code}: the reminder's TwiML address is not a valid URL; fix ADMITFLOW_PUBLIC_URL",
             permanent=True,
             status=status,
         )
     return IntegrationError(
-        f"Twilio refused the SMS (HTTP {status}, error {code}): see https://www.twilio.com/docs/api/errors/{code}",
+        f"Twilio refused the {what} (HTTP {status}, error {code}): see https://www.twilio.com/docs/api/errors/{code}",
         permanent=True,
         status=status,
     )

@@ -1,4 +1,4 @@
-"""A loopback stand-in for HubSpot CRM v3 and Twilio's Messages API, for tests whose worker runs in another
+"""A loopback stand-in for HubSpot CRM v3 and Twilio's Messages and Calls APIs, for tests whose worker runs in another
 process (where `responses` cannot reach). It keeps what it was sent, answers in the documented shapes, and can
 be told to fail a share of calls.
 """
@@ -28,6 +28,7 @@ class ProviderState:
     notes: dict[str, dict[str, Any]] = field(default_factory=dict)
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
     sms: list[dict[str, str]] = field(default_factory=list)
+    voice_calls: list[dict[str, str]] = field(default_factory=list)  # Twilio Calls created
     calls: list[Recorded] = field(default_factory=list)
     failure_rate: float = 0.0
     next_id: int = 1000
@@ -116,6 +117,11 @@ class _Handler(BaseHTTPRequestHandler):
         elif self.command == "POST" and re.fullmatch(r"/2010-04-01/Accounts/\w+/Messages.json", path):
             sid = f"SM{state.new_id():0>32}"
             state.sms.append({"sid": sid, **body})
+            self._send(201, {"sid": sid, "status": "queued", "to": body["To"], "from": body["From"]})
+        elif self.command == "POST" and re.fullmatch(r"/2010-04-01/Accounts/\w+/Calls.json", path):
+            # https://www.twilio.com/docs/voice/api/call-resource#create-a-call-resource
+            sid = f"CA{state.new_id():0>32}"
+            state.voice_calls.append({"sid": sid, **body})
             self._send(201, {"sid": sid, "status": "queued", "to": body["To"], "from": body["From"]})
         else:
             self._send(404, {"status": "error", "message": f"fake has no route for {self.command} {path}"})

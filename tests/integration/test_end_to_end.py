@@ -23,11 +23,12 @@ import requests
 from sqlalchemy import func, select
 
 from config.settings import Settings
-from tests.conftest import EXAMPLES, TEST_KEYS, WEBHOOK_SECRET, configure_environment, make_entry
+from tests.conftest import EXAMPLES, REPO, TEST_KEYS, WEBHOOK_SECRET, configure_environment, make_entry
 from tests.fakes.providers import FakeProviders
-from worker.db import session_scope
+from worker.db import session_scope, utcnow
 from worker.intake import register_form
 from worker.models import Lead, OutboxMessage, OutboxState, Submission
+from worker.roster import load_roster
 
 pytestmark = pytest.mark.services
 
@@ -154,9 +155,11 @@ def test_a_webhook_becomes_one_hubspot_contact_note_and_task_and_one_staff_sms(s
         assert lead.crm_contact_id in state.contacts and lead.crm_task_id in state.tasks
         ref = lead.ref
     assert task["properties"]["hs_task_subject"] == f"Callback {ref}"
-    assert task["properties"]["hubspot_owner_id"] == "1001"
+    # Who is on call depends on the example roster's shifts and the time the test runs.
+    on_call = load_roster(REPO / "config" / "roster.example.toml").on_call_staff(utcnow())[0]
+    assert task["properties"]["hubspot_owner_id"] == on_call.crm_owner_id
     [sms] = state.sms
-    assert (sms["To"], sms["From"]) == ("+16175550101", CENTER_NUMBER)
+    assert (sms["To"], sms["From"]) == (on_call.phone, CENTER_NUMBER)
     assert ref in sms["Body"]
     logs = stack.log_text()
     for phi in ("Zebulonia", "Quillfeather", "zeb.canary", "5550199", "canary-message"):

@@ -33,11 +33,15 @@ def api_settings(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Setting
     return get_settings()
 
 
+FIRST_NAMES = ["Avery", "Blair", "Casey", "Devon", "Emery", "Finley", "Harper", "Jules", "Kendall", "Logan"]
+
+
 def history(count: int, first: datetime) -> list[dict[str, Any]]:
     """Oldest first, an hour apart, each a different fictional person."""
     return [
         make_entry(n + 1, date_created=(first + timedelta(hours=n)).strftime("%Y-%m-%d %H:%M:%S"),
-                   **{"3": f"(212) 555-{100 + n % 100:04d}", "2": f"h{n}@example.org", "1.3": f"Person{n}"})
+                   **{"3": f"(212) 555-{100 + n % 100:04d}", "2": f"h{n}@example.org",
+                      "1.3": FIRST_NAMES[n % len(FIRST_NAMES)], "ip": f"198.51.100.{n % 250}"})
         for n in range(count)
     ]
 

@@ -89,3 +89,29 @@ def test_forms_add_releases_entries_held_for_an_unknown_form(settings: Settings,
 def test_keys_generate_prints_both_variables(settings: Settings) -> None:
     output = run("keys", "generate")
     assert output.startswith("ADMITFLOW_ENCRYPTION_KEYS=") and "\nADMITFLOW_BLIND_INDEX_KEY=" in output
+
+
+def test_an_operator_can_retry_a_dead_outbox_row_and_drop_another(settings: Settings) -> None:
+    from sqlalchemy import select
+
+    from worker.db import session_scope
+    from worker.models import OutboxMessage, OutboxState
+
+    run("ingest", "--form", FORM, ENTRIES)
+    with session_scope() as session:
+        rows = session.scalars(select(OutboxMessage).order_by(OutboxMessage.id)).all()
+        rows[0].state, rows[0].last_error = OutboxState.DEAD, "HubSpot refused the credentials: set HUBSPOT_TOKEN"
+        rows[1].state = OutboxState.DEAD
+        first, second = rows[0].id, rows[1].id
+
+    assert "queued for delivery" in run("outbox", "retry", str(first))
+    assert "dropped" in run("outbox", "drop", str(second))
+
+    with session_scope() as session:
+        assert session.get_one(OutboxMessage, first).state == OutboxState.DELIVERED
+        dropped = session.get_one(OutboxMessage, second)
+        assert dropped.state == OutboxState.DROPPED and "dropped by an operator" in (dropped.last_error or "")
+    listing = run("outbox", "list", "--state", "dropped")
+    assert f"{second}\t" in listing
+    result = CliRunner().invoke(main, ["outbox", "drop", str(first)])
+    assert result.exit_code != 0 and "delivered already" in result.output

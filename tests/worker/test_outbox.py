@@ -70,18 +70,20 @@ def test_a_staff_alert_texts_the_first_on_call_person_with_no_phi(
 ) -> None:
     ids = new_lead_outbox(session, settings, form_object, **{"1.3": "Zebulon", "4": "canary-crisis-words"})
     messenger = RecordingMessenger()
+    when = utcnow()
+    on_call = services(settings).roster.on_call_staff(when)[0]
 
-    result = deliver(session, ids[OutboxKind.STAFF_ALERT], services(settings, messenger=messenger))
+    result = deliver(session, ids[OutboxKind.STAFF_ALERT], services(settings, messenger=messenger), now=when)
 
     assert result.state == OutboxState.DELIVERED
     [(to, body)] = messenger.sent
     lead = session.scalars(select(Lead)).one()
-    assert to == "+16175550101"
+    assert to == on_call.phone
     assert lead.ref in body
     for phi in ("Zebulon", "Sample", "617", "0142", "jordan", "canary"):
         assert phi not in body
     alert = session.scalars(select(StaffAlert)).one()
-    assert (alert.status, alert.provider_id, alert.staff_name) == ("queued", "SM1", "Avery Example")
+    assert (alert.status, alert.provider_id, alert.staff_name) == ("queued", "SM1", on_call.name)
 
 
 def test_a_transient_failure_is_retried_later_with_backoff(

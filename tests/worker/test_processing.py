@@ -92,7 +92,8 @@ def test_two_people_with_the_same_name_are_never_merged(
 ) -> None:
     register_form(session, site=settings.site, form_object=form_object)
     a = ingest(session, settings, make_entry(1))
-    b = ingest(session, settings, make_entry(2, **{"2": "other.jordan@example.org", "3": "(212) 555-0177"}))
+    b = ingest(session, settings, make_entry(2, **{"2": "other.jordan@example.org", "3": "(212) 555-0177",
+                                                   "ip": "203.0.113.77"}))
 
     assert a.lead_id != b.lead_id and b.new_lead
     assert lead_count(session) == 2
@@ -206,3 +207,72 @@ def test_a_repeat_request_after_the_quiet_period_alerts_staff_again(
 
     alert_rows = session.scalars(select(OutboxMessage).where(OutboxMessage.kind == OutboxKind.STAFF_ALERT)).all()
     assert len(alert_rows) == 2 and alert_rows[1].submission_id == 2 and not outcome.new_lead
+
+
+def test_a_quick_resubmission_correcting_a_mistyped_phone_and_email_is_the_same_lead_with_the_correction(
+    session: Session, settings: Settings, form_object: dict[str, Any]
+) -> None:
+    register_form(session, site=settings.site, form_object=form_object)
+    typo = ingest(session, settings, make_entry(1, date_created="2026-11-20 14:02:11",
+                                               **{"3": "(617) 555-0124", "2": "jordan.smaple@example.org"}))
+    fixed = ingest(session, settings, make_entry(2, date_created="2026-11-20 14:06:40",
+                                                **{"3": "(617) 555-0142", "2": "jordan.sample@example.org"}))
+
+    assert fixed.lead_id == typo.lead_id and not fixed.new_lead
+    lead = session.get_one(Lead, typo.lead_id)
+    assert (lead.phone, lead.email) == ("+16175550142", "jordan.sample@example.org")
+
+
+def test_a_different_device_or_a_later_hour_is_not_evidence_of_a_correction(
+    session: Session, settings: Settings, form_object: dict[str, Any]
+) -> None:
+    register_form(session, site=settings.site, form_object=form_object)
+    first = ingest(session, settings, make_entry(1, **{"3": "(617) 555-0124", "2": "a1@example.org"}))
+    other_device = ingest(session, settings, make_entry(2, ip="203.0.113.9", **{"3": "(617) 555-0142",
+                                                                                "2": "a2@example.org"}))
+    much_later = ingest(session, settings, make_entry(3, date_created="2026-11-20 18:00:00",
+                                                     **{"3": "(617) 555-0155", "2": "a3@example.org"}))
+
+    assert len({first.lead_id, other_device.lead_id, much_later.lead_id}) == 3
+
+
+def test_asking_again_within_hours_makes_the_lead_high_priority(
+    session: Session, settings: Settings, form_object: dict[str, Any]
+) -> None:
+    register_form(session, site=settings.site, form_object=form_object)
+    first = ingest(session, settings, make_entry(1, date_created="2026-11-20 09:00:00"))
+    assert session.get_one(Lead, first.lead_id).priority == "normal"
+
+    ingest(session, settings, make_entry(2, date_created="2026-11-20 11:30:00"))
+
+    assert session.get_one(Lead, first.lead_id).priority == "high"
+
+
+def test_a_screened_submission_is_flagged_kept_and_can_be_released_by_an_operator(
+    session: Session, settings: Settings, form_object: dict[str, Any]
+) -> None:
+    register_form(session, site=settings.site, form_object=form_object)
+    outcome = ingest(session, settings, make_entry(1, **{"1.3": "Buy now www.example.ru"}))
+
+    submission = session.get_one(Submission, 1)
+    assert outcome.state == SubmissionState.FLAGGED and lead_count(session) == 0
+    assert submission.flag_reason is not None and submission.flag_reason.startswith("screened_link_in_name")
+    assert "example.ru" not in submission.flag_reason
+
+    submission.state, submission.released = SubmissionState.RECEIVED, True
+    session.commit()
+    released = process_submission(session, 1, settings)
+    session.commit()
+    assert released.state == SubmissionState.PROCESSED and lead_count(session) == 1
+
+
+def test_the_forms_consent_box_is_kept_with_the_lead(
+    session: Session, settings: Settings, form_object: dict[str, Any]
+) -> None:
+    register_form(session, site=settings.site, form_object=form_object)
+    agreed = ingest(session, settings, make_entry(1))
+    declined = ingest(session, settings, make_entry(2, **{"5.1": None, "3": "(212) 555-0111", "2": None,
+                                                          "1.3": "Morgan"}))
+
+    assert session.get_one(Lead, agreed.lead_id).consent is True
+    assert session.get_one(Lead, declined.lead_id).consent is False

@@ -48,10 +48,14 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("leads", schema=None) as batch_op:
         batch_op.add_column(sa.Column("consent", sa.Boolean(), nullable=True))
+        batch_op.add_column(sa.Column("known_first_names", sa.Text(), nullable=True))
+        batch_op.add_column(sa.Column("merged_into_id", sa.Integer(), nullable=True))
+        batch_op.create_foreign_key("fk_leads_merged_into", "leads", ["merged_into_id"], ["id"])
         batch_op.add_column(sa.Column("priority", sa.String(length=8), nullable=False, server_default="normal"))
 
     with op.batch_alter_table("submissions", schema=None) as batch_op:
         batch_op.add_column(sa.Column("device_index", sa.String(length=64), nullable=True))
+        batch_op.add_column(sa.Column("requested_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column("released", sa.Boolean(), nullable=False, server_default=sa.false()))
         batch_op.create_index(batch_op.f("ix_submissions_device_index"), ["device_index"], unique=False)
 
@@ -60,10 +64,14 @@ def downgrade() -> None:
     with op.batch_alter_table("submissions", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_submissions_device_index"))
         batch_op.drop_column("released")
+        batch_op.drop_column("requested_at")
         batch_op.drop_column("device_index")
 
     with op.batch_alter_table("leads", schema=None) as batch_op:
         batch_op.drop_column("priority")
+        batch_op.drop_constraint("fk_leads_merged_into", type_="foreignkey")
+        batch_op.drop_column("merged_into_id")
+        batch_op.drop_column("known_first_names")
         batch_op.drop_column("consent")
 
     op.drop_table("poll_cursors")

@@ -1,0 +1,55 @@
+"""In-process stand-ins for talking to staff: a messenger that records texts and calls, and Twilio's signing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi.testclient import TestClient
+from httpx import Response
+from twilio.request_validator import RequestValidator
+
+from integrations.errors import IntegrationError
+from integrations.messaging import SentMessage
+
+AUTH_TOKEN = "test-twilio-auth-token"
+PUBLIC_URL = "https://admitflow.example.org"
+CENTER_NUMBER = "+18555550100"
+
+
+@dataclass
+class RecordingMessenger:
+    """Keeps every text and call; pops a failure from the front of `sms_failures` / `call_failures` first."""
+
+    name: str = "recording"
+    texts: list[tuple[str, str]] = field(default_factory=list)
+    calls: list[tuple[str, str]] = field(default_factory=list)
+    sms_failures: list[IntegrationError] = field(default_factory=list)
+    call_failures: list[IntegrationError] = field(default_factory=list)
+
+    def send_sms(self, to: str, body: str) -> SentMessage:
+        if self.sms_failures:
+            raise self.sms_failures.pop(0)
+        self.texts.append((to, body))
+        return SentMessage(sid=f"SM{len(self.texts):032d}", status="queued")
+
+    def place_call(self, to: str, twiml_url: str) -> SentMessage:
+        if self.call_failures:
+            raise self.call_failures.pop(0)
+        self.calls.append((to, twiml_url))
+        return SentMessage(sid=f"CA{len(self.calls):032d}", status="queued")
+
+    @property
+    def text_recipients(self) -> list[str]:
+        return [to for to, _ in self.texts]
+
+    @property
+    def call_recipients(self) -> list[str]:
+        return [to for to, _ in self.calls]
+
+
+def signed_post(client: TestClient, path_and_query: str, params: dict[str, str], **kwargs: Any) -> Response:
+    """POST form `params` the way Twilio does, signed for the public URL with the package's own validator."""
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(PUBLIC_URL + path_and_query, params)
+    headers = {"X-Twilio-Signature": signature, **kwargs.pop("headers", {})}
+    return client.post(path_and_query, data=params, headers=headers, **kwargs)
