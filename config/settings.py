@@ -56,6 +56,17 @@ class Settings(BaseSettings):
     blind_index_key: SecretStr | None = Field(None, alias="ADMITFLOW_BLIND_INDEX_KEY")
     key_file: Path = Field(Path(".admitflow-keys.json"), alias="ADMITFLOW_KEY_FILE")
 
+    # auto: HubSpot when HUBSPOT_TOKEN is set, else Salesforce when its credentials are set, else log-only.
+    crm_backend: Literal["auto", "hubspot", "salesforce", "log"] = Field("auto", alias="CRM_BACKEND")
+    salesforce_login_url: str = Field("https://login.salesforce.com", alias="SALESFORCE_LOGIN_URL")
+    salesforce_client_id: str | None = Field(None, alias="SALESFORCE_CLIENT_ID")
+    # Either a client secret (client credentials flow) or a username and private key file (JWT bearer flow).
+    salesforce_client_secret: SecretStr | None = Field(None, alias="SALESFORCE_CLIENT_SECRET")
+    salesforce_username: str | None = Field(None, alias="SALESFORCE_USERNAME")
+    salesforce_private_key_file: Path | None = Field(None, alias="SALESFORCE_PRIVATE_KEY_FILE")
+    salesforce_api_version: str = Field("60.0", alias="SALESFORCE_API_VERSION")
+    salesforce_external_id_field: str = Field("Admitflow_Ref__c", alias="SALESFORCE_EXTERNAL_ID_FIELD")
+
     hubspot_token: SecretStr | None = Field(None, alias="HUBSPOT_TOKEN")
     hubspot_base_url: str = Field("https://api.hubapi.com", alias="HUBSPOT_BASE_URL")
 
@@ -139,6 +150,18 @@ class Settings(BaseSettings):
             raise ValueError("must be the https address Twilio reaches admitflow at, e.g. https://admitflow.example.org")
         return value.rstrip("/")
 
+    @field_validator(
+        "sites_file", "salesforce_private_key_file", "twilio_api_base_url", "gravityforms_base_url",
+        "gravityforms_consumer_key", "gravityforms_consumer_secret", "webhook_secret", "encryption_keys",
+        "blind_index_key", "hubspot_token", "twilio_account_sid", "twilio_auth_token", "twilio_from_number",
+        "salesforce_client_id", "salesforce_client_secret", "salesforce_username",
+        mode="before",
+    )
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        # `NAME=` in an .env file (as .env.example has it) means "not set", not "the current directory".
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("phone_default_region")
     @classmethod
     def _upper_region(cls, value: str) -> str:
@@ -165,6 +188,12 @@ class Settings(BaseSettings):
     @property
     def hubspot_configured(self) -> bool:
         return self.hubspot_token is not None and bool(self.hubspot_token.get_secret_value())
+
+    @property
+    def salesforce_configured(self) -> bool:
+        secret = self.salesforce_client_secret is not None and bool(self.salesforce_client_secret.get_secret_value())
+        jwt = bool(self.salesforce_username and self.salesforce_private_key_file)
+        return bool(self.salesforce_client_id) and (secret or jwt)
 
     @property
     def twilio_configured(self) -> bool:

@@ -50,7 +50,7 @@ class SiteConfig(BaseModel):
     webhook_secret: str | None = Field(None, repr=False)
     forms: list[FormConfig] = Field(default_factory=list)
     poll: bool = True
-    crm: Literal["hubspot", "salesforce", "log"] = "hubspot"
+    crm: Literal["auto", "hubspot", "salesforce", "log"] = "auto"  # auto: CRM_BACKEND
 
     @field_validator("base_url")
     @classmethod
@@ -136,7 +136,6 @@ def _site_from_settings(settings: Settings) -> SiteConfig:
                 "consumer_secret": secret(settings.gravityforms_consumer_secret),
                 "webhook_secret": secret(settings.webhook_secret),
                 "forms": forms,
-                "crm": "hubspot",
             }
         )
     except ValidationError as exc:

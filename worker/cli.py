@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from config.logging import configure_logging
 from config.settings import Settings, get_settings
-from config.sites import load_sites, site_named
+from config.sites import SitesError, load_sites, site_named
 from integrations.errors import IntegrationError
 from integrations.gravityforms.client import PAGE_SIZE
 from worker import backfill as backfill_runs
@@ -24,11 +24,13 @@ from worker.dispatch import CeleryDispatcher, InlineDispatcher, dispatcher_for
 from worker.intake import RejectedEntry, register_form, store_entry
 from worker.models import Lead, OutboxMessage, OutboxState, Submission, SubmissionSource, SubmissionState
 from worker.outbox import deliver
-from worker.phi import generate_keys
+from worker.phi import KeyConfigurationError, generate_keys
 from worker.poller import client_for, poll_status, run_due_polls
 from worker.processing import process_submission
-from worker.schema import ensure_schema, upgrade
-from worker.services import default_services
+from worker.roster import RosterError
+from worker.schema import SchemaOutOfDate, ensure_schema, upgrade
+from worker.services import CrmConfigurationError, default_services
+from worker.templates import TemplateError
 
 
 def _settings() -> Settings:
@@ -66,7 +68,21 @@ def read_entries(path: Path) -> list[Any]:
     return [document]
 
 
-@click.group()
+# Misconfiguration an operator fixes from the message: shown as one line, not a traceback.
+CONFIGURATION_ERRORS = (
+    CrmConfigurationError, KeyConfigurationError, RosterError, SchemaOutOfDate, SitesError, TemplateError,
+)
+
+
+class AdmitflowGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except CONFIGURATION_ERRORS as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=AdmitflowGroup)
 def main() -> None:
     """admitflow: Gravity Forms submissions to CRM leads and admissions staff alerts."""
 

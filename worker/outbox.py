@@ -18,7 +18,7 @@ from integrations.errors import IntegrationError, RateLimited
 from worker.alerts import alert_staff
 from worker.crm_sync import LeadBusy, assign_claimed_task, sync_lead
 from worker.db import utcnow
-from worker.models import OutboxKind, OutboxMessage, OutboxState
+from worker.models import OutboxKind, OutboxMessage, OutboxState, Submission
 from worker.services import Services
 
 log = logging.getLogger(__name__)
@@ -60,12 +60,13 @@ def lease(session: Session, outbox_id: int, now: datetime) -> OutboxMessage | No
 
 
 def _do(session: Session, row: OutboxMessage, services: Services, now: datetime) -> None:
+    crm = services.crm_for(session.get_one(Submission, row.submission_id).site)
     if row.kind == OutboxKind.CRM_SYNC:
-        sync_lead(session, row, services.crm, services.roster, services.settings, now)
+        sync_lead(session, row, crm, services.roster, services.settings, now)
     elif row.kind == OutboxKind.STAFF_ALERT:
         alert_staff(session, row, services, now)
     elif row.kind == OutboxKind.CRM_ASSIGN:
-        assign_claimed_task(session, row, services.crm)
+        assign_claimed_task(session, row, crm)
     else:
         raise IntegrationError(f"unknown outbox kind {row.kind!r}: upgrade admitflow", permanent=True)
 

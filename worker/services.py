@@ -9,9 +9,12 @@ from zoneinfo import ZoneInfo
 import redis
 
 from config.settings import Settings, get_settings
+from config.sites import load_sites
 from integrations.crm import CRM, LogOnlyCRM
 from integrations.hubspot.client import HubSpotCRM
 from integrations.messaging import LogOnlyMessenger, Messenger
+from integrations.salesforce.auth import ClientCredentialsFlow, JwtBearerFlow, TokenProvider
+from integrations.salesforce.client import SalesforceCRM
 from integrations.twilio.client import TwilioMessenger
 from integrations.twilio.rate import SendRate
 from worker.roster import Roster, load_roster
@@ -19,14 +22,58 @@ from worker.templates import AlertTemplates
 from worker.twilio_urls import CALL_STATUS_PATH, MESSAGE_STATUS_PATH, hook_url
 
 
-def crm_from_settings(settings: Settings) -> CRM:
-    if settings.hubspot_token is not None and settings.hubspot_configured:
+class CrmConfigurationError(ValueError):
+    """The chosen CRM has no credentials; the message names the variables to set."""
+
+
+def chosen_backend(settings: Settings, choice: str = "auto") -> str:
+    choice = settings.crm_backend if choice == "auto" else choice
+    if choice != "auto":
+        return choice
+    if settings.hubspot_configured:
+        return "hubspot"
+    return "salesforce" if settings.salesforce_configured else "log"
+
+
+def crm_from_settings(settings: Settings, choice: str = "auto") -> CRM:
+    backend = chosen_backend(settings, choice)
+    if backend == "hubspot":
+        if settings.hubspot_token is None or not settings.hubspot_configured:
+            raise CrmConfigurationError("HubSpot is the chosen CRM but HUBSPOT_TOKEN is not set")
         return HubSpotCRM(
             settings.hubspot_token.get_secret_value(),
             base_url=settings.hubspot_base_url,
             timeout=settings.http_timeout_seconds,
         )
+    if backend == "salesforce":
+        return SalesforceCRM(
+            salesforce_tokens(settings),
+            api_version=settings.salesforce_api_version,
+            external_id_field=settings.salesforce_external_id_field,
+            timeout=settings.http_timeout_seconds,
+        )
     return LogOnlyCRM()
+
+
+def salesforce_tokens(settings: Settings) -> TokenProvider:
+    if not settings.salesforce_configured or not settings.salesforce_client_id:
+        raise CrmConfigurationError(
+            "Salesforce is the chosen CRM but its credentials are not set: set SALESFORCE_CLIENT_ID and either "
+            "SALESFORCE_CLIENT_SECRET, or SALESFORCE_USERNAME and SALESFORCE_PRIVATE_KEY_FILE"
+        )
+    if settings.salesforce_username and settings.salesforce_private_key_file:
+        try:
+            key = settings.salesforce_private_key_file.read_bytes()
+        except OSError as exc:
+            raise CrmConfigurationError(
+                f"SALESFORCE_PRIVATE_KEY_FILE cannot be read ({type(exc).__name__}): check the path"
+            ) from None
+        return JwtBearerFlow(settings.salesforce_login_url, settings.salesforce_client_id,
+                             settings.salesforce_username, key, timeout=settings.http_timeout_seconds)
+    assert settings.salesforce_client_secret is not None
+    return ClientCredentialsFlow(settings.salesforce_login_url, settings.salesforce_client_id,
+                                 settings.salesforce_client_secret.get_secret_value(),
+                                 timeout=settings.http_timeout_seconds)
 
 
 def messenger_from_settings(settings: Settings) -> Messenger:
@@ -61,17 +108,30 @@ def sms_rate_from_settings(settings: Settings) -> SendRate | None:
 @dataclass(frozen=True)
 class Services:
     settings: Settings
-    crm: CRM
+    crm: CRM  # the default CRM (CRM_BACKEND)
     messenger: Messenger
     roster: Roster
     templates: AlertTemplates = field(default_factory=AlertTemplates)
+    # Sites whose SITES_FILE entry chooses another CRM than the default.
+    site_crms: dict[str, CRM] = field(default_factory=dict)
+
+    def crm_for(self, site: str) -> CRM:
+        return self.site_crms.get(site, self.crm)
 
 
 def build_services(settings: Settings) -> Services:
     """Everything the worker talks to; the roster and the alert templates are validated here, at start-up."""
     roster = load_roster(settings.roster_file, ZoneInfo(settings.center_timezone))
-    return Services(settings, crm_from_settings(settings), messenger_from_settings(settings), roster,
-                    AlertTemplates.from_settings(settings))
+    default = crm_from_settings(settings)
+    by_backend: dict[str, CRM] = {chosen_backend(settings): default}
+    site_crms: dict[str, CRM] = {}
+    for site in load_sites(settings):
+        backend = chosen_backend(settings, site.crm)
+        if backend not in by_backend:
+            by_backend[backend] = crm_from_settings(settings, backend)
+        site_crms[site.name] = by_backend[backend]
+    return Services(settings, default, messenger_from_settings(settings), roster,
+                    AlertTemplates.from_settings(settings), site_crms)
 
 
 @lru_cache(maxsize=1)

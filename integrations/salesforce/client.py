@@ -165,6 +165,13 @@ class SalesforceCRM(HttpService):
             body["OwnerId"] = task.owner_id
         return self._create("Task", body)
 
+    def assign_callback_task(self, task_id: str, owner_id: str) -> None:
+        """Give the callback Task to the Salesforce User who claimed the lead (PATCH /sobjects/Task/{id} -> 204).
+
+        https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/dome_update_fields.htm
+        """
+        self.request("PATCH", f"{self._data}/sobjects/Task/{quote(task_id, safe='')}", json={"OwnerId": owner_id})
+
     def describe_error(self, response: requests.Response) -> str:
         """Salesforce's errorCode values (INVALID_FIELD, DUPLICATES_DETECTED...); `message` may echo PHI."""
         return ", ".join(error_codes(error_list(response)))

@@ -46,7 +46,7 @@ def test_the_example_sites_file_loads_with_secrets_from_the_environment(
     assert main.form("3") is not None and main.form("3").fields == {  # type: ignore[union-attr]
         "best_time": "7", "for_whom": "8", "consent_to_text": "9.1"
     }
-    assert [form.id for form in ketamine.forms] == ["2"] and ketamine.crm == "hubspot"
+    assert [form.id for form in ketamine.forms] == ["2"] and ketamine.crm == "auto" and main.crm == "hubspot"
     assert "value" not in repr(main)
 
 

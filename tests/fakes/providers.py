@@ -107,13 +107,14 @@ class _Handler(BaseHTTPRequestHandler):
             contact = associations[0]["to"]["id"] if associations else None
             store[new_id] = {"properties": dict(body["properties"]), "_contact": contact}
             self._send(201, {"id": new_id, "properties": body["properties"]})
-        elif self.command == "PATCH" and (match := re.fullmatch(r"/crm/v3/objects/contacts/(\w+)", path)):
-            record = state.contacts.get(match.group(1))
+        elif self.command == "PATCH" and (match := re.fullmatch(r"/crm/v3/objects/(contacts|tasks)/(\w+)", path)):
+            store = state.contacts if match.group(1) == "contacts" else state.tasks
+            record = store.get(match.group(2))
             if record is None:
                 self._send(404, {"status": "error", "category": "OBJECT_NOT_FOUND"})
                 return
             record["properties"].update(body["properties"])
-            self._send(200, {"id": match.group(1), "properties": record["properties"]})
+            self._send(200, {"id": match.group(2), "properties": record["properties"]})
         elif self.command == "POST" and re.fullmatch(r"/2010-04-01/Accounts/\w+/Messages.json", path):
             sid = f"SM{state.new_id():0>32}"
             state.sms.append({"sid": sid, **body})

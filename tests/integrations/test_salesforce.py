@@ -741,3 +741,15 @@ def test_it_retries_when_an_answer_cannot_be_read(logged_in: responses.RequestsM
 
     assert not caught.value.permanent
     assert_phi_free(caught.value)
+
+
+def test_it_gives_the_callback_task_to_the_staff_member_who_claimed_it(
+    logged_in: responses.RequestsMock, crm: SalesforceCRM
+) -> None:
+    patch = logged_in.patch(f"{DATA}/sobjects/Task/00T5e000001TaskAAA", status=204)
+
+    crm.assign_callback_task("00T5e000001TaskAAA", "0055e000001ClmrAAA")
+
+    assert patch.call_count == 1
+    assert sent_json(patch.calls[0]) == {"OwnerId": "0055e000001ClmrAAA"}
+    assert patch.calls[0].request.headers["Authorization"] == f"Bearer {TOKEN}"
