@@ -69,6 +69,18 @@ class Settings(BaseSettings):
 
     hubspot_token: SecretStr | None = Field(None, alias="HUBSPOT_TOKEN")
     hubspot_base_url: str = Field("https://api.hubapi.com", alias="HUBSPOT_BASE_URL")
+    # --- CRM delivery under load ---
+    # HubSpot's limits for a private app, counted in the Redis broker across all workers (0: not enforced).
+    # https://developers.hubspot.com/docs/developer-tooling/platform/usage-guidelines: 100 requests per 10 s on
+    # Free/Starter (190 Professional/Enterprise, 250 with the API limit increase); CRM search 5 per second per
+    # account, of which we leave one to other apps on the account.
+    hubspot_requests_per_10_seconds: int = Field(100, alias="HUBSPOT_REQUESTS_PER_10_SECONDS", ge=0)
+    hubspot_searches_per_second: int = Field(4, alias="HUBSPOT_SEARCHES_PER_SECOND", ge=0)
+    # Send admitflow_lead_ref (unique value; new contacts are upserted by it), admitflow_source_form,
+    # admitflow_repeat_count and admitflow_consent: create these contact properties in HubSpot first.
+    hubspot_custom_properties: bool = Field(False, alias="HUBSPOT_CUSTOM_PROPERTIES")
+    # A failed delivery is retried after this many seconds, doubling (to 30 minutes) while it keeps failing.
+    retry_first_seconds: float = Field(5.0, alias="ADMITFLOW_RETRY_FIRST_SECONDS", gt=0)
 
     twilio_account_sid: str | None = Field(None, alias="TWILIO_ACCOUNT_SID")
     twilio_auth_token: SecretStr | None = Field(None, alias="TWILIO_AUTH_TOKEN")
@@ -111,6 +123,27 @@ class Settings(BaseSettings):
     callback_morning_hour: int = Field(9, alias="CALLBACK_MORNING_HOUR", ge=0, le=23)
     # Texts per second from TWILIO_FROM_NUMBER across all workers (a Redis broker is shared); 0: no limit.
     twilio_sms_per_second: int = Field(3, alias="TWILIO_SMS_PER_SECOND", ge=0)
+    # Text the person a short acknowledgement (no name, no mention of treatment) when they ticked "OK to text".
+    person_ack_sms: bool = Field(False, alias="PERSON_ACK_SMS")
+
+    # --- trust: log format, signed webhooks, retention ---
+    # json: one JSON object per line (for log shippers); text: for humans at a terminal. Both mask PHI.
+    log_format: Literal["json", "text"] = Field("json", alias="ADMITFLOW_LOG_FORMAT")
+    # Standard Webhooks signing secret ("whsec_<base64>") for the default site; set, it replaces the static header.
+    gravityforms_signing_secret: SecretStr | None = Field(None, alias="GRAVITYFORMS_SIGNING_SECRET")
+    # Raw entries and messages of leads the CRM holds are purged this many days after they arrived.
+    retention_days: int = Field(90, alias="RETENTION_DAYS", ge=1)
+
+    # --- observability: the admissions manager's status page (GET /status, HTTP Basic) ---
+    # Unset username or password: /status answers 503. Prefer the hash (`admitflow report hash-password`).
+    status_username: str | None = Field(None, alias="STATUS_USERNAME")
+    status_password_hash: SecretStr | None = Field(None, alias="STATUS_PASSWORD_HASH")
+    status_password: SecretStr | None = Field(None, alias="STATUS_PASSWORD")
+
+    @field_validator("status_username", "status_password_hash", "status_password", mode="before")
+    @classmethod
+    def _blank_status_login_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("center_timezone")
     @classmethod
@@ -154,7 +187,7 @@ class Settings(BaseSettings):
         "sites_file", "salesforce_private_key_file", "twilio_api_base_url", "gravityforms_base_url",
         "gravityforms_consumer_key", "gravityforms_consumer_secret", "webhook_secret", "encryption_keys",
         "blind_index_key", "hubspot_token", "twilio_account_sid", "twilio_auth_token", "twilio_from_number",
-        "salesforce_client_id", "salesforce_client_secret", "salesforce_username",
+        "salesforce_client_id", "salesforce_client_secret", "salesforce_username", "gravityforms_signing_secret",
         mode="before",
     )
     @classmethod

@@ -48,6 +48,8 @@ class SiteConfig(BaseModel):
     consumer_key: str | None = Field(None, repr=False)
     consumer_secret: str | None = Field(None, repr=False)
     webhook_secret: str | None = Field(None, repr=False)
+    # Standard Webhooks secret ("whsec_<base64>"): set, webhooks must be signed and the static header is not used.
+    signing_secret: str | None = Field(None, repr=False)
     forms: list[FormConfig] = Field(default_factory=list)
     poll: bool = True
     crm: Literal["auto", "hubspot", "salesforce", "log"] = "auto"  # auto: CRM_BACKEND
@@ -61,6 +63,22 @@ class SiteConfig(BaseModel):
         if not (value.startswith("https://") or local):
             raise ValueError("must be an https:// URL: the API key pair is sent with every request")
         return value.rstrip("/")
+
+    @field_validator("signing_secret")
+    @classmethod
+    def _whsec(cls, value: str | None) -> str | None:
+        import base64
+        import binascii
+
+        if not value:
+            return None
+        try:
+            key = base64.b64decode(value.removeprefix("whsec_"), validate=True)
+        except binascii.Error:
+            key = b""
+        if not value.startswith("whsec_") or len(key) < 16:
+            raise ValueError("a signing secret is 'whsec_' followed by the base64 of at least 16 random bytes")
+        return value
 
     @model_validator(mode="after")
     def _pollable(self) -> SiteConfig:
@@ -88,7 +106,7 @@ def _from_environment(name: str | None, label: str) -> str | None:
 def _site_from_file(raw: dict[str, object], index: int) -> SiteConfig:
     label = f"site #{index + 1}"
     values = dict(raw)
-    for secret in ("consumer_key", "consumer_secret", "webhook_secret"):
+    for secret in ("consumer_key", "consumer_secret", "webhook_secret", "signing_secret"):
         env_name = values.pop(f"{secret}_env", None)
         values[secret] = _from_environment(str(env_name) if env_name else None, f"{label} {secret}_env")
     forms = values.get("forms", [])
@@ -135,6 +153,7 @@ def _site_from_settings(settings: Settings) -> SiteConfig:
                 "consumer_key": settings.gravityforms_consumer_key,
                 "consumer_secret": secret(settings.gravityforms_consumer_secret),
                 "webhook_secret": secret(settings.webhook_secret),
+                "signing_secret": secret(settings.gravityforms_signing_secret),
                 "forms": forms,
             }
         )

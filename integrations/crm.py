@@ -36,6 +36,16 @@ class CallbackTaskSpec:
     due_at: datetime
 
 
+@dataclass(frozen=True)
+class CallRecord:
+    """A bridged call that reached the person: logged on the contact, and it completes the callback task."""
+
+    lead_ref: str
+    started_at: datetime
+    duration_seconds: int | None
+    owner_id: str | None  # the CRM owner of the staff member who made the call
+
+
 class CRM(Protocol):
     """A CRM that holds contacts, notes and callback tasks.
 
@@ -59,6 +69,9 @@ class CRM(Protocol):
     def assign_callback_task(self, task_id: str, owner_id: str) -> None:
         """Make `owner_id` the owner of the callback task (the staff member who claimed the lead). Idempotent."""
 
+    def log_call(self, contact_id: str, task_id: str | None, call: CallRecord) -> str:
+        """Log the connected call on the contact and mark the callback task done. Returns the call's id."""
+
 
 class LogOnlyCRM:
     """Stands in for a CRM when none is configured: logs what it would do, by lead reference only."""
@@ -79,3 +92,8 @@ class LogOnlyCRM:
 
     def assign_callback_task(self, task_id: str, owner_id: str) -> None:
         log.info("LOG-ONLY CRM: would give task %s to owner %s", task_id, owner_id)
+
+    def log_call(self, contact_id: str, task_id: str | None, call: CallRecord) -> str:
+        log.info("LOG-ONLY CRM: would log a %ss call for lead %s and complete task %s", call.duration_seconds,
+                 call.lead_ref, task_id)
+        return f"log-call-{call.lead_ref}"

@@ -25,7 +25,8 @@ def compose() -> dict[str, Any]:
 
 
 def test_it_runs_postgres_redis_migrations_web_worker_and_beat(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"postgres", "redis", "migrate", "web", "worker", "beat"}
+    assert set(compose["services"]) == {"postgres", "redis", "migrate", "web", "worker", "beat", "flower"}
+    assert "FLOWER_BASIC_AUTH" in compose["services"]["flower"]["environment"]
     assert "postgres-data" in compose["volumes"]
 
 
@@ -65,6 +66,6 @@ def test_docker_compose_accepts_the_file(tmp_path: Path) -> None:
     result = subprocess.run(
         ["docker-compose", "-f", str(COMPOSE), "config", "--quiet"],
         capture_output=True, text=True, timeout=60, cwd=tmp_path,
-        env={"PATH": "/usr/bin:/bin", "POSTGRES_PASSWORD": "x"},
+        env={"PATH": "/usr/bin:/bin", "POSTGRES_PASSWORD": "x", "FLOWER_BASIC_AUTH": "ops:x"},
     )
     assert result.returncode == 0, result.stderr

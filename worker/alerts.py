@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from integrations.errors import IntegrationError
+from worker.best_time import call_time_of
 from worker.models import EscalationTimer, Lead, LeadStatus, OutboxMessage, StaffAlert, Submission, TimerState
 from worker.roster import StaffMember
 from worker.services import Services
@@ -77,5 +78,28 @@ def alert_staff(session: Session, row: OutboxMessage, services: Services, now: d
         session.commit()
         raise
     attempt.status, attempt.provider_id = sent.status, sent.sid
-    reminder = timedelta(minutes=services.settings.alert_reminder_minutes)
-    start_escalation(session, lead.id, row.id, due_at=now + reminder, now=now, sms_sid=sent.sid)
+    reminder_at = now + timedelta(minutes=services.settings.alert_reminder_minutes)
+    # A person who asked to be called in the evening is reminded about then, not in five minutes.
+    call_at = call_time_of(session, submission, services.settings)
+    if call_at is not None and call_at > reminder_at:
+        reminder_at = call_at
+    start_escalation(session, lead.id, row.id, due_at=reminder_at, now=now, sms_sid=sent.sid)
+
+
+def acknowledgement_body(center_number: str | None) -> str:
+    """What the person reads on their own phone: nothing about why they wrote, whom they asked, or treatment."""
+    via = f" from {_spoken_number(center_number)}" if center_number else ""
+    return f"We received your request and will call you{via} soon. Reply STOP to stop texts."
+
+
+def _spoken_number(e164: str) -> str:
+    digits = e164.removeprefix("+1")
+    return f"{digits[:3]}-{digits[3:6]}-{digits[6:]}" if len(digits) == 10 else e164
+
+
+def acknowledge_person(session: Session, row: OutboxMessage, services: Services) -> None:
+    """Text the person who asked (and consented to texts) that their request arrived."""
+    lead = session.get_one(Lead, row.lead_id)
+    if not (lead.consent_to_text and lead.phone):
+        return
+    services.messenger.send_sms(lead.phone, acknowledgement_body(services.settings.twilio_from_number))

@@ -15,6 +15,7 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from worker import audit
 from worker.models import (
     Claim,
     EscalationTimer,
@@ -125,6 +126,8 @@ def claim_lead(session: Session, lead_id: int, staff: StaffMember, channel: str,
         session.flush()
         outbox_ids.append(row.id)
     session.flush()
+    audit.record(session, audit.AuditAction.CLAIM, actor_kind=audit.ActorKind.STAFF, actor=staff.id,
+                 lead_ref=lead.ref, detail=f"by {channel}")
     log.info("lead %s claimed by staff %s by %s", lead.ref, staff.id, channel)
     return ClaimResult(ClaimOutcome.CLAIMED, lead.ref, claim.id, staff.name, outbox_ids)
 

@@ -17,10 +17,12 @@ from config.settings import Settings, get_settings
 from config.sites import SitesError, load_sites, site_named
 from integrations.errors import IntegrationError
 from integrations.gravityforms.client import PAGE_SIZE
+from worker import audit, retention
 from worker import backfill as backfill_runs
 from worker import outbox as outbox_rows
 from worker.db import session_scope
 from worker.dispatch import CeleryDispatcher, InlineDispatcher, dispatcher_for
+from worker.export import lead_record
 from worker.intake import RejectedEntry, register_form, store_entry
 from worker.models import Lead, OutboxMessage, OutboxState, Submission, SubmissionSource, SubmissionState
 from worker.outbox import deliver
@@ -35,7 +37,7 @@ from worker.templates import TemplateError
 
 def _settings() -> Settings:
     settings = get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     return settings
 
 
@@ -107,7 +109,7 @@ def web(host: str | None, port: int | None) -> None:
     settings = _settings()
     ensure_schema(settings)
     uvicorn.run(create_app(settings), host=host or settings.web_host, port=port or settings.web_port,
-                log_level=settings.log_level.lower(), access_log=False)
+                log_level=settings.log_level.lower(), access_log=False, log_config=None)
 
 
 def _require_broker(settings: Settings) -> None:
@@ -237,22 +239,12 @@ def leads_export(output: TextIO) -> None:
     """
     settings = _settings()
     ensure_schema(settings)
+    exported = 0
     with session_scope() as session:
         for lead in session.scalars(select(Lead).order_by(Lead.id)):
-            record = {
-                "id": lead.id,
-                "ref": lead.ref,
-                "first_name": lead.first_name,
-                "last_name": lead.last_name,
-                "phone": lead.phone,
-                "email": lead.email,
-                "repeat_count": lead.repeat_count,
-                "status": lead.status,
-                "crm_id": lead.crm_contact_id,
-                "crm_task_id": lead.crm_task_id,
-                "submissions": [{"form_id": s.form_id, "entry_id": s.entry_id} for s in lead.submissions],
-            }
-            output.write(json.dumps(record, ensure_ascii=False) + "\n")
+            output.write(json.dumps(lead_record(lead), ensure_ascii=False) + "\n")
+            exported += 1
+        audit.operator_did(session, audit.AuditAction.EXPORT, detail=f"{exported} leads exported")
 
 
 @main.group()
@@ -287,6 +279,9 @@ def submissions_show(submission_id: int, reveal: bool) -> None:
         sub = session.get(Submission, submission_id)
         if sub is None:
             raise click.ClickException(f"no submission {submission_id}")
+        if reveal:
+            audit.operator_did(session, audit.AuditAction.READ, lead_ref=sub.lead.ref if sub.lead else None,
+                               submission_id=sub.id, detail="raw entry revealed")
         click.echo(json.dumps({
             "id": sub.id, "site": sub.site, "form_id": sub.form_id, "entry_id": sub.entry_id, "source": sub.source,
             "state": sub.state, "flag_reason": sub.flag_reason, "received_at": sub.received_at.isoformat(),
@@ -310,6 +305,8 @@ def outbox_retry(outbox_id: int) -> None:
             outbox_rows.retry_now(session, outbox_id)
         except outbox_rows.OutboxCommandError as exc:
             raise click.ClickException(str(exc)) from None
+        audit.operator_did(session, audit.AuditAction.RETRY, lead_ref=audit.outbox_lead_ref(session, outbox_id),
+                           outbox_id=outbox_id)
     dispatcher_for(settings, default_services()).outbox_ready([outbox_id])
     click.echo(f"outbox row {outbox_id} is queued for delivery")
 
@@ -325,6 +322,8 @@ def outbox_drop(outbox_id: int) -> None:
             outbox_rows.drop(session, outbox_id)
         except outbox_rows.OutboxCommandError as exc:
             raise click.ClickException(str(exc)) from None
+        audit.operator_did(session, audit.AuditAction.DROP, lead_ref=audit.outbox_lead_ref(session, outbox_id),
+                           outbox_id=outbox_id)
     click.echo(f"outbox row {outbox_id} dropped")
 
 
@@ -359,6 +358,7 @@ def submissions_release(submission_id: int) -> None:
         if sub.state not in (SubmissionState.FLAGGED, SubmissionState.SPAM):
             raise click.ClickException(f"submission {submission_id} is {sub.state}, not flagged or spam")
         audit_note = f"released by operator from {sub.state}"
+        audit.operator_did(session, audit.AuditAction.RELEASE, submission_id=sub.id, detail=f"from {sub.state}")
         sub.state, sub.flag_reason, sub.released = SubmissionState.RECEIVED, None, True
     dispatcher_for(settings, default_services()).submission_stored(submission_id)
     click.echo(f"submission {submission_id} {audit_note}; processing it now")
@@ -452,6 +452,81 @@ def backfill(site_name: str | None, form_id: str, since: datetime, enqueue: bool
                     raise click.ClickException(f"{exc.message}; run the same command again to resume") from None
     click.echo(f"imported {counts['imported']}, already seen {counts['already seen']}, "
                f"skipped (before --since or invalid) {counts['skipped']}")
+
+
+@main.group()
+def report() -> None:
+    """Speed-to-lead figures for the admissions manager (the same as GET /status)."""
+
+
+@report.command("speed")
+@click.option("--days", type=click.IntRange(1, 366), default=14, show_default=True, help="Days back, today included.")
+def report_speed(days: int) -> None:
+    """Median and 90th-percentile time to claim and to call, per day and per staff member; lead references only."""
+    from worker.db import utcnow
+    from worker.reports import format_speed_report, speed_report
+
+    settings = _settings()
+    ensure_schema(settings)
+    with session_scope() as session:
+        figures = speed_report(session, days=days, now=utcnow(), timezone=settings.center_timezone)
+    click.echo(format_speed_report(figures))
+
+
+@report.command("hash-password")
+@click.password_option("--password", help="The status page password (prompted, not echoed).")
+def report_hash_password(password: str) -> None:
+    """Print a STATUS_PASSWORD_HASH for the status page, for your secret store."""
+    import secrets
+
+    from worker.status_page import hash_password
+
+    click.echo(f"STATUS_PASSWORD_HASH={hash_password(password, secrets.token_bytes(16))}")
+
+
+@main.command("audit")
+@click.option("--lead", "lead_ref", default=None, help="Only this lead's events (its reference, e.g. R-7K2QX).")
+@click.option("--since", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]), default=None,
+              help="Only events at or after this UTC date (YYYY-MM-DD).")
+def audit_command(lead_ref: str | None, since: datetime | None) -> None:
+    """The audit trail, oldest first: when, who, what, lead, submission, outbox row, detail (no PHI)."""
+    settings = _settings()
+    ensure_schema(settings)
+    with session_scope() as session:
+        found = audit.events(session, lead_ref=lead_ref.strip().upper() if lead_ref else None,
+                             since=since.replace(tzinfo=UTC) if since else None)
+        for event in found:
+            click.echo(f"{event.at.isoformat(timespec='seconds')}\t{event.actor_kind}:{event.actor}\t{event.action}\t"
+                       f"{event.lead_ref or '-'}\t{event.submission_id or '-'}\t{event.outbox_id or '-'}\t"
+                       f"{event.detail or ''}")
+    if not found:
+        click.echo("no audit events match", err=True)
+
+
+@main.command()
+@click.option("--dry-run", is_flag=True, help="Only print how many raw entries would be purged.")
+def purge(dry_run: bool) -> None:
+    """Purge raw entries (and the messages in them) older than RETENTION_DAYS whose lead the CRM holds.
+
+    Leads whose CRM sync is not delivered keep everything. Each purge is recorded in the audit trail.
+    """
+    settings = _settings()
+    ensure_schema(settings)
+    now = datetime.now(UTC)
+    with session_scope() as session:
+        counts = retention.purge_counts(session, now, settings.retention_days)
+    click.echo(f"older than {settings.retention_days} days: {counts.due} raw entries to purge, "
+               f"{counts.kept_undelivered} kept (their lead's CRM sync is not delivered)")
+    if dry_run:
+        return
+    purged, actor = 0, audit.operator_name()
+    while True:
+        with session_scope() as session:
+            done = retention.purge_batch(session, now, settings.retention_days, actor)
+        purged += done
+        if done < retention.BATCH:
+            break
+    click.echo(f"purged {purged} raw entries")
 
 
 @main.group()

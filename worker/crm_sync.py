@@ -8,9 +8,10 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from config.settings import Settings
-from integrations.crm import CRM, CallbackTaskSpec, ContactCard
+from integrations.crm import CRM, CallbackTaskSpec, CallRecord, ContactCard
 from integrations.errors import IntegrationError
 from integrations.gravityforms.mapping import ApplicantFields
+from worker.best_time import call_time_of
 from worker.models import Claim, Lead, OutboxMessage, Submission
 from worker.normalize import clean_text
 from worker.processing import applicant_fields, message_text
@@ -108,23 +109,34 @@ def _sync(
     lead = session.get_one(Lead, row.lead_id, populate_existing=True)
     submission = session.get_one(Submission, row.submission_id)
 
-    contact_id = crm.upsert_contact(contact_card(lead, submission), lead.crm_contact_id)
-    if lead.crm_contact_id != contact_id:
-        lead.crm_contact_id = contact_id
-        session.commit()
+    if lead.crm_contact_id is not None and submission.crm_note_id is not None:
+        contact_id = lead.crm_contact_id  # a retry: this request updated the contact before its note went in
+    else:
+        contact_id = crm.upsert_contact(contact_card(lead, submission), lead.crm_contact_id)
+        if lead.crm_contact_id != contact_id:
+            lead.crm_contact_id = contact_id
+            _progressed(session, row)
 
     fields = applicant_fields(session, submission, settings)
     note = note_text(lead, submission, fields) if fields else None
     if submission.crm_note_id is None and note:
         submission.crm_note_id = crm.add_note(contact_id, note, submission.received_at)
-        session.commit()
+        _progressed(session, row)
 
     if lead.crm_task_id is None:
         # A lead claimed before its task exists gets it owned by the claimer; otherwise the on-call person.
         claim = session.scalar(select(Claim).where(Claim.lead_id == lead.id))
         owner = claim.crm_owner_id if claim else roster.on_call_staff(now)[0].crm_owner_id
-        lead.crm_task_id = crm.ensure_callback_task(contact_id, callback_task(lead, owner, now))
-        session.commit()
+        due = call_time_of(session, submission, settings) or now
+        lead.crm_task_id = crm.ensure_callback_task(contact_id, callback_task(lead, owner, due))
+        _progressed(session, row)
+
+
+def _progressed(session: Session, row: OutboxMessage) -> None:
+    """Commit a step that went through. The row's attempts then count tries since the last step that succeeded:
+    a sync that moves forward through a flaky CRM is not failing, so it neither backs off for long nor goes dead."""
+    row.attempts = 1
+    session.commit()
 
 
 def assign_claimed_task(session: Session, row: OutboxMessage, crm: CRM) -> None:
@@ -138,3 +150,17 @@ def assign_claimed_task(session: Session, row: OutboxMessage, crm: CRM) -> None:
         raise IntegrationError(f"lead {lead.ref} has no CRM task yet; will retry after its CRM sync",
                                permanent=False)
     crm.assign_callback_task(lead.crm_task_id, claim.crm_owner_id)
+
+
+def log_bridged_call(session: Session, row: OutboxMessage, crm: CRM) -> None:
+    """Put the connected bridged call on the contact's timeline and close the callback task. Waits (retries)
+    until the lead's CRM sync has created the contact."""
+    claim = session.scalar(select(Claim).where(Claim.lead_id == row.lead_id))
+    lead = session.get_one(Lead, row.lead_id, populate_existing=True)
+    if claim is None or claim.bridged_at is None:
+        return
+    if lead.crm_contact_id is None:
+        raise IntegrationError(f"lead {lead.ref} has no CRM contact yet; will retry after its CRM sync",
+                               permanent=False)
+    record = CallRecord(lead.ref, claim.bridged_at, claim.bridge_seconds, claim.crm_owner_id)
+    crm.log_call(lead.crm_contact_id, lead.crm_task_id, record)

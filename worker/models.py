@@ -36,6 +36,8 @@ class OutboxKind(enum.StrEnum):
     CRM_SYNC = "crm_sync"
     STAFF_ALERT = "staff_alert"
     CRM_ASSIGN = "crm_assign"  # give the callback task to the staff member who claimed the lead
+    CRM_CALL_LOG = "crm_call_log"  # log a bridged call that reached the person and complete the task
+    PERSON_ACK = "person_ack"  # the PHI-free "we received your request" text to a person who consented
 
 
 class OutboxState(enum.StrEnum):
@@ -272,3 +274,41 @@ class EscalationTimer(Base):
 
 # Twilio's status callbacks find the alert they are about by its provider id.
 Index("ix_staff_alerts_provider_id", StaffAlert.provider_id)
+
+
+class SeenWebhook(Base):
+    """A signed webhook's `webhook-id`, kept for twice the signature tolerance so a replay is refused."""
+
+    __tablename__ = "seen_webhooks"
+    __table_args__ = (UniqueConstraint("site", "webhook_id", name="uq_seen_webhook_site_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site: Mapped[str] = mapped_column(String(64))
+    webhook_id: Mapped[str] = mapped_column(String(255))
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class AuditEvent(Base):
+    """Who or what read, exported, claimed, changed or purged which lead or submission, and when. Append-only
+    (the database refuses updates and deletes); never PHI: references, ids and counts only."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    actor_kind: Mapped[str] = mapped_column(String(16))  # operator, system or staff
+    actor: Mapped[str] = mapped_column(String(64))  # an OS user name, a staff id, or the component
+    action: Mapped[str] = mapped_column(String(16))
+    lead_ref: Mapped[str | None] = mapped_column(String(16), index=True)
+    submission_id: Mapped[int | None]
+    outbox_id: Mapped[int | None]
+    detail: Mapped[str | None] = mapped_column(String(255))  # never PHI: counts, states, a reason code
+
+
+class PayloadPurge(Base):
+    """A submission whose raw entry retention replaced with a stub (`worker/retention.py`)."""
+
+    __tablename__ = "payload_purges"
+
+    submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id"), primary_key=True)
+    purged_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

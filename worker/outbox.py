@@ -14,9 +14,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from config.settings import Settings
 from integrations.errors import IntegrationError, RateLimited
-from worker.alerts import alert_staff
-from worker.crm_sync import LeadBusy, assign_claimed_task, sync_lead
+from worker.alerts import acknowledge_person, alert_staff
+from worker.crm_sync import LeadBusy, assign_claimed_task, log_bridged_call, sync_lead
 from worker.db import utcnow
 from worker.models import OutboxKind, OutboxMessage, OutboxState, Submission
 from worker.services import Services
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 
 LEASE = timedelta(minutes=5)
 MAX_BACKOFF = timedelta(minutes=30)
+FIRST_RETRY = timedelta(seconds=5)
 
 
 @dataclass(frozen=True)
@@ -35,10 +37,10 @@ class Delivery:
     retry_in: timedelta | None = None
 
 
-def backoff(attempts: int, error: IntegrationError) -> timedelta:
+def backoff(attempts: int, error: IntegrationError, first: timedelta = FIRST_RETRY) -> timedelta:
     if isinstance(error, RateLimited) and error.retry_after is not None:
         return timedelta(seconds=max(1.0, error.retry_after))
-    return min(timedelta(seconds=5 * 2 ** max(0, attempts - 1)), MAX_BACKOFF)
+    return min(first * (1 << min(max(0, attempts - 1), 20)), MAX_BACKOFF)
 
 
 def lease(session: Session, outbox_id: int, now: datetime) -> OutboxMessage | None:
@@ -67,6 +69,10 @@ def _do(session: Session, row: OutboxMessage, services: Services, now: datetime)
         alert_staff(session, row, services, now)
     elif row.kind == OutboxKind.CRM_ASSIGN:
         assign_claimed_task(session, row, crm)
+    elif row.kind == OutboxKind.CRM_CALL_LOG:
+        log_bridged_call(session, row, crm)
+    elif row.kind == OutboxKind.PERSON_ACK:
+        acknowledge_person(session, row, services)
     else:
         raise IntegrationError(f"unknown outbox kind {row.kind!r}: upgrade admitflow", permanent=True)
 
@@ -80,20 +86,20 @@ def deliver(session: Session, outbox_id: int, services: Services, now: datetime 
         _do(session, row, services, now)
     except IntegrationError as exc:
         session.rollback()
-        return _failed(session, outbox_id, exc, services.settings.max_delivery_attempts)
+        return _failed(session, outbox_id, exc, services.settings)
     except Exception as exc:
         # Our own bug or a database hiccup. The exception text may quote PHI-bearing values, so only its type
         # is recorded; the row is retried like any transient failure.
         session.rollback()
         log.error("outbox %s (%s) failed with %s", outbox_id, row.kind, type(exc).__name__)
         error = IntegrationError(f"internal error {type(exc).__name__}; see the worker log", permanent=False)
-        return _failed(session, outbox_id, error, services.settings.max_delivery_attempts)
+        return _failed(session, outbox_id, error, services.settings)
     row.state, row.delivered_at, row.leased_until, row.last_error = OutboxState.DELIVERED, utcnow(), None, None
     session.commit()
     return Delivery(OutboxState.DELIVERED)
 
 
-def _failed(session: Session, outbox_id: int, error: IntegrationError, max_attempts: int) -> Delivery:
+def _failed(session: Session, outbox_id: int, error: IntegrationError, settings: Settings) -> Delivery:
     row = session.get_one(OutboxMessage, outbox_id, populate_existing=True)
     row.last_error, row.leased_until = error.message[:1000], None
     if isinstance(error, LeadBusy):
@@ -102,12 +108,16 @@ def _failed(session: Session, outbox_id: int, error: IntegrationError, max_attem
         row.next_attempt_at = utcnow() + delay
         session.commit()
         return Delivery(OutboxState.PENDING, retry_in=delay)
-    if error.permanent or row.attempts >= max_attempts:
+    if isinstance(error, RateLimited):
+        # Waiting for a provider's Retry-After or a shared budget is not this row failing: not counted, so a long
+        # burst (or a used-up daily limit) delays the work but never parks it as dead.
+        row.attempts -= 1
+    if error.permanent or row.attempts >= settings.max_delivery_attempts:
         row.state = OutboxState.DEAD
         log.error("outbox %s (%s) dead after %d attempt(s): %s", row.id, row.kind, row.attempts, error.message)
         session.commit()
         return Delivery(OutboxState.DEAD)
-    delay = backoff(row.attempts, error)
+    delay = backoff(row.attempts, error, timedelta(seconds=settings.retry_first_seconds))
     row.next_attempt_at = utcnow() + delay
     log.warning("outbox %s (%s) attempt %d failed, retrying in %ss: %s",
                 row.id, row.kind, row.attempts, int(delay.total_seconds()), error.message)

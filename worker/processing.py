@@ -159,6 +159,10 @@ def process_submission(session: Session, submission_id: int, settings: Settings)
         created or _staff_should_hear_again(session, lead, settings)
     ):
         kinds.append(OutboxKind.STAFF_ALERT)
+    if created and settings.person_ack_sms and lead.consent_to_text and lead.phone and not _too_old_to_alert(
+        submission, requested_at, settings
+    ):
+        kinds.append(OutboxKind.PERSON_ACK)
     rows = [OutboxMessage(kind=kind, lead_id=lead.id, submission_id=submission.id) for kind in kinds]
     session.add_all(rows)
     session.flush()

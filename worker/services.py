@@ -11,8 +11,9 @@ import redis
 from config.settings import Settings, get_settings
 from config.sites import load_sites
 from integrations.crm import CRM, LogOnlyCRM
-from integrations.hubspot.client import HubSpotCRM
+from integrations.hubspot.client import HubSpotCRM, hubspot_rate_limit
 from integrations.messaging import LogOnlyMessenger, Messenger
+from integrations.ratelimit import SharedRateLimit
 from integrations.salesforce.auth import ClientCredentialsFlow, JwtBearerFlow, TokenProvider
 from integrations.salesforce.client import SalesforceCRM
 from integrations.twilio.client import TwilioMessenger
@@ -44,6 +45,8 @@ def crm_from_settings(settings: Settings, choice: str = "auto") -> CRM:
             settings.hubspot_token.get_secret_value(),
             base_url=settings.hubspot_base_url,
             timeout=settings.http_timeout_seconds,
+            rate_limit=hubspot_rate_from_settings(settings),
+            custom_properties=settings.hubspot_custom_properties,
         )
     if backend == "salesforce":
         return SalesforceCRM(
@@ -103,6 +106,14 @@ def sms_rate_from_settings(settings: Settings) -> SendRate | None:
         return None
     client = redis.Redis.from_url(settings.celery_broker_url, socket_timeout=settings.http_timeout_seconds)
     return SendRate(client, settings.twilio_from_number, settings.twilio_sms_per_second)
+
+
+def hubspot_rate_from_settings(settings: Settings) -> SharedRateLimit | None:
+    """HubSpot's request budget and 429 pause, shared by all workers in the Redis broker; none without one."""
+    if not settings.celery_broker_url.startswith(("redis://", "rediss://")):
+        return None
+    client = redis.Redis.from_url(settings.celery_broker_url, socket_timeout=settings.http_timeout_seconds)
+    return hubspot_rate_limit(client, settings.hubspot_requests_per_10_seconds, settings.hubspot_searches_per_second)
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from worker.twilio_urls import (
     REMINDER_PATH,
     SMS_PATH,
 )
-from worker.voice import NO_LONGER_VALID, dial_status_twiml, keypress_twiml, reminder_twiml
+from worker.voice import NO_LONGER_VALID, dial_status_twiml, keypress_twiml, pending_call_log, reminder_twiml
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ def twilio_router(settings: Settings, services: Services, dispatcher: Dispatcher
         return _xml(document, background)
 
     @router.post(DIAL_STATUS_PATH)
-    async def dial_status(request: Request) -> Response:
+    async def dial_status(request: Request, background: BackgroundTasks) -> Response:
         """How the bridge to the person ended (<Dial> action): recorded on the claim."""
         params = await verified(request)
         if params is None:
@@ -180,9 +180,16 @@ def twilio_router(settings: Settings, services: Services, dispatcher: Dispatcher
             return _xml(twiml.spoken(NO_LONGER_VALID))
         status, duration = params.get("DialCallStatus", ""), params.get("DialCallDuration")
         sid = params.get("DialCallSid")
-        return _xml(await run_in_threadpool(
-            _in_transaction,
-            lambda session, now: dial_status_twiml(session, claim_id, status, duration, sid, services, now),
-        ))
+        call_logs: list[int] = []
+
+        def record(session: Session, now: datetime) -> str:
+            document = dial_status_twiml(session, claim_id, status, duration, sid, services, now)
+            session.flush()
+            call_logs.extend(pending_call_log(session, claim_id))
+            return document
+
+        document = await run_in_threadpool(_in_transaction, record)
+        await hand_on(call_logs, background)
+        return _xml(document, background)
 
     return router

@@ -9,14 +9,14 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from integrations.twilio import twiml
 from worker.alerts import alert_facts
 from worker.callbacks import end_callbacks, schedule_callback
 from worker.claims import ClaimOutcome, claim_lead
-from worker.models import Claim, Lead, LeadStatus, StaffAlert
+from worker.models import Claim, Lead, LeadStatus, OutboxKind, OutboxMessage, OutboxState, StaffAlert, Submission
 from worker.services import Services
 from worker.templates import spoken_ref
 from worker.twilio_urls import DIAL_STATUS_PATH, KEYPRESS_PATH, REMINDER_PATH, hook_url
@@ -96,7 +96,8 @@ def dial_status_twiml(
         if claim.bridged_at is None:
             claim.bridged_at = now - timedelta(seconds=seconds or 0)
         end_callbacks(session, claim.lead_id, now)
-        return twiml.spoken("The call has ended. Please log it in the CRM task. Goodbye.")
+        queue_call_log(session, claim.lead_id)
+        return twiml.spoken("The call has ended. It is logged in the CRM and the callback task is closed. Goodbye.")
     zone = services.roster.timezone
     retry_at = schedule_callback(session, claim, services.settings, zone, now)
     log.info("bridged call for claim %s ended %s; next attempt %s", claim_id, status,
@@ -110,3 +111,27 @@ def dial_status_twiml(
     else:
         when = local.strftime("on %A at %-I:%M %p")
     return twiml.spoken(f"The caller did not answer. You will get a call to try again {when}. Goodbye.")
+
+
+def queue_call_log(session: Session, lead_id: int) -> int | None:
+    """An outbox row that logs the connected call in the CRM (once per lead); its id, to hand on at once."""
+    existing = session.scalar(select(OutboxMessage.id).where(
+        OutboxMessage.lead_id == lead_id, OutboxMessage.kind == OutboxKind.CRM_CALL_LOG))
+    if existing is not None:
+        return None
+    latest = session.scalar(select(func.max(Submission.id)).where(Submission.lead_id == lead_id))
+    if latest is None:
+        return None
+    row = OutboxMessage(kind=OutboxKind.CRM_CALL_LOG, lead_id=lead_id, submission_id=latest)
+    session.add(row)
+    session.flush()
+    return row.id
+
+
+def pending_call_log(session: Session, claim_id: int) -> list[int]:
+    claim = session.get(Claim, claim_id)
+    if claim is None:
+        return []
+    return list(session.scalars(select(OutboxMessage.id).where(
+        OutboxMessage.lead_id == claim.lead_id, OutboxMessage.kind == OutboxKind.CRM_CALL_LOG,
+        OutboxMessage.state == OutboxState.PENDING)))

@@ -18,12 +18,15 @@ from sqlalchemy.exc import OperationalError
 
 from config.settings import Settings, get_settings
 from config.sites import SiteConfig, load_sites, site_named
-from worker.db import session_scope
+from worker.db import session_scope, utcnow
 from worker.dispatch import Dispatcher, InlineDispatcher, dispatcher_for
 from worker.intake import RejectedEntry, StoredEntry, entry_meta, known_form, store_entry
 from worker.models import SubmissionSource
 from worker.services import Services, default_services
+from worker.status_page import observability_router
 from worker.twilio_hooks import twilio_router
+from worker.webhook_signing import SignatureRejected, record_delivery
+from worker.webhook_signing import verify as verify_signature
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +61,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     dispatcher: Dispatcher = dispatcher_for(settings, services)
     sites = load_sites(settings)
     for site in sites:
-        if not site.webhook_secret:
+        if not site.webhook_secret and not site.signing_secret:
             log.error("site %s has no webhook secret: its webhooks are refused with 401 until one is set", site.name)
 
     app = FastAPI(title="admitflow intake", version="0.1.0")
     app.include_router(twilio_router(settings, services, dispatcher))
+    app.include_router(observability_router(settings))
 
     @app.post("/hooks/gravityforms", status_code=202)
     async def gravityforms_webhook(request: Request, background: BackgroundTasks) -> JSONResponse:
@@ -78,16 +82,27 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         return await accept(site, request, background)
 
     async def accept(site: SiteConfig, request: Request, background: BackgroundTasks) -> JSONResponse:
-        secret = (site.webhook_secret or "").encode()
-        presented = request.headers.get(settings.webhook_secret_header, "").encode()
-        if not secret or not hmac.compare_digest(presented, secret):
-            return _error(401, f"missing or wrong {settings.webhook_secret_header} header")
+        if not site.signing_secret:
+            secret = (site.webhook_secret or "").encode()
+            presented = request.headers.get(settings.webhook_secret_header, "").encode()
+            if not secret or not hmac.compare_digest(presented, secret):
+                return _error(401, f"missing or wrong {settings.webhook_secret_header} header")
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > settings.max_body_bytes:
             return _error(413, f"body over {settings.max_body_bytes} bytes")
         body = await request.body()
         if len(body) > settings.max_body_bytes:
             return _error(413, f"body over {settings.max_body_bytes} bytes")
+        if site.signing_secret:
+            # Standard Webhooks: verify before parsing, then refuse a webhook-id already seen.
+            try:
+                delivery = verify_signature(site.signing_secret, request.headers, body, utcnow())
+                await run_in_threadpool(record_delivery, site.name, delivery.webhook_id, utcnow())
+            except SignatureRejected as exc:
+                return _error(exc.status, str(exc))
+            except OperationalError:
+                log.error("webhook could not record a delivery id: the database is unreachable")
+                return _error(503, "storage unavailable; retry later")
         try:
             entry = json.loads(body.decode("utf-8"))
         except UnicodeDecodeError:

@@ -17,6 +17,8 @@ from integrations.gravityforms.models import Form, FormField
 NAME_FIRST = "3"
 NAME_LAST = "6"
 TEXT_CONSENT_LABEL = re.compile(r"\b(text|texts|texting|sms)\b", re.IGNORECASE)
+BEST_TIME_LABEL = re.compile(r"best time|time to (call|reach)|when (should|can|may) we (call|reach)", re.IGNORECASE)
+FOR_WHOM_LABEL = re.compile(r"who is this for|for whom|myself|loved one", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,8 @@ def _read_by_type(form: Form, entry: dict[str, Any]) -> ApplicantFields:
     consent: bool | None = None
     text_ok: bool | None = None
     seen: set[str] = set()
+    best_time: list[str] = []
+    for_whom: str | None = None
     for field in form.fields:
         kind = field.effective_type
         if kind in ("name", "email", "phone", "textarea"):
@@ -118,10 +122,18 @@ def _read_by_type(form: Form, entry: dict[str, Any]) -> ApplicantFields:
                 text_ok = ticked
             else:
                 consent = ticked
+        elif kind in ("select", "radio", "date", "time") and BEST_TIME_LABEL.search(field.label):
+            answer = _text(entry.get(str(field.id)))
+            if answer:
+                best_time.append(answer)
+        elif kind in ("select", "radio") and FOR_WHOM_LABEL.search(field.label) and for_whom is None:
+            for_whom = _text(entry.get(str(field.id)))
         elif kind in ("checkbox", "radio", "select") and TEXT_CONSENT_LABEL.search(field.label):
             if kind == "checkbox":
                 text_ok = _ticked(entry, field)
             else:
                 answer = (_text(entry.get(str(field.id))) or "").lower()
                 text_ok = answer in ("yes", "y", "1", "true", "ok") if answer else None
-    return ApplicantFields(first, last, email, phone, message, consent, text_ok)
+    return ApplicantFields(
+        first, last, email, phone, message, consent, text_ok, best_time=" ".join(best_time) or None, for_whom=for_whom
+    )

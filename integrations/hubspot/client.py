@@ -15,19 +15,29 @@ from urllib.parse import quote, urlsplit
 import requests
 from pydantic import BaseModel, ValidationError
 
-from integrations.crm import CallbackTaskSpec, ContactCard
-from integrations.errors import Conflict, InvalidRequest, ServiceUnavailable
+from integrations.crm import CallbackTaskSpec, CallRecord, ContactCard
+from integrations.errors import Conflict, InvalidRequest, RateLimited, ServiceUnavailable
 from integrations.http import HttpService
-from integrations.hubspot.models import CrmObject, ErrorBody, SearchPage
+from integrations.hubspot.models import BatchAnswer, CrmObject, ErrorBody, SearchPage
+from integrations.ratelimit import SharedRateLimit, Store, Window
 
 # HUBSPOT_DEFINED association type ids, https://developers.hubspot.com/docs/api/crm/associations
 NOTE_TO_CONTACT = 202
 TASK_TO_CONTACT = 204
+CALL_TO_CONTACT = 194
 OWNER_PROPERTY = "hubspot_owner_id"
+# Contact properties the center creates in HubSpot for HUBSPOT_CUSTOM_PROPERTIES; the lead reference is a
+# unique-value property, so a contact upserted by it is created once however often the push is repeated.
+LEAD_REF_PROPERTY = "admitflow_lead_ref"
+CUSTOM_PROPERTIES = (LEAD_REF_PROPERTY, "admitflow_source_form", "admitflow_repeat_count", "admitflow_consent")
 
 # Set only when we create the contact: on an existing one they would overwrite what admissions already set.
 _NEW_LEAD = {"hs_lead_status": "NEW", "lifecyclestage": "lead"}
 _CATEGORY = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
+
+# A 429 without Retry-After: sit out one burst window.
+# https://developers.hubspot.com/docs/developer-tooling/platform/usage-guidelines
+DEFAULT_PAUSE_SECONDS = 10.0
 
 Answer = TypeVar("Answer", bound=BaseModel)
 
@@ -49,17 +59,28 @@ class HubSpotCRM(HttpService):
         base_url: str = "https://api.hubapi.com",
         timeout: float = 10.0,
         session: requests.Session | None = None,
+        rate_limit: SharedRateLimit | None = None,
+        custom_properties: bool = False,
     ) -> None:
         if not token:
             raise ValueError("HubSpotCRM needs a private-app token: set HUBSPOT_TOKEN")
         super().__init__(base_url, timeout=timeout, session=session)
         self._token = token
+        self._rate_limit = rate_limit
+        self._custom_properties = custom_properties
 
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         # Sent per request rather than set on the session, which a caller may share with other services.
         headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/json"}
         headers.update(kwargs.pop("headers", None) or {})
-        return super().request(method, path, headers=headers, **kwargs)
+        if self._rate_limit is None:
+            return super().request(method, path, headers=headers, **kwargs)
+        self._rate_limit.wait_for_slot(*(("request", "search") if path.endswith("/search") else ("request",)))
+        try:
+            return super().request(method, path, headers=headers, **kwargs)
+        except RateLimited as limited:
+            self._rate_limit.pause(limited.retry_after or DEFAULT_PAUSE_SECONDS)
+            raise
 
     def upsert_contact(self, card: ContactCard, contact_id: str | None) -> str:
         """Update the known contact, else the one with the card's email (else phone), else create one.
@@ -67,13 +88,15 @@ class HubSpotCRM(HttpService):
         https://developers.hubspot.com/docs/api/crm/contacts (create: POST /crm/v3/objects/contacts;
         update: PATCH /crm/v3/objects/contacts/{contactId})
         """
-        properties = _contact_properties(card)
+        properties = _contact_properties(card) | (_custom_properties(card) if self._custom_properties else {})
         if contact_id is None:
             contact_id = self._find_contact(card)
         if contact_id is not None:
             self._update_contact(contact_id, properties)
             return contact_id
         try:
+            if self._custom_properties:
+                return self._upsert_by_lead_ref(card.lead_ref, {**properties, **_NEW_LEAD})
             return self._create("contacts", {"properties": {**properties, **_NEW_LEAD}})
         except Conflict as conflict:
             # Search lags writes by a few seconds, so it can miss a contact that has this email; HubSpot's 409
@@ -127,6 +150,31 @@ class HubSpotCRM(HttpService):
         path = f"/crm/v3/objects/tasks/{quote(task_id, safe='')}"
         self.request("PATCH", path, json={"properties": {OWNER_PROPERTY: owner_id}})
 
+    def log_call(self, contact_id: str, task_id: str | None, call: CallRecord) -> str:
+        """Log the bridged call on the contact's timeline, then mark the callback task COMPLETED.
+
+        https://developers.hubspot.com/docs/api/crm/calls (POST /crm/v3/objects/calls; hs_call_duration is in
+        milliseconds; 194 = call to contact)
+        """
+        properties = {
+            "hs_timestamp": _timestamp(call.started_at),
+            "hs_call_title": f"Callback {call.lead_ref}",
+            "hs_call_direction": "OUTBOUND",
+            "hs_call_status": "COMPLETED",
+            "hs_call_body": f"Bridged by admitflow from the center's number (lead {call.lead_ref}).",
+        }
+        if call.duration_seconds is not None:
+            properties["hs_call_duration"] = str(call.duration_seconds * 1000)
+        if call.owner_id:
+            properties[OWNER_PROPERTY] = call.owner_id
+        call_id = self._create(
+            "calls", {"properties": properties, "associations": [_association(contact_id, CALL_TO_CONTACT)]}
+        )
+        if task_id:
+            path = f"/crm/v3/objects/tasks/{quote(task_id, safe='')}"
+            self.request("PATCH", path, json={"properties": {"hs_task_status": "COMPLETED"}})
+        return call_id
+
     def describe_error(self, response: requests.Response) -> str:
         """HubSpot's error `category` (VALIDATION_ERROR, CONFLICT...); its `message` may echo PHI."""
         category = _error_body(response).category or ""
@@ -141,6 +189,13 @@ class HubSpotCRM(HttpService):
             if status == 409:
                 message = f"HubSpot already has this record (409 on {where}, {detail})"
                 raise Conflict(message, existing_id=error.existing_id())
+            missing = sorted(set(CUSTOM_PROPERTIES) & error.rejected_properties())
+            if error.category == "VALIDATION_ERROR" and missing:
+                raise InvalidRequest(
+                    f"HubSpot has no contact property {', '.join(missing)} (400 on {where}, {detail}): create the "
+                    f"admitflow contact properties ({LEAD_REF_PROPERTY} as a unique-value single-line text) or set "
+                    "HUBSPOT_CUSTOM_PROPERTIES=false"
+                )
             if error.category == "VALIDATION_ERROR" and OWNER_PROPERTY in error.rejected_properties():
                 raise InvalidRequest(
                     f"HubSpot rejected {OWNER_PROPERTY} (400 on {where}, {detail}): an owner id in the "
@@ -157,6 +212,17 @@ class HubSpotCRM(HttpService):
             groups = [_filter_group(("phone", card.phone)), _filter_group(("mobilephone", card.phone))]
             return self._search("contacts", groups)
         return None
+
+    def _upsert_by_lead_ref(self, lead_ref: str, properties: dict[str, str]) -> str:
+        """Create the contact keyed by our lead reference, or update the one a lost answer already created: search
+        trails writes by seconds, the unique property does not.
+
+        https://developers.hubspot.com/docs/api-reference/legacy/crm/objects/contacts/batch/upsert-contacts
+        (POST /crm/v3/objects/contacts/batch/upsert, `idProperty` a unique-value property)
+        """
+        path = "/crm/v3/objects/contacts/batch/upsert"
+        body = {"inputs": [{"id": lead_ref, "idProperty": LEAD_REF_PROPERTY, "properties": properties}]}
+        return _read(BatchAnswer, self.json("POST", path, json=body), f"POST {path}").results[0].id
 
     def _search(self, object_type: str, filter_groups: list[dict[str, Any]]) -> str | None:
         """The id of the first record matching the filter groups, or None.
@@ -179,11 +245,31 @@ class HubSpotCRM(HttpService):
             self.request("PATCH", path, json={"properties": properties})
 
 
+def hubspot_rate_limit(redis: Store, requests_per_10_seconds: int, searches_per_second: int) -> SharedRateLimit:
+    """HubSpot's budget for a private app, shared by every worker: all calls count against the 10-second burst
+    limit, searches also against the search limit; a limit of 0 is not enforced.
+    https://developers.hubspot.com/docs/developer-tooling/platform/usage-guidelines
+    """
+    limits = {
+        "request": [Window(10, requests_per_10_seconds)] if requests_per_10_seconds else [],
+        "search": [Window(1, searches_per_second)] if searches_per_second else [],
+    }
+    return SharedRateLimit(redis, "HubSpot", limits)
+
+
 def _contact_properties(card: ContactCard) -> dict[str, str]:
     # Empty values are left out as well as None: sending "" would blank what HubSpot already holds.
     values = {"firstname": card.first_name, "lastname": card.last_name}
     values |= {"email": card.email, "phone": card.phone}
     return {name: value for name, value in values.items() if value}
+
+
+def _custom_properties(card: ContactCard) -> dict[str, str]:
+    values = {LEAD_REF_PROPERTY: card.lead_ref, "admitflow_source_form": card.source,
+              "admitflow_repeat_count": str(card.repeat_count)}
+    if card.consent is not None:
+        values["admitflow_consent"] = "true" if card.consent else "false"
+    return values
 
 
 def _filter_group(*filters: tuple[str, str]) -> dict[str, Any]:

@@ -32,6 +32,12 @@ class SearchPage(_Answer):
     results: list[CrmObject] = Field(default_factory=list)
 
 
+class BatchAnswer(_Answer):
+    """`POST /crm/v3/objects/{type}/batch/upsert` answers `{"status": "COMPLETE", "results": [...], ...}`."""
+
+    results: list[CrmObject] = Field(min_length=1)
+
+
 class ErrorDetail(_Answer):
     message: str = ""
     code: str | None = None

@@ -17,7 +17,7 @@ from urllib.parse import quote, urlsplit
 
 import requests
 
-from integrations.crm import CallbackTaskSpec, ContactCard
+from integrations.crm import CallbackTaskSpec, CallRecord, ContactCard
 from integrations.errors import Conflict, IntegrationError, InvalidRequest, RateLimited, Unauthorized
 from integrations.http import HttpService, parse_retry_after
 from integrations.salesforce.auth import AccessToken, TokenProvider
@@ -171,6 +171,30 @@ class SalesforceCRM(HttpService):
         https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/dome_update_fields.htm
         """
         self.request("PATCH", f"{self._data}/sobjects/Task/{quote(task_id, safe='')}", json={"OwnerId": owner_id})
+
+    def log_call(self, contact_id: str, task_id: str | None, call: CallRecord) -> str:
+        """Log the bridged call as a completed call Task on the Lead, then complete the callback Task.
+
+        https://developer.salesforce.com/docs/atlas.en-us.api.meta/api/sforce_api_objects_task.htm
+        (TaskSubtype "Call", CallType, CallDurationInSeconds)
+        """
+        body: dict[str, Any] = {
+            "Subject": f"Call {call.lead_ref}",
+            "TaskSubtype": "Call",
+            "CallType": "Outbound",
+            "Status": "Completed",
+            "WhoId": contact_id,
+            "ActivityDate": call.started_at.date().isoformat(),
+            "Description": f"Bridged by admitflow from the center's number (lead {call.lead_ref}).",
+        }
+        if call.duration_seconds is not None:
+            body["CallDurationInSeconds"] = call.duration_seconds
+        if call.owner_id:
+            body["OwnerId"] = call.owner_id
+        call_id = self._create("Task", body)
+        if task_id:
+            self.request("PATCH", f"{self._data}/sobjects/Task/{quote(task_id, safe='')}", json={"Status": "Completed"})
+        return call_id
 
     def describe_error(self, response: requests.Response) -> str:
         """Salesforce's errorCode values (INVALID_FIELD, DUPLICATES_DETECTED...); `message` may echo PHI."""

@@ -9,6 +9,7 @@ import json
 import random
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -20,6 +21,7 @@ class Recorded:
     method: str
     path: str
     body: Any
+    at: float = field(default_factory=time.time)
 
 
 @dataclass
@@ -31,6 +33,11 @@ class ProviderState:
     voice_calls: list[dict[str, str]] = field(default_factory=list)  # Twilio Calls created
     calls: list[Recorded] = field(default_factory=list)
     failure_rate: float = 0.0
+    retry_after: str = "1"  # the Retry-After of the 429s that failure_rate answers
+    # Seconds to hold the answer to a contact or task creation after storing it (a crash test kills the worker
+    # then); `created` is set as soon as one is stored.
+    create_answer_delay: float = 0.0
+    created: threading.Event = field(default_factory=threading.Event)
     next_id: int = 1000
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -54,11 +61,16 @@ def _filter_ok(record: dict[str, Any], item: dict[str, Any]) -> bool:
 
 class _Handler(BaseHTTPRequestHandler):
     server: FakeProviders
+    _answer: tuple[int, Any, dict[str, str] | None]
+    _delay: float
 
     def log_message(self, format: str, *args: Any) -> None:
         return
 
     def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        self._answer = (status, payload, headers)
+
+    def _write(self, status: int, payload: Any, headers: dict[str, str] | None) -> None:
         data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -76,15 +88,23 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             body = json.loads(raw) if raw else None
         state = self.server.state
+        self._answer = (500, {}, None)
+        self._delay = 0.0
         with state.lock:
             state.calls.append(Recorded(self.command, self.path, body))
             if state.failure_rate and random.random() < state.failure_rate:
                 if random.random() < 0.5:
-                    self._send(429, {"status": "error", "category": "RATE_LIMITS"}, {"Retry-After": "1"})
+                    self._send(429, {"status": "error", "category": "RATE_LIMITS"}, {"Retry-After": state.retry_after})
                 else:
                     self._send(502, {"status": "error"})
-                return
-            self._route(state, body)
+            else:
+                self._route(state, body)
+        # Answered outside the lock, so a held answer does not stall other requests.
+        time.sleep(self._delay)
+        try:
+            self._write(*self._answer)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the caller is gone: a crash test killed it while the answer was held
 
     def _route(self, state: ProviderState, body: Any) -> None:
         path = self.path.split("?", 1)[0]
@@ -106,6 +126,9 @@ class _Handler(BaseHTTPRequestHandler):
             associations = body.get("associations") or []
             contact = associations[0]["to"]["id"] if associations else None
             store[new_id] = {"properties": dict(body["properties"]), "_contact": contact}
+            if kind in ("contacts", "tasks"):
+                self._delay = state.create_answer_delay
+                state.created.set()
             self._send(201, {"id": new_id, "properties": body["properties"]})
         elif self.command == "PATCH" and (match := re.fullmatch(r"/crm/v3/objects/(contacts|tasks)/(\w+)", path)):
             store = state.contacts if match.group(1) == "contacts" else state.tasks

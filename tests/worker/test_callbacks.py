@@ -14,7 +14,16 @@ from tests.fakes.admissions import AVERY, alert_services, new_lead, next_weekday
 from tests.fakes.twilio import CENTER_NUMBER, RecordingMessenger
 from worker.callbacks import after_wait
 from worker.escalation import escalate, lease_due_timers, record_call_status
-from worker.models import Claim, EscalationTimer, Lead, OutboxKind, StaffAlert, TimerPurpose, TimerState
+from worker.models import (
+    Claim,
+    EscalationTimer,
+    Lead,
+    OutboxKind,
+    OutboxMessage,
+    StaffAlert,
+    TimerPurpose,
+    TimerState,
+)
 from worker.outbox import deliver
 from worker.services import Services
 from worker.templates import spoken_ref
@@ -136,8 +145,10 @@ def test_a_bridged_call_that_connects_ends_the_call_backs_and_is_recorded(bridge
     bridge.session.commit()
     bridge.tick(60)
 
-    assert "log it in the CRM task" in spoken
+    assert "logged in the CRM" in spoken
     claim = bridge.session.get_one(Claim, bridge.claim.id)
+    call_logs = bridge.session.scalars(select(OutboxMessage).where(OutboxMessage.kind == OutboxKind.CRM_CALL_LOG))
+    assert [row.lead_id for row in call_logs] == [claim.lead_id]
     assert (claim.bridge_status, claim.bridge_seconds, claim.bridged_at) == (
         "completed", 95, bridge.at(23) - timedelta(seconds=95)
     )

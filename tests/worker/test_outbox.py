@@ -203,7 +203,8 @@ def test_a_retried_crm_sync_never_creates_a_second_contact_note_or_task(
     calls = [(call.request.method, re.sub(r"https://[^/]+", "", call.request.url or "")) for call in responses.calls]
     assert calls.count(("POST", "/crm/v3/objects/contacts")) == 1
     assert calls.count(("POST", "/crm/v3/objects/notes")) == 1
-    assert ("PATCH", "/crm/v3/objects/contacts/501") in calls
+    # The retry resumes at the task: this request's contact and note went in on the first attempt.
+    assert ("PATCH", "/crm/v3/objects/contacts/501") not in calls
     # The first task POST failed with 502 and created nothing; the retry created the one task.
     assert task_search.call_count == 2 and task_create.call_count == 1
     assert calls.count(("POST", "/crm/v3/objects/tasks")) == 2
@@ -228,3 +229,41 @@ def test_a_sync_for_a_lead_another_worker_is_syncing_waits_without_counting_an_a
     assert result.state == OutboxState.PENDING and result.retry_in is not None
     assert result.retry_in <= timedelta(seconds=2)
     assert row.attempts == 0 and lead.crm_contact_id is None
+
+
+def test_a_person_who_ticked_ok_to_text_gets_a_phi_free_acknowledgement_when_enabled(
+    session: Session, settings: Settings, form_object: dict[str, Any]
+) -> None:
+    enabled = settings.model_copy(update={"person_ack_sms": True, "twilio_from_number": "+18555550100"})
+    register_form(session, site=settings.site, form_object=form_object)
+    stored = store_entry(session, site=settings.site, entry=make_entry(1, **{"6.1": "Yes", "4": "canary-detox"}),
+                         source=SubmissionSource.CLI)
+    session.commit()
+    outcome = process_submission(session, stored.submission_id, enabled)
+    session.commit()
+    ack = session.scalars(select(OutboxMessage).where(OutboxMessage.kind == OutboxKind.PERSON_ACK)).one()
+    messenger = RecordingMessenger()
+
+    deliver(session, ack.id, services(enabled, messenger=messenger))
+
+    [(to, body)] = messenger.sent
+    assert to == "+16175550142" and outcome.new_lead
+    assert body == "We received your request and will call you from 855-555-0100 soon. Reply STOP to stop texts."
+    for word in ("Jordan", "canary", "treatment", "detox", "admission"):
+        assert word.lower() not in body.lower()
+
+
+def test_no_acknowledgement_without_consent_to_texts_or_when_disabled(
+    session: Session, settings: Settings, form_object: dict[str, Any]
+) -> None:
+    enabled = settings.model_copy(update={"person_ack_sms": True})
+    register_form(session, site=settings.site, form_object=form_object)
+    for entry_id, overrides, used in ((1, {}, enabled), (2, {"6.1": "Yes", "3": "(212) 555-0123", "2": None,
+                                                               "1.3": "Morgan"}, settings)):
+        stored = store_entry(session, site=settings.site, entry=make_entry(entry_id, **overrides),
+                             source=SubmissionSource.CLI)
+        session.commit()
+        process_submission(session, stored.submission_id, used)
+        session.commit()
+
+    assert session.scalars(select(OutboxMessage).where(OutboxMessage.kind == OutboxKind.PERSON_ACK)).all() == []

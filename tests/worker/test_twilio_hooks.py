@@ -247,7 +247,7 @@ def test_the_bridged_call_outcome_is_recorded_on_the_claim(desk: Desk) -> None:
     claim = desk.session.get_one(Claim, claim_id)
     assert (claim.bridge_status, claim.bridge_seconds, claim.bridge_call_sid) == ("completed", 314, "CA77")
     assert claim.bridged_at is not None
-    assert "log it in the CRM task" in (root.findtext("Say") or "")
+    assert "logged in the CRM" in (root.findtext("Say") or "")
 
 
 def test_a_bridged_call_the_person_did_not_answer_is_recorded_and_the_callback_stays_with_the_claimer(

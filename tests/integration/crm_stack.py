@@ -1,0 +1,100 @@
+"""The real web server and a real Celery worker on PostgreSQL and Redis, with HubSpot and Twilio faked on loopback,
+for the CRM storm and crash tests. The worker runs in its own process group, so a test can SIGKILL all of it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import redis
+
+from config.settings import Settings
+from tests.conftest import EXAMPLES, TEST_KEYS, configure_environment
+from tests.fakes.providers import FakeProviders
+from tests.integration.test_end_to_end import CENTER_NUMBER, TWILIO_SID, Stack, _healthy, free_port, wait_for
+from worker.db import session_scope
+from worker.intake import register_form
+
+
+@dataclass
+class CrmStack(Stack):
+    worker_concurrency: int = 4
+    worker: subprocess.Popen[bytes] | None = None
+    restarts: int = field(default=0)
+
+    def start_worker(self) -> None:
+        log = self.logs[1].with_name(f"worker-{self.restarts}.log")
+        self.logs.append(log)
+        with log.open("wb") as handle:
+            self.worker = subprocess.Popen(
+                [sys.executable, "-m", "worker.cli", "worker", "--concurrency", str(self.worker_concurrency)],
+                env=self.env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        self.restarts += 1
+
+    def kill_worker(self) -> None:
+        """SIGKILL the worker and its pool processes: no shutdown, no acknowledgement, no rollback."""
+        assert self.worker is not None
+        os.killpg(self.worker.pid, signal.SIGKILL)
+        self.worker.wait(timeout=10)
+        self.worker = None
+
+    def stop_worker(self) -> None:
+        if self.worker is None:
+            return
+        os.killpg(self.worker.pid, signal.SIGTERM)
+        try:
+            self.worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.worker.pid, signal.SIGKILL)
+            self.worker.wait(timeout=10)
+        self.worker = None
+
+
+@contextmanager
+def crm_stack(
+    pg_settings: Settings, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    *, concurrency: int = 4, **extra_env: str,
+) -> Iterator[CrmStack]:
+    redis.Redis.from_url(redis_url).flushdb()
+    with FakeProviders() as providers:
+        extra = {
+            "CELERY_BROKER_URL": redis_url,
+            "HUBSPOT_TOKEN": "pat-na1-test-token",
+            "HUBSPOT_BASE_URL": providers.url,
+            "TWILIO_ACCOUNT_SID": TWILIO_SID,
+            "TWILIO_AUTH_TOKEN": "test-auth-token",
+            "TWILIO_FROM_NUMBER": CENTER_NUMBER,
+            "TWILIO_API_BASE_URL": providers.url,
+            "ADMITFLOW_LOG_LEVEL": "INFO",
+            **extra_env,
+        }
+        settings = configure_environment(monkeypatch, tmp_path, pg_settings.database_url, **extra)
+        env = {**os.environ, **TEST_KEYS}
+        with session_scope() as session:
+            register_form(session, site=settings.site, form_object=json.loads((EXAMPLES / "form.json").read_text()))
+        port = free_port()
+        logs = [tmp_path / "web.log", tmp_path / "worker.log"]
+        with logs[0].open("wb") as handle:
+            web = subprocess.Popen([sys.executable, "-m", "worker.cli", "web", "--port", str(port)],
+                                   env=env, stdout=handle, stderr=subprocess.STDOUT)
+        built = CrmStack(f"http://127.0.0.1:{port}", providers, settings, logs, env, concurrency)
+        built.start_worker()
+        try:
+            wait_for(lambda: _healthy(built.web_url), timeout=30, what="the web server's /healthz")
+            yield built
+        finally:
+            built.stop_worker()
+            web.terminate()
+            try:
+                web.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                web.kill()

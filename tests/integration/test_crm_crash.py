@@ -1,0 +1,88 @@
+"""A worker killed (SIGKILL) after HubSpot created a record but before we committed its id: once its leases run out
+and the sweeper hands the work to a restarted worker, HubSpot still holds one contact and one callback task."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, text
+
+from config.settings import Settings
+from tests.conftest import make_entry
+from tests.integration.crm_stack import CrmStack, crm_stack
+from tests.integration.test_end_to_end import wait_for
+from worker.db import session_scope
+from worker.models import Lead, OutboxKind, OutboxMessage, OutboxState
+
+pytestmark = pytest.mark.services
+
+HELD_ANSWER_SECONDS = 20.0
+
+
+def kill_while_hubspot_answers_a_creation(stack: CrmStack) -> None:
+    state = stack.providers.state
+    assert state.created.wait(30), "the worker never asked HubSpot to create the record"
+    stack.kill_worker()
+    state.created.clear()
+
+
+def let_the_leases_run_out_and_sweep(stack: CrmStack) -> None:
+    """What minutes of waiting would do: the killed worker's outbox and lead leases lapse and the rows are overdue,
+    then beat's sweep runs on the restarted worker."""
+    with session_scope() as session:
+        session.execute(text("UPDATE outbox SET leased_until = now() - interval '1 second', "
+                             "next_attempt_at = next_attempt_at - interval '10 minutes' WHERE state = 'pending'"))
+        session.execute(text("UPDATE leads SET crm_lease_until = now() - interval '1 second'"))
+    subprocess.run([sys.executable, "-c", "from worker.tasks import sweep_task; sweep_task.apply_async()"],
+                   env=stack.env, check=True, timeout=30)
+
+
+def crm_sync_row() -> OutboxMessage:
+    with session_scope() as session:
+        row = session.scalars(select(OutboxMessage).where(OutboxMessage.kind == OutboxKind.CRM_SYNC)).one()
+        session.expunge(row)
+        return row
+
+
+def test_a_worker_killed_between_hubspots_answer_and_our_commit_leaves_one_contact_and_one_task(
+    pg_settings: Settings, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with crm_stack(pg_settings, redis_url, tmp_path, monkeypatch, concurrency=1) as stack:
+        state = stack.providers.state
+        state.create_answer_delay = HELD_ANSWER_SECONDS
+        assert stack.post(make_entry(801, **{"3": None})).status_code == 202
+
+        # 1. Killed while HubSpot's 201 for the new contact is on its way.
+        kill_while_hubspot_answers_a_creation(stack)
+        assert len(state.contacts) == 1
+        with session_scope() as session:
+            assert session.scalars(select(Lead)).one().crm_contact_id is None
+
+        # 2. Restarted: it finds the contact by email, adds the note, and is killed again creating the task.
+        stack.start_worker()
+        let_the_leases_run_out_and_sweep(stack)
+        kill_while_hubspot_answers_a_creation(stack)
+        assert len(state.tasks) == 1
+        with session_scope() as session:
+            lead = session.scalars(select(Lead)).one()
+            assert lead.crm_contact_id in state.contacts and lead.crm_task_id is None
+
+        # 3. Restarted with HubSpot answering at once: it finds the task by its subject.
+        state.create_answer_delay = 0.0
+        stack.start_worker()
+        let_the_leases_run_out_and_sweep(stack)
+        wait_for(lambda: crm_sync_row().state == OutboxState.DELIVERED, timeout=60, what="the CRM sync")
+
+        assert len(state.contacts) == 1, "no second contact"
+        assert len(state.tasks) == 1, "no second callback task"
+        assert len(state.notes) == 1, "no second note"
+        with session_scope() as session:
+            lead = session.scalars(select(Lead)).one()
+        assert lead.crm_contact_id in state.contacts
+        assert lead.crm_task_id in state.tasks
+        creations = [call.path for call in state.calls if call.method == "POST" and not call.path.endswith("search")]
+        assert creations.count("/crm/v3/objects/contacts") == 1, "the retry searched instead of creating"
+        assert creations.count("/crm/v3/objects/tasks") == 1, "the retry searched instead of creating"
