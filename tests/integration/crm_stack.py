@@ -19,7 +19,8 @@ import redis
 from config.settings import Settings
 from tests.conftest import EXAMPLES, TEST_KEYS, configure_environment
 from tests.fakes.providers import FakeProviders
-from tests.integration.test_end_to_end import CENTER_NUMBER, TWILIO_SID, Stack, _healthy, free_port, wait_for
+from tests.integration.test_end_to_end import CENTER_NUMBER, TWILIO_SID, Stack
+from tests.support.processes import free_port, healthy, wait_for
 from worker.db import session_scope
 from worker.intake import register_form
 
@@ -89,7 +90,7 @@ def crm_stack(
         built = CrmStack(f"http://127.0.0.1:{port}", providers, settings, logs, env, concurrency)
         built.start_worker()
         try:
-            wait_for(lambda: _healthy(built.web_url), timeout=30, what="the web server's /healthz")
+            wait_for(lambda: healthy(built.web_url), timeout=30, what="the web server's /healthz")
             yield built
         finally:
             built.stop_worker()

@@ -9,17 +9,16 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
 from base64 import b64decode
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from integrations.twilio.rate import SendRate
 from tests.conftest import EXAMPLES, TEST_KEYS, WEBHOOK_SECRET, configure_environment, make_entry
 from tests.fakes.admissions import new_lead
 from tests.fakes.providers import FakeProviders
+from tests.support.processes import free_port, healthy, wait_for
 from worker.alerts import start_escalation
 from worker.db import new_session, session_scope, utcnow
 from worker.escalation import lease_due_timers
@@ -80,21 +80,6 @@ second = "blake"
 CANARY = {"1.3": "Quorvantha", "1.6": "Zilberstrand", "2": "quorvantha.canary@example.org", "3": "(617) 555-0177",
           "4": "canary-xyzzy: I have been struggling with drinking"}
 CANARY_STRINGS = ("Quorvantha", "Zilberstrand", "quorvantha", "5550177", "555-0177", "canary-xyzzy", "drinking")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_for(condition: Callable[[], bool], *, timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
 
 
 @dataclass
@@ -161,13 +146,6 @@ def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
                                 stderr=subprocess.STDOUT)
 
 
-def _healthy(url: str) -> bool:
-    try:
-        return requests.get(f"{url}/healthz", timeout=2).status_code == 200
-    except requests.ConnectionError:
-        return False
-
-
 @pytest.fixture
 def desk(pg_settings: Settings, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Desk]:
     redis.Redis.from_url(redis_url).flushdb()
@@ -207,7 +185,7 @@ def desk(pg_settings: Settings, redis_url: str, tmp_path: Path, monkeypatch: pyt
         ]
         built = Desk(web_url, providers, settings, logs, monitor_log, redis_db)
         try:
-            wait_for(lambda: _healthy(web_url), timeout=30, what="the web server's /healthz")
+            wait_for(lambda: healthy(web_url), timeout=30, what="the web server's /healthz")
             yield built
         finally:
             for process in [*processes, monitor]:
@@ -318,6 +296,28 @@ def test_pressing_1_bridges_and_a_bridged_call_with_no_answer_schedules_the_next
     desk.make_due(lead.id)
     wait_for(lambda: len(desk.calls_to(AVERY)) == 2, what="the call-back attempt call to the claimer")
     assert desk.calls_to(BLAKE) == [] and len(desk.providers.state.sms) == 1
+
+
+def test_a_request_to_be_called_on_a_later_day_is_reminded_then_not_in_five_minutes(desk: Desk) -> None:
+    form = json.loads((EXAMPLES / "form.json").read_text())
+    form["id"] = 2
+    form["fields"].append({"id": 7, "type": "date", "label": "Best time to call us?", "inputs": None})
+    with session_scope() as session:
+        register_form(session, site=desk.settings.site, form_object=form)
+
+    desk.post_entry(make_entry(804, form_id="2", **{"7": "2030-01-15", "3": "(617) 555-0186"}))
+    wait_for(lambda: len(desk.texts_to(AVERY)) == 1, what="the alert text, sent at once")
+    lead = desk.lead()
+    wait_for(lambda: desk.timer(lead.id) is not None, what="the reminder timer")
+    wait_for(lambda: desk.lead().crm_task_id is not None, what="the CRM callback task")
+
+    nine_am_in_boston = datetime(2030, 1, 15, 14, 0, tzinfo=UTC)
+    timer = desk.timer(lead.id)
+    assert timer is not None and timer.due_at == nine_am_in_boston
+    task = desk.providers.state.tasks[desk.lead().crm_task_id or ""]
+    assert task["properties"]["hs_timestamp"] == "2030-01-15T14:00:00.000Z"
+    time.sleep(3)  # beat looks for due timers every second: none is due
+    assert desk.providers.state.voice_calls == []
 
 
 def test_two_staff_claiming_at_the_same_moment_leave_exactly_one_winner(desk: Desk) -> None:

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from config.settings import Settings
 from tests.conftest import make_entry
 from tests.integration.crm_stack import CrmStack, crm_stack
-from tests.integration.test_end_to_end import wait_for
+from tests.support.processes import wait_for
 from worker.db import session_scope
 from worker.models import Lead, OutboxMessage, OutboxState, Submission
 

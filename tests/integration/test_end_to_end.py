@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ from sqlalchemy import func, select
 from config.settings import Settings
 from tests.conftest import EXAMPLES, REPO, TEST_KEYS, WEBHOOK_SECRET, configure_environment, make_entry
 from tests.fakes.providers import FakeProviders
+from tests.support.processes import free_port, healthy, wait_for
 from worker.db import session_scope, utcnow
 from worker.intake import register_form
 from worker.models import Lead, OutboxMessage, OutboxState, Submission
@@ -34,21 +33,6 @@ pytestmark = pytest.mark.services
 
 TWILIO_SID = "AC" + "0" * 30 + "42"
 CENTER_NUMBER = "+18555550100"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_for(condition: Callable[[], bool], *, timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
 
 
 @dataclass
@@ -115,7 +99,7 @@ def stack(
         worker = _start(["worker", "--concurrency", "4"], env, logs[1])
         built = Stack(f"http://127.0.0.1:{port}", providers, settings, logs, env)
         try:
-            wait_for(lambda: _healthy(built.web_url), timeout=30, what="the web server's /healthz")
+            wait_for(lambda: healthy(built.web_url), timeout=30, what="the web server's /healthz")
             yield built
         finally:
             for process in (web, worker):
@@ -125,13 +109,6 @@ def stack(
                     process.wait(timeout=20)
                 except subprocess.TimeoutExpired:
                     process.kill()
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return requests.get(f"{url}/healthz", timeout=2).status_code == 200
-    except requests.ConnectionError:
-        return False
 
 
 def test_a_webhook_becomes_one_hubspot_contact_note_and_task_and_one_staff_sms(stack: Stack) -> None:
