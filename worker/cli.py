@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 import click
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from config.logging import configure_logging
 from config.settings import Settings, get_settings
@@ -294,19 +296,26 @@ def outbox() -> None:
     """Pending, delivered and dead CRM syncs and staff alerts."""
 
 
-@outbox.command("retry")
-@click.argument("outbox_id", type=int)
-def outbox_retry(outbox_id: int) -> None:
-    """Deliver a dead or waiting row again now (after fixing what its last error said)."""
+def _operator_outbox_change(
+    outbox_id: int, change: Callable[[Session, int], object], action: audit.AuditAction
+) -> Settings:
+    """Apply an operator's change to one outbox row and audit it; a row it cannot apply to is a clean error."""
     settings = _settings()
     ensure_schema(settings)
     with session_scope() as session:
         try:
-            outbox_rows.retry_now(session, outbox_id)
+            change(session, outbox_id)
         except outbox_rows.OutboxCommandError as exc:
             raise click.ClickException(str(exc)) from None
-        audit.operator_did(session, audit.AuditAction.RETRY, lead_ref=audit.outbox_lead_ref(session, outbox_id),
-                           outbox_id=outbox_id)
+        audit.operator_did(session, action, lead_ref=audit.outbox_lead_ref(session, outbox_id), outbox_id=outbox_id)
+    return settings
+
+
+@outbox.command("retry")
+@click.argument("outbox_id", type=int)
+def outbox_retry(outbox_id: int) -> None:
+    """Deliver a dead or waiting row again now (after fixing what its last error said)."""
+    settings = _operator_outbox_change(outbox_id, outbox_rows.retry_now, audit.AuditAction.RETRY)
     dispatcher_for(settings, default_services()).outbox_ready([outbox_id])
     click.echo(f"outbox row {outbox_id} is queued for delivery")
 
@@ -315,15 +324,7 @@ def outbox_retry(outbox_id: int) -> None:
 @click.argument("outbox_id", type=int)
 def outbox_drop(outbox_id: int) -> None:
     """Never deliver this row (e.g. the person was already called)."""
-    settings = _settings()
-    ensure_schema(settings)
-    with session_scope() as session:
-        try:
-            outbox_rows.drop(session, outbox_id)
-        except outbox_rows.OutboxCommandError as exc:
-            raise click.ClickException(str(exc)) from None
-        audit.operator_did(session, audit.AuditAction.DROP, lead_ref=audit.outbox_lead_ref(session, outbox_id),
-                           outbox_id=outbox_id)
+    _operator_outbox_change(outbox_id, outbox_rows.drop, audit.AuditAction.DROP)
     click.echo(f"outbox row {outbox_id} dropped")
 
 
