@@ -26,9 +26,10 @@ from worker.db import session_scope
 from worker.dispatch import CeleryDispatcher, InlineDispatcher, dispatcher_for
 from worker.export import lead_record
 from worker.intake import RejectedEntry, register_form, store_entry
+from worker.key_rotation import rotate_keys
 from worker.models import Lead, OutboxMessage, OutboxState, Submission, SubmissionSource, SubmissionState
 from worker.outbox import deliver
-from worker.phi import KeyConfigurationError, generate_keys
+from worker.phi import KeyConfigurationError, current_vault, generate_keys
 from worker.poller import client_for, poll_status, run_due_polls
 from worker.processing import process_submission
 from worker.roster import RosterError
@@ -533,6 +534,21 @@ def purge(dry_run: bool) -> None:
 @main.group()
 def keys() -> None:
     """PHI encryption keys."""
+
+
+@keys.command("rotate")
+@click.option("--batch", type=int, default=500, show_default=True, help="Rows per transaction.")
+def keys_rotate(batch: int) -> None:
+    """Re-encrypt every PHI value with the first key in ADMITFLOW_ENCRYPTION_KEYS; run again to resume.
+
+    Keep the old keys after the new one until this reports nothing left to rotate.
+    """
+    settings = _settings()
+    ensure_schema(settings)
+    with session_scope() as session:
+        result = rotate_keys(session, current_vault(), batch=batch,
+                             progress=lambda table, rows: click.echo(f"{table}: {rows} row(s) checked", err=True))
+    click.echo(f"checked {result.checked} encrypted value(s), re-encrypted {result.rotated} with the newest key")
 
 
 @keys.command("generate")

@@ -36,6 +36,27 @@ class UndecryptableValue(RuntimeError):
 class PhiVault:
     ciphers: MultiFernet
     index_key: bytes
+    primary: Fernet | None = None  # the newest key, which `rotate` re-encrypts everything to
+
+    def is_current(self, token: str) -> bool:
+        """Was this value encrypted with the newest key already?"""
+        if self.primary is None:
+            return True
+        try:
+            self.primary.decrypt(token.encode("ascii"))
+        except InvalidToken:
+            return False
+        return True
+
+    def rotate(self, token: str) -> str:
+        """The same value re-encrypted with the newest key."""
+        try:
+            return self.ciphers.rotate(token.encode("ascii")).decode("ascii")
+        except InvalidToken:
+            raise UndecryptableValue(
+                "a PHI column does not decrypt with ADMITFLOW_ENCRYPTION_KEYS: keep the old key in the list, after "
+                "the new one, until the rotation has finished"
+            ) from None
 
     def encrypt(self, plaintext: str) -> str:
         return self.ciphers.encrypt(plaintext.encode("utf-8")).decode("ascii")
@@ -117,7 +138,8 @@ def load_vault(settings: Settings) -> PhiVault:
         stored = _local_key_file(settings.key_file)
         enc = enc or stored["ADMITFLOW_ENCRYPTION_KEYS"]
         idx = idx or stored["ADMITFLOW_BLIND_INDEX_KEY"]
-    return PhiVault(ciphers=MultiFernet(_parse_fernet_keys(enc)), index_key=_parse_index_key(idx))
+    fernets = _parse_fernet_keys(enc)
+    return PhiVault(ciphers=MultiFernet(fernets), index_key=_parse_index_key(idx), primary=fernets[0])
 
 
 _vault: PhiVault | None = None
