@@ -71,7 +71,7 @@ def run_storm(stack: CrmStack) -> None:
         statuses = Counter(pool.map(lambda n: stack.post(storm_entry(n)).status_code, range(STORM_SIZE)))
     assert statuses == {202: STORM_SIZE}
 
-    wait_for(lambda: outbox_settled(2 * STORM_SIZE), timeout=60 + STORM_SIZE * 0.6, what="the outbox to settle")
+    wait_for(lambda: outbox_settled(2 * STORM_SIZE), timeout=60 + STORM_SIZE * 1.2, what="the outbox to settle")
     elapsed = time.monotonic() - started
 
     with session_scope() as session:
