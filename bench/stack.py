@@ -114,11 +114,21 @@ def entry(number: int) -> dict[str, Any]:
     """A fictional entry of the example form; every number is a different person (555-01xx phones)."""
     return {
         "id": str(number), "form_id": "1", "date_created": "2026-11-20 14:02:11", "status": "active",
-        "ip": f"192.0.2.{number % 250 + 1}", "user_agent": "Mozilla/5.0 (bench)",
-        "1.3": "Jordan", "1.6": f"Sample{number}", "2": f"person{number}@example.org",
+        "ip": f"2001:db8::{number:x}", "user_agent": "Mozilla/5.0 (bench)",
+        "1.3": "Jordan", "1.6": f"Sample{_letters(number)}", "2": f"person{number}@example.org",
         "3": f"+1617555{number % 10000:04d}", "4": "I would like to talk to someone about treatment options.",
         "5.1": "1",
     }
+
+
+def _letters(number: int) -> str:
+    """A number spelt in letters: digits in a name would (rightly) get the entry screened as junk."""
+    word = ""
+    while True:
+        number, digit = divmod(number, 26)
+        word = chr(ord("a") + digit) + word
+        if number == 0:
+            return word
 
 
 def percentile(values: list[float], fraction: float) -> float:

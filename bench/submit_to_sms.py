@@ -1,0 +1,89 @@
+"""Submit → staff SMS latency through the real web app, Redis broker and Celery worker, Twilio faked on loopback.
+
+    python bench/submit_to_sms.py [--entries 200] [--rate 10] [--concurrency 2]
+
+Posts one entry per new person at a fixed rate to `admitflow web`, and measures, per entry, the time from the
+POST to the moment the loopback Twilio receives the staff text for it. CRM is log-only (no credentials), so the
+path measured is intake → processing → outbox → SMS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from sqlalchemy import create_engine, text
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.stack import POSTGRES_URL, SECRET, entry, environment, free_port, fresh_database, percentile, running
+from tests.fakes.providers import FakeProviders
+
+TWILIO_SID = "AC" + "0" * 30 + "42"
+
+
+def sms_ref(body: str) -> str:
+    """The lead reference (R-XXXXX) a staff text names."""
+    match = re.search(r"R-[0-9A-Z]{5}", body)
+    return match.group(0) if match else ""
+
+
+def entry_ids_by_ref() -> dict[str, int]:
+    engine = create_engine(POSTGRES_URL)
+    with engine.connect() as connection:
+        rows = connection.execute(text(
+            "SELECT leads.ref, submissions.entry_id FROM leads JOIN submissions ON submissions.lead_id = leads.id"
+        )).all()
+    engine.dispose()
+    return {ref: int(entry_id) for ref, entry_id in rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--entries", type=int, default=200)
+    parser.add_argument("--rate", type=float, default=10.0, help="entries posted per second")
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--timeout", type=float, default=120.0)
+    args = parser.parse_args()
+    fresh_database()
+    with FakeProviders() as twilio:
+        env = environment()
+        env.update(TWILIO_ACCOUNT_SID=TWILIO_SID, TWILIO_AUTH_TOKEN="bench-token",  # noqa: S106 (loopback fake)
+                   TWILIO_FROM_NUMBER="+18555550100", TWILIO_API_BASE_URL=twilio.url, TWILIO_SMS_PER_SECOND="0")
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        posted: dict[int, float] = {}
+        with running(["web", "--host", "127.0.0.1", "--port", str(port)], env, f"{base}/healthz"), \
+                running(["worker", "--concurrency", str(args.concurrency)], env), \
+                httpx.Client(timeout=10) as client:
+            time.sleep(3)  # let the worker connect before the clock starts
+            start = time.time()
+            for n in range(args.entries):
+                time.sleep(max(0.0, start + n / args.rate - time.time()))
+                number = 10_000 + n
+                posted[n] = time.time()
+                response = client.post(f"{base}/hooks/gravityforms", content=json.dumps(entry(number)),
+                                       headers={"X-Admitflow-Secret": SECRET, "Content-Type": "application/json"})
+                response.raise_for_status()
+            deadline = time.monotonic() + args.timeout
+            while len(twilio.state.sms) < args.entries and time.monotonic() < deadline:
+                time.sleep(0.2)
+        arrivals = {sms_ref(call.body["Body"]): call.at for call in twilio.state.calls
+                    if call.path.endswith("/Messages.json")}
+    entry_of = entry_ids_by_ref()
+    latencies = [at - posted[entry_of[ref] - 10_000] for ref, at in arrivals.items() if ref in entry_of]
+    print(f"{len(arrivals)} of {args.entries} staff texts arrived (posted at {args.rate:g}/s, "
+          f"worker concurrency {args.concurrency})")
+    if latencies:
+        print(f"{'p50 s':>8} {'p90 s':>8} {'p99 s':>8} {'max s':>8}")
+        print(f"{percentile(latencies, 0.5):>8.3f} {percentile(latencies, 0.9):>8.3f} "
+              f"{percentile(latencies, 0.99):>8.3f} {max(latencies):>8.3f}")
+
+
+if __name__ == "__main__":
+    main()
