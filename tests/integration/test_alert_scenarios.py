@@ -118,7 +118,13 @@ class Desk:
             return session.scalar(select(EscalationTimer).where(EscalationTimer.lead_id == lead_id))
 
     def make_due(self, lead_id: int) -> None:
-        """Move time for one lead: its reminder is due now."""
+        """Move time for one lead: its reminder is due now. Waits for a step in progress to commit first, or
+        the step's own "next due in five minutes" would overwrite this."""
+        def settled() -> bool:
+            timer = self.timer(lead_id)
+            return timer is not None and timer.leased_until is None
+
+        wait_for(settled, what="the escalation step in progress to finish")
         with session_scope() as session:
             session.execute(update(EscalationTimer).where(EscalationTimer.lead_id == lead_id).values(due_at=utcnow()))
 
