@@ -3,7 +3,6 @@ for the CRM storm and crash tests. The worker runs in its own process group, so 
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -14,15 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import redis
 
 from config.settings import Settings
-from tests.conftest import EXAMPLES, TEST_KEYS, configure_environment
 from tests.fakes.providers import FakeProviders
-from tests.integration.test_end_to_end import CENTER_NUMBER, TWILIO_SID, Stack
+from tests.integration.test_end_to_end import Stack, provider_environment
 from tests.support.processes import free_port, healthy, wait_for
-from worker.db import session_scope
-from worker.intake import register_form
 
 
 @dataclass
@@ -65,23 +60,10 @@ def crm_stack(
     pg_settings: Settings, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     *, concurrency: int = 4, **extra_env: str,
 ) -> Iterator[CrmStack]:
-    redis.Redis.from_url(redis_url).flushdb()
     with FakeProviders() as providers:
-        extra = {
-            "CELERY_BROKER_URL": redis_url,
-            "HUBSPOT_TOKEN": "pat-na1-test-token",
-            "HUBSPOT_BASE_URL": providers.url,
-            "TWILIO_ACCOUNT_SID": TWILIO_SID,
-            "TWILIO_AUTH_TOKEN": "test-auth-token",
-            "TWILIO_FROM_NUMBER": CENTER_NUMBER,
-            "TWILIO_API_BASE_URL": providers.url,
-            "ADMITFLOW_LOG_LEVEL": "INFO",
-            **extra_env,
-        }
-        settings = configure_environment(monkeypatch, tmp_path, pg_settings.database_url, **extra)
-        env = {**os.environ, **TEST_KEYS}
-        with session_scope() as session:
-            register_form(session, site=settings.site, form_object=json.loads((EXAMPLES / "form.json").read_text()))
+        settings, env = provider_environment(
+            monkeypatch, tmp_path, pg_settings.database_url, redis_url, providers, **extra_env
+        )
         port = free_port()
         logs = [tmp_path / "web.log", tmp_path / "worker.log"]
         with logs[0].open("wb") as handle:

@@ -73,26 +73,36 @@ def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
         )
 
 
+def provider_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, database_url: str, redis_url: str, providers: FakeProviders,
+    **extra_env: str,
+) -> tuple[Settings, dict[str, str]]:
+    """Settings and a subprocess environment for the real stack with HubSpot and Twilio faked on loopback, on an
+    empty Redis database, with the example form registered."""
+    redis.Redis.from_url(redis_url).flushdb()
+    extra = {
+        "CELERY_BROKER_URL": redis_url,
+        "HUBSPOT_TOKEN": "pat-na1-test-token",
+        "HUBSPOT_BASE_URL": providers.url,
+        "TWILIO_ACCOUNT_SID": TWILIO_SID,
+        "TWILIO_AUTH_TOKEN": "test-auth-token",
+        "TWILIO_FROM_NUMBER": CENTER_NUMBER,
+        "TWILIO_API_BASE_URL": providers.url,
+        "ADMITFLOW_LOG_LEVEL": "INFO",
+        **extra_env,
+    }
+    settings = configure_environment(monkeypatch, tmp_path, database_url, **extra)
+    with session_scope() as session:
+        register_form(session, site=settings.site, form_object=json.loads((EXAMPLES / "form.json").read_text()))
+    return settings, {**os.environ, **TEST_KEYS}
+
+
 @pytest.fixture
 def stack(
     pg_settings: Settings, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Stack]:
-    redis.Redis.from_url(redis_url).flushdb()
     with FakeProviders() as providers:
-        extra = {
-            "CELERY_BROKER_URL": redis_url,
-            "HUBSPOT_TOKEN": "pat-na1-test-token",
-            "HUBSPOT_BASE_URL": providers.url,
-            "TWILIO_ACCOUNT_SID": TWILIO_SID,
-            "TWILIO_AUTH_TOKEN": "test-auth-token",
-            "TWILIO_FROM_NUMBER": CENTER_NUMBER,
-            "TWILIO_API_BASE_URL": providers.url,
-            "ADMITFLOW_LOG_LEVEL": "INFO",
-        }
-        settings = configure_environment(monkeypatch, tmp_path, pg_settings.database_url, **extra)
-        env = {**os.environ, **TEST_KEYS}
-        with session_scope() as session:
-            register_form(session, site=settings.site, form_object=json.loads((EXAMPLES / "form.json").read_text()))
+        settings, env = provider_environment(monkeypatch, tmp_path, pg_settings.database_url, redis_url, providers)
         port = free_port()
         logs = [tmp_path / "web.log", tmp_path / "worker.log"]
         web = _start(["web", "--port", str(port)], env, logs[0])
