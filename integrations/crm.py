@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, cast
+
+from integrations.errors import IntegrationError
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,27 @@ class CallRecord:
     owner_id: str | None  # the CRM owner of the staff member who made the call
 
 
+@dataclass(frozen=True)
+class NoteSpec:
+    """One request's note for a batch: `key` names it in the batch's answer; `marker` is text that only this note's
+    body contains (the request's header line), for finding it again after an answer that was lost."""
+
+    key: str
+    contact_id: str
+    text: str
+    at: datetime
+    marker: str
+
+
+@dataclass
+class BatchResult:
+    """What a batch call did per item: the CRM id of each item that went through, the error of each that did not.
+    An item in neither was not attempted (the call stopped before it) and is retried like a failure."""
+
+    ids: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, IntegrationError] = field(default_factory=dict)
+
+
 class CRM(Protocol):
     """A CRM that holds contacts, notes and callback tasks.
 
@@ -71,6 +95,30 @@ class CRM(Protocol):
 
     def log_call(self, contact_id: str, task_id: str | None, call: CallRecord) -> str:
         """Log the connected call on the contact and mark the callback task done. Returns the call's id."""
+
+
+class BatchCRM(CRM, Protocol):
+    """A CRM that also takes many leads per call. Each method raises `IntegrationError` when the whole call failed;
+    per-item failures come back in `BatchResult.errors`. The items keyed in `look_first` may have been created by
+    an earlier attempt whose answer never came: they are looked up before anything is created."""
+
+    batch_size: int
+
+    def upsert_contacts(self, contacts: Sequence[tuple[ContactCard, str | None]]) -> BatchResult:
+        """Like `upsert_contact` for each (card, known contact id); results keyed by lead reference."""
+
+    def add_notes(self, notes: Sequence[NoteSpec], *, look_first: Collection[str] = ()) -> BatchResult:
+        """Like `add_note` for each; results keyed by `NoteSpec.key`."""
+
+    def ensure_callback_tasks(
+        self, tasks: Sequence[tuple[str, CallbackTaskSpec]], *, look_first: Collection[str] = ()
+    ) -> BatchResult:
+        """Like `ensure_callback_task` for each (contact id, task); results keyed by the task's lead reference."""
+
+
+def batching(crm: CRM) -> BatchCRM | None:
+    """The CRM as a `BatchCRM` when it takes more than one lead per call, else None."""
+    return cast(BatchCRM, crm) if getattr(crm, "batch_size", 0) > 1 else None
 
 
 class LogOnlyCRM:

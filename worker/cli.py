@@ -218,7 +218,7 @@ def ingest(form_file: Path, entries_file: Path, site: str | None, enqueue: bool)
             counts[str(outcome.state)] += 1
         for outbox_id in outcome.outbox_ids:
             with session_scope() as session:
-                delivery = deliver(session, outbox_id, services)
+                delivery = deliver(session, outbox_id, services, batches=False)
             if delivery.state != "delivered":
                 counts["deliveries pending"] += 1
     order = ["received", "new leads", "merged duplicates", "rejected", "already seen", "flagged", "spam",

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from config.settings import Settings
-from integrations.crm import CRM, CallbackTaskSpec, CallRecord, ContactCard
-from integrations.errors import IntegrationError
+from integrations.crm import CRM, BatchCRM, BatchResult, CallbackTaskSpec, CallRecord, ContactCard, NoteSpec
+from integrations.errors import Conflict, IntegrationError, InvalidRequest
 from integrations.gravityforms.mapping import ApplicantFields
 from worker.best_time import call_time_of
 from worker.models import Claim, Lead, OutboxMessage, Submission
@@ -70,8 +72,12 @@ def note_text(lead: Lead, submission: Submission, fields: ApplicantFields) -> st
         lines.extend(["", message] if lines else [message])
     if not lines:
         return None
-    header = f"Website request {lead.ref} (form {submission.form_id}, entry {submission.entry_id}):"
-    return "\n".join([header, "", *lines])
+    return "\n".join([note_header(lead, submission), "", *lines])
+
+
+def note_header(lead: Lead, submission: Submission) -> str:
+    """The note's first line: names the request, so the note can be found again on its contact."""
+    return f"Website request {lead.ref} (form {submission.form_id}, entry {submission.entry_id}):"
 
 
 def callback_task(lead: Lead, owner_id: str | None, due_at: datetime) -> CallbackTaskSpec:
@@ -124,12 +130,152 @@ def _sync(
         _progressed(session, row)
 
     if lead.crm_task_id is None:
-        # A lead claimed before its task exists gets it owned by the claimer; otherwise the on-call person.
-        claim = session.scalar(select(Claim).where(Claim.lead_id == lead.id))
-        owner = claim.crm_owner_id if claim else roster.on_call_staff(now)[0].crm_owner_id
-        due = call_time_of(session, submission, settings) or now
-        lead.crm_task_id = crm.ensure_callback_task(contact_id, callback_task(lead, owner, due))
+        lead.crm_task_id = crm.ensure_callback_task(contact_id, _task_for(session, lead, submission, roster,
+                                                                          settings, now))
         _progressed(session, row)
+
+
+def _task_for(session: Session, lead: Lead, submission: Submission, roster: Roster, settings: Settings,
+              now: datetime) -> CallbackTaskSpec:
+    # A lead claimed before its task exists gets it owned by the claimer; otherwise the on-call person.
+    claim = session.scalar(select(Claim).where(Claim.lead_id == lead.id))
+    owner = claim.crm_owner_id if claim else roster.on_call_staff(now)[0].crm_owner_id
+    due = call_time_of(session, submission, settings) or now
+    return callback_task(lead, owner, due)
+
+
+def lease_leads(session: Session, lead_ids: list[int], now: datetime) -> set[int]:
+    """Take the CRM lease of every lead that is free; returns those taken. Commits."""
+    taken = session.scalars(
+        update(Lead)
+        .where(Lead.id.in_(lead_ids), or_(Lead.crm_lease_until.is_(None), Lead.crm_lease_until < now))
+        .values(crm_lease_until=now + LEAD_LEASE)
+        .returning(Lead.id)
+    ).all()
+    session.commit()
+    return set(taken)
+
+
+def sync_batch(
+    session: Session, rows: list[OutboxMessage], crm: BatchCRM, roster: Roster, settings: Settings, now: datetime
+) -> dict[int, IntegrationError]:
+    """`sync_lead` for many leased rows (one per lead) in three batch calls: contacts, notes, tasks, committing the
+    ids of each call before the next. Returns the error of each row that did not get through; the others are done.
+
+    A row leased more than once may have had records created by an attempt whose answer never came (a timeout, a
+    crash before the commit): for those, notes and tasks are looked up before any is created. A call refused for
+    its data (400, 409) is redone lead by lead, so one bad record neither blocks nor hides the others.
+    """
+    leased = lease_leads(session, [row.lead_id for row in rows], now)
+    errors: dict[int, IntegrationError] = {row.id: LeadBusy(row.lead_id) for row in rows if row.lead_id not in leased}
+    try:
+        _sync_many(session, [row for row in rows if row.id not in errors], crm, roster, settings, now, errors)
+    finally:
+        session.rollback()
+        session.execute(update(Lead).where(Lead.id.in_(leased)).values(crm_lease_until=None))
+        session.commit()
+    return errors
+
+
+BatchItem = tuple[OutboxMessage, Lead, Submission]
+
+
+@dataclass
+class _Batch:
+    """The rows of one batch sync as it goes: which failed (and why), which were synced on their own instead."""
+
+    items: list[BatchItem]
+    errors: dict[int, IntegrationError]
+    solo: Callable[[BatchItem], None]
+    alone: set[int] = field(default_factory=set)
+
+    def going(self) -> list[BatchItem]:
+        return [item for item in self.items if item[0].id not in self.errors and item[0].id not in self.alone]
+
+    def step(self, session: Session, todo: list[BatchItem], key: Callable[[BatchItem], str],
+             call: Callable[[list[BatchItem]], BatchResult]) -> list[tuple[BatchItem, str]]:
+        """One batch call over `todo`; returns (item, id) for the items it did. A call refused for its data is
+        redone item by item; any other failure is every item's."""
+        if not todo:
+            return []
+        try:
+            result = call(todo)
+        except (InvalidRequest, Conflict):
+            self._alone(session, todo)
+            return []
+        except IntegrationError as exc:
+            self.errors.update((item[0].id, exc) for item in todo)
+            return []
+        done = []
+        for item in todo:
+            if key(item) in result.ids:
+                item[0].attempts = 1  # progress, as in `_progressed`
+                done.append((item, result.ids[key(item)]))
+            elif isinstance(refused := result.errors.get(key(item)), InvalidRequest | Conflict):
+                self._alone(session, [item])
+            else:
+                self.errors[item[0].id] = refused or IntegrationError(
+                    "the CRM's batch answer did not mention this lead; will retry", permanent=False)
+        return done
+
+    def _alone(self, session: Session, items: list[BatchItem]) -> None:
+        for item in items:
+            try:
+                self.solo(item)
+            except IntegrationError as exc:
+                session.rollback()
+                self.errors[item[0].id] = exc
+            else:
+                self.alone.add(item[0].id)
+
+
+def _sync_many(
+    session: Session, rows: list[OutboxMessage], crm: BatchCRM, roster: Roster, settings: Settings, now: datetime,
+    errors: dict[int, IntegrationError],
+) -> None:
+    items = [(row, session.get_one(Lead, row.lead_id, populate_existing=True),
+              session.get_one(Submission, row.submission_id)) for row in rows]
+    # A row leased before may have had notes or tasks created by an attempt whose answer never came, but only
+    # past the contact step: an attempt creates nothing for a lead before its contact id is stored.
+    doubtful = [(lead, sub) for row, lead, sub in items if row.attempts > 1 and lead.crm_contact_id]
+    batch = _Batch(items, errors, lambda item: _sync(session, item[0], crm, roster, settings, now))
+
+    def upsert(todo: list[BatchItem]) -> BatchResult:
+        return crm.upsert_contacts([(contact_card(lead, sub), lead.crm_contact_id) for _, lead, sub in todo])
+
+    need = [item for item in batch.going() if not (item[1].crm_contact_id and item[2].crm_note_id)]
+    for (_, lead, _), contact_id in batch.step(session, need, lambda item: item[1].ref, upsert):
+        lead.crm_contact_id = contact_id
+    session.commit()
+
+    notes: dict[str, NoteSpec] = {}
+    for _, lead, sub in batch.going():
+        fields = applicant_fields(session, sub, settings) if sub.crm_note_id is None else None
+        text = note_text(lead, sub, fields) if fields else None
+        if text and lead.crm_contact_id:
+            key = f"note-{sub.id}"
+            notes[key] = NoteSpec(key, lead.crm_contact_id, text, sub.received_at, note_header(lead, sub))
+
+    def add(todo: list[BatchItem]) -> BatchResult:
+        return crm.add_notes([notes[f"note-{sub.id}"] for _, _, sub in todo],
+                             look_first={f"note-{sub.id}" for _, sub in doubtful})
+
+    need = [item for item in batch.going() if f"note-{item[2].id}" in notes]
+    for (_, _, sub), note_id in batch.step(session, need, lambda item: f"note-{item[2].id}", add):
+        sub.crm_note_id = note_id
+    session.commit()
+
+    need = [item for item in batch.going() if item[1].crm_task_id is None and item[1].crm_contact_id]
+    tasks = {lead.ref: (lead.crm_contact_id or "", _task_for(session, lead, sub, roster, settings, now))
+             for _, lead, sub in need}
+
+    def create(todo: list[BatchItem]) -> BatchResult:
+        return crm.ensure_callback_tasks([tasks[lead.ref] for _, lead, _ in todo],
+                                         look_first={lead.ref for lead, _ in doubtful})
+
+    for (_, lead, _), task_id in batch.step(session, need, lambda item: item[1].ref, create):
+        lead.crm_task_id = task_id
+    session.commit()
 
 
 def _progressed(session: Session, row: OutboxMessage) -> None:

@@ -61,7 +61,8 @@ class InlineDispatcher:
     def outbox_ready(self, outbox_ids: Iterable[int]) -> None:
         for outbox_id in outbox_ids:
             with session_scope() as session:
-                deliver(session, outbox_id, self.services)
+                # Without a broker nothing could come back for a row that waited for a batch: one at a time.
+                deliver(session, outbox_id, self.services, batches=False)
 
 
 def dispatcher_for(settings: Settings, services: Services) -> Dispatcher:

@@ -15,9 +15,10 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from config.settings import Settings
+from integrations.crm import BatchCRM, batching
 from integrations.errors import IntegrationError, RateLimited
 from worker.alerts import acknowledge_person, alert_staff
-from worker.crm_sync import LeadBusy, assign_claimed_task, log_bridged_call, sync_lead
+from worker.crm_sync import LeadBusy, assign_claimed_task, log_bridged_call, sync_batch, sync_lead
 from worker.db import utcnow
 from worker.models import OutboxKind, OutboxMessage, OutboxState, Submission
 from worker.services import Services
@@ -31,10 +32,12 @@ FIRST_RETRY = timedelta(seconds=5)
 
 @dataclass(frozen=True)
 class Delivery:
-    """The outcome of one delivery attempt; `retry_in` is set when the row is due again."""
+    """The outcome of one delivery attempt; `retry_in` is set when the row is due again. A batch also reports
+    when the other rows it carried are due again."""
 
     state: OutboxState | None  # None: not leased (delivered already, leased elsewhere, or not due)
     retry_in: timedelta | None = None
+    others_due: tuple[tuple[int, timedelta], ...] = ()
 
 
 def backoff(attempts: int, error: IntegrationError, first: timedelta = FIRST_RETRY) -> timedelta:
@@ -61,6 +64,98 @@ def lease(session: Session, outbox_id: int, now: datetime) -> OutboxMessage | No
     return session.get_one(OutboxMessage, outbox_id, populate_existing=True)
 
 
+def lease_batch_mates(
+    session: Session, row: OutboxMessage, site: str, limit: int, now: datetime, soon: timedelta
+) -> list[OutboxMessage]:
+    """Lease up to `limit` more CRM syncs of the same site that are due or due within `soon` (the rows of a batch
+    that failed together are due again a few milliseconds apart), one per lead and not the row's lead. Commits."""
+    candidates = session.execute(
+        select(OutboxMessage.id, OutboxMessage.lead_id)
+        .join(Submission, Submission.id == OutboxMessage.submission_id)
+        .where(
+            OutboxMessage.kind == OutboxKind.CRM_SYNC,
+            OutboxMessage.state == OutboxState.PENDING,
+            OutboxMessage.next_attempt_at <= now + soon,
+            or_(OutboxMessage.leased_until.is_(None), OutboxMessage.leased_until < now),
+            OutboxMessage.id != row.id,
+            Submission.site == site,
+        )
+        .order_by(OutboxMessage.next_attempt_at)
+        .limit(limit * 2)
+    ).all()
+    leads = {row.lead_id}
+    chosen: list[int] = []
+    for outbox_id, lead_id in candidates:
+        if lead_id not in leads and len(chosen) < limit:
+            leads.add(lead_id)
+            chosen.append(outbox_id)
+    if not chosen:
+        return []
+    taken = session.scalars(
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.id.in_(chosen),
+            OutboxMessage.state == OutboxState.PENDING,
+            or_(OutboxMessage.leased_until.is_(None), OutboxMessage.leased_until < now),
+        )
+        .values(leased_until=now + LEASE, attempts=OutboxMessage.attempts + 1)
+        .returning(OutboxMessage.id)
+    ).all()
+    session.commit()
+    return list(session.scalars(select(OutboxMessage).where(OutboxMessage.id.in_(taken))
+                                .execution_options(populate_existing=True)))
+
+
+def _batch_crm(session: Session, row: OutboxMessage, services: Services) -> tuple[str, BatchCRM] | None:
+    if row.kind != OutboxKind.CRM_SYNC:
+        return None
+    site = session.get_one(Submission, row.submission_id).site
+    crm = batching(services.crm_for(site))
+    return (site, crm) if crm is not None else None
+
+
+def _lingering(session: Session, outbox_id: int, services: Services, now: datetime) -> timedelta | None:
+    """How much longer a new CRM sync waits for others to share its batch; None when it need not wait."""
+    linger = timedelta(seconds=services.settings.crm_batch_linger_seconds)
+    row = session.get(OutboxMessage, outbox_id)
+    if not linger or row is None or row.attempts or row.state != OutboxState.PENDING:
+        return None
+    wait = row.created_at + linger - now
+    if wait <= timedelta(0) or _batch_crm(session, row, services) is None:
+        return None
+    return wait
+
+
+def _deliver_batch(session: Session, row: OutboxMessage, site: str, crm: BatchCRM, services: Services,
+                   now: datetime) -> Delivery:
+    soon = timedelta(seconds=max(1.0, services.settings.crm_batch_linger_seconds))
+    rows = [row, *lease_batch_mates(session, row, site, crm.batch_size - 1, now, soon)]
+    try:
+        errors = sync_batch(session, rows, crm, services.roster, services.settings, now)
+    except Exception as exc:
+        session.rollback()
+        log.error("a CRM batch of %d row(s) failed with %s", len(rows), type(exc).__name__)
+        failure = IntegrationError(f"internal error {type(exc).__name__}; see the worker log", permanent=False)
+        errors = {each.id: failure for each in rows}
+    outcomes = {}
+    for each in rows:
+        error = errors.get(each.id)
+        outcomes[each.id] = _failed(session, each.id, error, services.settings) if error else _delivered(session, each)
+    others = tuple((outbox_id, outcome.retry_in) for outbox_id, outcome in outcomes.items()
+                   if outbox_id != row.id and outcome.retry_in is not None)
+    if len(rows) > 1:
+        log.info("CRM batch of %d lead(s): %d delivered", len(rows),
+                 sum(outcome.state == OutboxState.DELIVERED for outcome in outcomes.values()))
+    return Delivery(outcomes[row.id].state, outcomes[row.id].retry_in, others)
+
+
+def _delivered(session: Session, row: OutboxMessage) -> Delivery:
+    row = session.get_one(OutboxMessage, row.id, populate_existing=True)
+    row.state, row.delivered_at, row.leased_until, row.last_error = OutboxState.DELIVERED, utcnow(), None, None
+    session.commit()
+    return Delivery(OutboxState.DELIVERED)
+
+
 def _do(session: Session, row: OutboxMessage, services: Services, now: datetime) -> None:
     crm = services.crm_for(session.get_one(Submission, row.submission_id).site)
     if row.kind == OutboxKind.CRM_SYNC:
@@ -77,11 +172,18 @@ def _do(session: Session, row: OutboxMessage, services: Services, now: datetime)
         raise IntegrationError(f"unknown outbox kind {row.kind!r}: upgrade admitflow", permanent=True)
 
 
-def deliver(session: Session, outbox_id: int, services: Services, now: datetime | None = None) -> Delivery:
+def deliver(session: Session, outbox_id: int, services: Services, now: datetime | None = None, *,
+            batches: bool = True) -> Delivery:
+    """Deliver one row. With `batches`, a CRM sync for a CRM that takes batches waits a moment for others (the
+    returned `retry_in`), then carries as many waiting syncs of its site as one call takes."""
     now = now or utcnow()
+    if batches and (wait := _lingering(session, outbox_id, services, now)) is not None:
+        return Delivery(None, retry_in=wait)
     row = lease(session, outbox_id, now)
     if row is None:
         return Delivery(None)
+    if batches and (target := _batch_crm(session, row, services)) is not None:
+        return _deliver_batch(session, row, *target, services, now)
     try:
         _do(session, row, services, now)
     except IntegrationError as exc:
@@ -94,9 +196,7 @@ def deliver(session: Session, outbox_id: int, services: Services, now: datetime 
         log.error("outbox %s (%s) failed with %s", outbox_id, row.kind, type(exc).__name__)
         error = IntegrationError(f"internal error {type(exc).__name__}; see the worker log", permanent=False)
         return _failed(session, outbox_id, error, services.settings)
-    row.state, row.delivered_at, row.leased_until, row.last_error = OutboxState.DELIVERED, utcnow(), None, None
-    session.commit()
-    return Delivery(OutboxState.DELIVERED)
+    return _delivered(session, row)
 
 
 def _failed(session: Session, outbox_id: int, error: IntegrationError, settings: Settings) -> Delivery:

@@ -47,6 +47,7 @@ def crm_from_settings(settings: Settings, choice: str = "auto") -> CRM:
             timeout=settings.http_timeout_seconds,
             rate_limit=hubspot_rate_from_settings(settings),
             custom_properties=settings.hubspot_custom_properties,
+            batch_size=settings.hubspot_batch_size,
         )
     if backend == "salesforce":
         return SalesforceCRM(

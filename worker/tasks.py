@@ -54,8 +54,9 @@ def process_submission_task(submission_id: int) -> None:
 def deliver_outbox_task(outbox_id: int) -> None:
     with session_scope() as session:
         delivery = deliver(session, outbox_id, default_services())
-    if delivery.retry_in is not None and delivery.retry_in <= MAX_BROKER_COUNTDOWN:
-        deliver_outbox_task.apply_async((outbox_id,), countdown=delivery.retry_in.total_seconds())
+    for row_id, retry_in in [(outbox_id, delivery.retry_in), *delivery.others_due]:
+        if retry_in is not None and retry_in <= MAX_BROKER_COUNTDOWN:
+            deliver_outbox_task.apply_async((row_id,), countdown=retry_in.total_seconds())
 
 
 @app.task(name="admitflow.poll")

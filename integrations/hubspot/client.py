@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
@@ -15,10 +16,10 @@ from urllib.parse import quote, urlsplit
 import requests
 from pydantic import BaseModel, ValidationError
 
-from integrations.crm import CallbackTaskSpec, CallRecord, ContactCard
+from integrations.crm import BatchResult, CallbackTaskSpec, CallRecord, ContactCard, NoteSpec
 from integrations.errors import Conflict, InvalidRequest, RateLimited, ServiceUnavailable
 from integrations.http import HttpService
-from integrations.hubspot.models import BatchAnswer, CrmObject, ErrorBody, SearchPage
+from integrations.hubspot.models import BatchAnswer, BatchPage, BatchRecord, CrmObject, ErrorBody, SearchPage
 from integrations.ratelimit import SharedRateLimit, Store, Window
 
 # HUBSPOT_DEFINED association type ids, https://developers.hubspot.com/docs/api/crm/associations
@@ -34,6 +35,11 @@ CUSTOM_PROPERTIES = (LEAD_REF_PROPERTY, "admitflow_source_form", "admitflow_repe
 # Set only when we create the contact: on an existing one they would overwrite what admissions already set.
 _NEW_LEAD = {"hs_lead_status": "NEW", "lifecyclestage": "lead"}
 _CATEGORY = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
+
+# Batch endpoints take at most 100 inputs; a search answers at most 100 records per page here, and up to five
+# filter groups. https://developers.hubspot.com/docs/api-reference/legacy/crm/objects/objects/batch/create-objects
+BATCH_LIMIT = 100
+SEARCH_GROUPS = 5
 
 # A 429 without Retry-After: sit out one burst window.
 # https://developers.hubspot.com/docs/developer-tooling/platform/usage-guidelines
@@ -61,6 +67,7 @@ class HubSpotCRM(HttpService):
         session: requests.Session | None = None,
         rate_limit: SharedRateLimit | None = None,
         custom_properties: bool = False,
+        batch_size: int = BATCH_LIMIT,
     ) -> None:
         if not token:
             raise ValueError("HubSpotCRM needs a private-app token: set HUBSPOT_TOKEN")
@@ -68,6 +75,13 @@ class HubSpotCRM(HttpService):
         self._token = token
         self._rate_limit = rate_limit
         self._custom_properties = custom_properties
+        self._batch_size = max(0, min(batch_size, BATCH_LIMIT))
+
+    @property
+    def batch_size(self) -> int:
+        """Leads per batch call. Batches need the lead reference property: it is what makes a contact upsert that
+        went through unanswered safe to send again."""
+        return self._batch_size if self._custom_properties else 0
 
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         # Sent per request rather than set on the session, which a caller may share with other services.
@@ -129,17 +143,7 @@ class HubSpotCRM(HttpService):
         )
         if existing is not None:
             return existing
-        properties = {
-            "hs_task_subject": task.subject,
-            "hs_task_body": _as_html(task.body),
-            "hs_timestamp": _timestamp(task.due_at),
-            "hs_task_status": "NOT_STARTED",
-            "hs_task_priority": "HIGH",
-            "hs_task_type": "CALL",
-        }
-        if task.owner_id:
-            properties[OWNER_PROPERTY] = task.owner_id
-        body = {"properties": properties, "associations": [_association(contact_id, TASK_TO_CONTACT)]}
+        body = {"properties": _task_properties(task), "associations": [_association(contact_id, TASK_TO_CONTACT)]}
         return self._create("tasks", body)
 
     def assign_callback_task(self, task_id: str, owner_id: str) -> None:
@@ -174,6 +178,84 @@ class HubSpotCRM(HttpService):
             path = f"/crm/v3/objects/tasks/{quote(task_id, safe='')}"
             self.request("PATCH", path, json={"properties": {"hs_task_status": "COMPLETED"}})
         return call_id
+
+    def upsert_contacts(self, contacts: Sequence[tuple[ContactCard, str | None]]) -> BatchResult:
+        """`upsert_contact` for many leads in a few calls: known contacts and the ones found by email (batch read)
+        or phone (one search) are updated in one batch; the rest are upserted by lead reference in another.
+        Results are keyed by lead reference."""
+        result = BatchResult()
+        updates: list[tuple[str, str, dict[str, str]]] = []
+        unknown: list[ContactCard] = []
+        for card, contact_id in contacts:
+            if contact_id is None:
+                unknown.append(card)
+            else:
+                updates.append((card.lead_ref, contact_id, _contact_properties(card) | _custom_properties(card)))
+        found = self._find_contacts(unknown)
+        creates: list[tuple[str, dict[str, str]]] = []
+        for card in unknown:
+            properties = _contact_properties(card) | _custom_properties(card)
+            if card.lead_ref in found:
+                updates.append((card.lead_ref, found[card.lead_ref], properties))
+            else:
+                creates.append((card.lead_ref, {**properties, **_NEW_LEAD}))
+        if updates:
+            self._update_contacts(updates, result)
+        for chunk in _chunks(creates, BATCH_LIMIT):
+            inputs = [{"id": ref, "idProperty": LEAD_REF_PROPERTY, "properties": properties,
+                       "objectWriteTraceId": ref} for ref, properties in chunk]
+            page = self._batch("contacts", "upsert", inputs)
+            _collect(page, [ref for ref, _ in chunk], lambda record: record.properties.get(LEAD_REF_PROPERTY),
+                     result)
+        return result
+
+    def add_notes(self, notes: Sequence[NoteSpec], *, look_first: Collection[str] = ()) -> BatchResult:
+        """`add_note` for many requests in one call per hundred (POST /crm/v3/objects/notes/batch/create). A note
+        keyed in `look_first` is first looked for on its contact, by its marker."""
+        result = BatchResult()
+        if look_first:
+            result.ids.update(self._find_notes([note for note in notes if note.key in look_first]))
+        pending = [note for note in notes if note.key not in result.ids]
+        markers = {html.escape(note.marker): note.key for note in pending}
+        for chunk in _chunks(pending, BATCH_LIMIT):
+            inputs = [
+                {
+                    "properties": {"hs_note_body": _as_html(note.text), "hs_timestamp": _timestamp(note.at)},
+                    "associations": [_association(note.contact_id, NOTE_TO_CONTACT)],
+                    "objectWriteTraceId": note.key,
+                }
+                for note in chunk
+            ]
+            page = self._batch("notes", "create", inputs)
+            _collect(page, [note.key for note in chunk],
+                     lambda record: _marked(record.properties.get("hs_note_body"), markers), result)
+        return result
+
+    def ensure_callback_tasks(
+        self, tasks: Sequence[tuple[str, CallbackTaskSpec]], *, look_first: Collection[str] = ()
+    ) -> BatchResult:
+        """`ensure_callback_task` for many leads (POST /crm/v3/objects/tasks/batch/create), keyed by lead
+        reference. Only the tasks of leads in `look_first` are searched for (one search per hundred)."""
+        result = BatchResult()
+        by_subject = {task.subject: task.lead_ref for _, task in tasks}
+        doubtful = [task.subject for _, task in tasks if task.lead_ref in look_first]
+        if doubtful:
+            for subject, task_id in self._find_tasks(doubtful).items():
+                result.ids[by_subject[subject]] = task_id
+        pending = [(contact_id, task) for contact_id, task in tasks if task.lead_ref not in result.ids]
+        for chunk in _chunks(pending, BATCH_LIMIT):
+            inputs = [
+                {
+                    "properties": _task_properties(task),
+                    "associations": [_association(contact_id, TASK_TO_CONTACT)],
+                    "objectWriteTraceId": task.lead_ref,
+                }
+                for contact_id, task in chunk
+            ]
+            page = self._batch("tasks", "create", inputs)
+            _collect(page, [task.lead_ref for _, task in chunk],
+                     lambda record: by_subject.get(record.properties.get("hs_task_subject") or ""), result)
+        return result
 
     def describe_error(self, response: requests.Response) -> str:
         """HubSpot's error `category` (VALIDATION_ERROR, CONFLICT...); its `message` may echo PHI."""
@@ -212,6 +294,81 @@ class HubSpotCRM(HttpService):
             groups = [_filter_group(("phone", card.phone)), _filter_group(("mobilephone", card.phone))]
             return self._search("contacts", groups)
         return None
+
+    def _find_contacts(self, cards: Sequence[ContactCard]) -> dict[str, str]:
+        """Existing contacts for many cards, keyed by lead reference: by email through a batch read (email is
+        unique in HubSpot), by phone through one search per hundred phones."""
+        found: dict[str, str] = {}
+        by_email = {card.email.lower(): card.lead_ref for card in cards if card.email}
+        for emails in _chunks(list(by_email), BATCH_LIMIT):
+            body = {"idProperty": "email", "properties": ["email"], "inputs": [{"id": email} for email in emails]}
+            page = self._batch_call("POST", "/crm/v3/objects/contacts/batch/read", body)
+            for record in page.results:
+                ref = by_email.get((record.properties.get("email") or "").lower())
+                if ref is not None:
+                    found.setdefault(ref, record.id)
+        by_phone = {card.phone: card.lead_ref for card in cards if not card.email and card.phone}
+        for phones in _chunks(list(by_phone), BATCH_LIMIT):
+            groups = [{"filters": [{"propertyName": name, "operator": "IN", "values": phones}]}
+                      for name in ("phone", "mobilephone")]
+            for record in self._search_all("contacts", groups, ["phone", "mobilephone"]):
+                for name in ("phone", "mobilephone"):
+                    ref = by_phone.get(record.properties.get(name) or "")
+                    if ref is not None:
+                        found.setdefault(ref, record.id)
+        return found
+
+    def _find_notes(self, notes: Sequence[NoteSpec]) -> dict[str, str]:
+        """Notes already on the contacts, by the marker in their body; five contacts per search."""
+        found: dict[str, str] = {}
+        for chunk in _chunks(list(notes), SEARCH_GROUPS):
+            markers = {html.escape(note.marker): note.key for note in chunk}
+            groups = [_filter_group(("associations.contact", note.contact_id)) for note in chunk]
+            for record in self._search_all("notes", groups, ["hs_note_body"]):
+                key = _marked(record.properties.get("hs_note_body"), markers)
+                if key is not None:
+                    found.setdefault(key, record.id)
+        return found
+
+    def _find_tasks(self, subjects: list[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for chunk in _chunks(subjects, BATCH_LIMIT):
+            groups = [{"filters": [{"propertyName": "hs_task_subject", "operator": "IN", "values": chunk}]}]
+            for record in self._search_all("tasks", groups, ["hs_task_subject"]):
+                found.setdefault(record.properties.get("hs_task_subject") or "", record.id)
+        return found
+
+    def _update_contacts(self, updates: list[tuple[str, str, dict[str, str]]], result: BatchResult) -> None:
+        """POST /crm/v3/objects/contacts/batch/update. HubSpot refuses one id twice in a batch, so a contact two
+        leads share is updated once in the batch and once more on its own."""
+        batch: list[tuple[str, str, dict[str, str]]] = []
+        seen: set[str] = set()
+        for ref, contact_id, properties in updates:
+            if contact_id in seen:
+                self._update_contact(contact_id, properties)
+                result.ids[ref] = contact_id
+            else:
+                seen.add(contact_id)
+                batch.append((ref, contact_id, properties))
+        by_id = {contact_id: ref for ref, contact_id, _ in batch}
+        for chunk in _chunks(batch, BATCH_LIMIT):
+            inputs = [{"id": contact_id, "properties": properties, "objectWriteTraceId": ref}
+                      for ref, contact_id, properties in chunk]
+            page = self._batch("contacts", "update", inputs)
+            _collect(page, [ref for ref, _, _ in chunk], lambda record: by_id.get(record.id), result)
+
+    def _batch(self, object_type: str, action: str, inputs: list[dict[str, Any]]) -> BatchPage:
+        return self._batch_call("POST", f"/crm/v3/objects/{object_type}/batch/{action}", {"inputs": inputs})
+
+    def _batch_call(self, method: str, path: str, body: dict[str, Any]) -> BatchPage:
+        return _read(BatchPage, self.json(method, path, json=body), f"{method} {path}")
+
+    def _search_all(self, object_type: str, filter_groups: list[dict[str, Any]],
+                    properties: list[str]) -> list[BatchRecord]:
+        """Up to one page (100) of records matching any of the groups, with the named properties."""
+        path = f"/crm/v3/objects/{object_type}/search"
+        body = {"filterGroups": filter_groups, "properties": properties, "limit": BATCH_LIMIT}
+        return _read(BatchPage, self.json("POST", path, json=body), f"POST {path}").results
 
     def _upsert_by_lead_ref(self, lead_ref: str, properties: dict[str, str]) -> str:
         """Create the contact keyed by our lead reference, or update the one a lost answer already created: search
@@ -270,6 +427,55 @@ def _custom_properties(card: ContactCard) -> dict[str, str]:
     if card.consent is not None:
         values["admitflow_consent"] = "true" if card.consent else "false"
     return values
+
+
+def _task_properties(task: CallbackTaskSpec) -> dict[str, str]:
+    properties = {
+        "hs_task_subject": task.subject,
+        "hs_task_body": _as_html(task.body),
+        "hs_timestamp": _timestamp(task.due_at),
+        "hs_task_status": "NOT_STARTED",
+        "hs_task_priority": "HIGH",
+        "hs_task_type": "CALL",
+    }
+    if task.owner_id:
+        properties[OWNER_PROPERTY] = task.owner_id
+    return properties
+
+
+Item = TypeVar("Item")
+
+
+def _chunks(items: Sequence[Item], size: int) -> Iterator[Sequence[Item]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _marked(body: str | None, markers: dict[str, str]) -> str | None:
+    """The key of the marker a note body contains, if any."""
+    return next((key for marker, key in markers.items() if body and marker in body), None)
+
+
+def _collect(page: BatchPage, keys: list[str], key_of: Callable[[BatchRecord], str | None],
+             result: BatchResult) -> None:
+    """Record each result under its input's key (by `objectWriteTraceId`, else by `key_of`); an input with no
+    result failed in a `207` answer."""
+    wanted = set(keys)
+    for record in page.results:
+        key = record.objectWriteTraceId if record.objectWriteTraceId in wanted else key_of(record)
+        if key in wanted:
+            result.ids[key] = record.id
+    categories = {error.category for error in page.errors if error.category and _CATEGORY.fullmatch(error.category)}
+    detail = ", ".join(sorted(categories)) or "no result for it"
+    for key in keys:
+        if key in result.ids:
+            continue
+        if "VALIDATION_ERROR" in categories:
+            # The answer does not say which input was invalid: each is sent again on its own for a precise error.
+            result.errors[key] = InvalidRequest(f"HubSpot refused a record of a batch ({detail})")
+        else:
+            message = f"HubSpot's batch answer left this record out ({detail}); will retry"
+            result.errors[key] = ServiceUnavailable(message)
 
 
 def _filter_group(*filters: tuple[str, str]) -> dict[str, Any]:

@@ -38,6 +38,26 @@ class BatchAnswer(_Answer):
     results: list[CrmObject] = Field(min_length=1)
 
 
+class BatchRecord(CrmObject):
+    """A record in a batch answer. `properties` are read only to tell which input a result belongs to, when
+    HubSpot leaves out `objectWriteTraceId`; they may hold PHI and are never logged."""
+
+    objectWriteTraceId: str | None = None
+    properties: dict[str, str | None] = Field(default_factory=dict)
+
+
+class BatchError(_Answer):
+    category: str | None = None
+
+
+class BatchPage(_Answer):
+    """A batch endpoint's answer: `201`/`200` with every result, or `207` with `errors` for the inputs that failed.
+    https://developers.hubspot.com/docs/api-reference/legacy/crm/objects/objects/batch/create-objects"""
+
+    results: list[BatchRecord] = Field(default_factory=list)
+    errors: list[BatchError] = Field(default_factory=list)
+
+
 class ErrorDetail(_Answer):
     message: str = ""
     code: str | None = None

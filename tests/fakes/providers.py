@@ -54,9 +54,18 @@ def _matches(record: dict[str, Any], groups: list[dict[str, Any]]) -> bool:
 
 
 def _filter_ok(record: dict[str, Any], item: dict[str, Any]) -> bool:
-    if item["propertyName"] == "associations.contact":
-        return bool(record.get("_contact") == item["value"])
-    return bool(record["properties"].get(item["propertyName"]) == item["value"])
+    value = record.get("_contact") if item["propertyName"] == "associations.contact" else (
+        record["properties"].get(item["propertyName"]))
+    if item["operator"] == "IN":
+        return value in item["values"]
+    return bool(value == item["value"])
+
+
+def _record(key: str, record: dict[str, Any], names: list[str] | None, trace: str | None = None) -> dict[str, Any]:
+    properties = record["properties"] if names is None else {
+        name: record["properties"].get(name) for name in names}
+    answer = {"id": key, "properties": properties}
+    return answer | ({"objectWriteTraceId": trace} if trace else {})
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -108,28 +117,19 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _route(self, state: ProviderState, body: Any) -> None:
         path = self.path.split("?", 1)[0]
+        stores = {"contacts": state.contacts, "notes": state.notes, "tasks": state.tasks}
         if self.command == "POST" and (match := re.fullmatch(r"/crm/v3/objects/(\w+)/search", path)):
-            store = {"contacts": state.contacts, "tasks": state.tasks}[match.group(1)]
+            store = stores[match.group(1)]
             found = [key for key, rec in store.items() if _matches(rec, body["filterGroups"])]
-            self._send(200, {"total": len(found), "results": [{"id": key, "properties": {}} for key in found[:1]]})
+            names = [name for name in body.get("properties", []) if name != "hs_object_id"]
+            results = [_record(key, store[key], names) for key in found[: body.get("limit", 10)]]
+            self._send(200, {"total": len(found), "results": results})
+        elif self.command == "POST" and (match := re.fullmatch(r"/crm/v3/objects/(\w+)/batch/(\w+)", path)):
+            self._batch(state, stores[match.group(1)], match.group(1), match.group(2), body)
         elif self.command == "POST" and (match := re.fullmatch(r"/crm/v3/objects/(contacts|notes|tasks)", path)):
-            kind = match.group(1)
-            store = {"contacts": state.contacts, "notes": state.notes, "tasks": state.tasks}[kind]
-            email = body["properties"].get("email")
-            if kind == "contacts" and email:
-                for key, rec in state.contacts.items():
-                    if rec["properties"].get("email") == email:
-                        self._send(409, {"status": "error", "category": "CONFLICT",
-                                         "message": f"Contact already exists. Existing ID: {key}"})
-                        return
-            new_id = state.new_id()
-            associations = body.get("associations") or []
-            contact = associations[0]["to"]["id"] if associations else None
-            store[new_id] = {"properties": dict(body["properties"]), "_contact": contact}
-            if kind in ("contacts", "tasks"):
-                self._delay = state.create_answer_delay
-                state.created.set()
-            self._send(201, {"id": new_id, "properties": body["properties"]})
+            new_id = self._create(state, stores, match.group(1), body)
+            if new_id is not None:
+                self._send(201, {"id": new_id, "properties": body["properties"]})
         elif self.command == "PATCH" and (match := re.fullmatch(r"/crm/v3/objects/(contacts|tasks)/(\w+)", path)):
             store = state.contacts if match.group(1) == "contacts" else state.tasks
             record = store.get(match.group(2))
@@ -149,6 +149,57 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(201, {"sid": sid, "status": "queued", "to": body["To"], "from": body["From"]})
         else:
             self._send(404, {"status": "error", "message": f"fake has no route for {self.command} {path}"})
+
+    def _create(self, state: ProviderState, stores: dict[str, dict[str, Any]], kind: str, item: Any) -> str | None:
+        """Store a new record; a contact whose email another contact has gets a 409 (answered here) and None."""
+        email = item["properties"].get("email")
+        taken = [key for key, rec in state.contacts.items() if email and rec["properties"].get("email") == email]
+        if kind == "contacts" and taken:
+            self._send(409, {"status": "error", "category": "CONFLICT",
+                             "message": f"Contact already exists. Existing ID: {taken[0]}"})
+            return None
+        new_id = state.new_id()
+        associations = item.get("associations") or []
+        contact = associations[0]["to"]["id"] if associations else None
+        stores[kind][new_id] = {"properties": dict(item["properties"]), "_contact": contact}
+        if kind in ("contacts", "tasks"):
+            self._delay = state.create_answer_delay
+            state.created.set()
+        return new_id
+
+    def _batch(self, state: ProviderState, store: dict[str, dict[str, Any]], kind: str, action: str,
+               body: Any) -> None:
+        """Batch create, update, upsert (by a unique property) and read (by id or a unique property), answering
+        207 with `errors` for the inputs it could not do, as HubSpot does."""
+        results: list[dict[str, Any]] = []
+        errors: list[dict[str, Any]] = []
+        for item in body["inputs"]:
+            trace = item.get("objectWriteTraceId")
+            unique = item.get("idProperty") or body.get("idProperty")
+            if unique:
+                key = next((k for k, rec in store.items() if rec["properties"].get(unique) == item["id"]), None)
+            else:
+                key = item.get("id")
+            if action == "read":
+                if key in store:
+                    results.append(_record(key, store[key], body.get("properties")))
+                else:
+                    errors.append({"status": "error", "category": "OBJECT_NOT_FOUND", "message": "not found"})
+            elif action == "update" or (action == "upsert" and key in store):
+                if key not in store:
+                    errors.append({"status": "error", "category": "OBJECT_NOT_FOUND", "message": "not found"})
+                    continue
+                store[key]["properties"].update(item["properties"])
+                results.append(_record(key, store[key], None, trace) | {"new": False})
+            else:
+                new_id = self._create(state, {kind: store}, kind, item)
+                if new_id is None:
+                    return
+                results.append(_record(new_id, store[new_id], None, trace) | {"new": True})
+        answer: dict[str, Any] = {"status": "COMPLETE", "results": results}
+        if errors:
+            answer |= {"errors": errors, "numErrors": len(errors)}
+        self._send(207 if errors else (201 if action == "create" else 200), answer)
 
     def do_POST(self) -> None:
         self._handle()

@@ -47,20 +47,23 @@ def outbox_settled(expected_rows: int) -> bool:
     return received == 0 and pending == 0 and (total or 0) >= expected_rows
 
 
+@pytest.mark.parametrize(("batched", "size"), [(True, STORM_SIZE), (False, min(STORM_SIZE, 60))],
+                         ids=["batches", "one-lead-per-call"])
 def test_a_storm_of_submissions_with_a_third_of_crm_calls_failing_puts_every_lead_in_hubspot_once(
-    pg_settings: Settings, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    pg_settings: Settings, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batched: bool, size: int
 ) -> None:
-    limits = {"HUBSPOT_REQUESTS_PER_10_SECONDS": str(BURST_PER_10_SECONDS),
+    limits = {"HUBSPOT_CUSTOM_PROPERTIES": "true", "HUBSPOT_BATCH_SIZE": "100" if batched else "0",
+              "HUBSPOT_REQUESTS_PER_10_SECONDS": str(BURST_PER_10_SECONDS),
               "HUBSPOT_SEARCHES_PER_SECOND": str(SEARCHES_PER_SECOND),
               # Random 502s are independent, so quick retries suit them; production starts at 5 s for outages.
               "ADMITFLOW_RETRY_FIRST_SECONDS": "0.25",
               # Staff texts are not under test here; at the toll-free rate they would hold workers for a minute.
               "TWILIO_SMS_PER_SECOND": "0"}
     with crm_stack(pg_settings, redis_url, tmp_path, monkeypatch, concurrency=CONCURRENCY, **limits) as stack:
-        run_storm(stack)
+        run_storm(stack, size)
 
 
-def run_storm(stack: CrmStack) -> None:
+def run_storm(stack: CrmStack, size: int) -> None:
     state = stack.providers.state
     state.failure_rate = 1 / 3
     # Every 429 pauses all workers for its Retry-After; at a sixth of all calls, HubSpot's usual second would make
@@ -68,21 +71,21 @@ def run_storm(stack: CrmStack) -> None:
     state.retry_after = "0.2"
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=16) as pool:
-        statuses = Counter(pool.map(lambda n: stack.post(storm_entry(n)).status_code, range(STORM_SIZE)))
-    assert statuses == {202: STORM_SIZE}
+        statuses = Counter(pool.map(lambda n: stack.post(storm_entry(n)).status_code, range(size)))
+    assert statuses == {202: size}
 
-    wait_for(lambda: outbox_settled(2 * STORM_SIZE), timeout=60 + STORM_SIZE * 1.2, what="the outbox to settle")
+    wait_for(lambda: outbox_settled(2 * size), timeout=60 + size * 1.2, what="the outbox to settle")
     elapsed = time.monotonic() - started
 
     with session_scope() as session:
         leads = session.scalars(select(Lead)).all()
         rows = Counter(session.scalars(select(OutboxMessage.state)).all())
         attempts = Counter(session.scalars(select(OutboxMessage.attempts)).all())
-    assert len(leads) == STORM_SIZE
-    assert rows == {OutboxState.DELIVERED: 2 * STORM_SIZE}, "every CRM sync and staff alert is delivered"
+    assert len(leads) == size
+    assert rows == {OutboxState.DELIVERED: 2 * size}, "every CRM sync and staff alert is delivered"
 
     contacts, tasks = state.contacts, state.tasks
-    assert len(contacts) == STORM_SIZE, "no lead is missing from HubSpot or in it twice"
+    assert len(contacts) == size, "no lead is missing from HubSpot or in it twice"
     assert {lead.crm_contact_id for lead in leads} == set(contacts)
     tasks_per_contact = Counter(task["_contact"] for task in tasks.values())
     assert tasks_per_contact == dict.fromkeys(contacts, 1), "every contact has exactly one callback task"
@@ -90,7 +93,7 @@ def run_storm(stack: CrmStack) -> None:
     for lead in leads:
         assert tasks[lead.crm_task_id or ""]["properties"]["hs_task_subject"] == f"Callback {lead.ref}"
         assert tasks[lead.crm_task_id or ""]["_contact"] == lead.crm_contact_id
-    assert len(state.notes) == STORM_SIZE
+    assert len(state.notes) == size
 
     crm_calls = [call for call in state.calls if call.path.startswith("/crm/")]
     searches = [call for call in crm_calls if call.path.endswith("/search")]
@@ -99,8 +102,8 @@ def run_storm(stack: CrmStack) -> None:
     assert max(_per_window(crm_calls, 10).values()) <= BURST_PER_10_SECONDS + CONCURRENCY
     assert max(_per_window(searches, 1).values()) <= SEARCHES_PER_SECOND + CONCURRENCY
     print(  # the issue asks for this figure in the test output
-        f"\nstorm of {STORM_SIZE}: {len(crm_calls)} HubSpot requests, {len(crm_calls) / STORM_SIZE:.2f} per lead "
-        f"({len(searches) / STORM_SIZE:.2f} searches); outbox attempts per row {dict(sorted(attempts.items()))}; "
+        f"\nstorm of {size}: {len(crm_calls)} HubSpot requests, {len(crm_calls) / size:.2f} per lead "
+        f"({len(searches) / size:.2f} searches); outbox attempts per row {dict(sorted(attempts.items()))}; "
         f"settled in {elapsed:.0f}s"
     )
 
