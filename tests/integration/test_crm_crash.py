@@ -86,3 +86,44 @@ def test_a_worker_killed_between_hubspots_answer_and_our_commit_leaves_one_conta
         creations = [call.path for call in state.calls if call.method == "POST" and not call.path.endswith("search")]
         assert creations.count("/crm/v3/objects/contacts") == 1, "the retry searched instead of creating"
         assert creations.count("/crm/v3/objects/tasks") == 1, "the retry searched instead of creating"
+
+
+def test_a_worker_killed_inside_a_batch_leaves_each_lead_one_contact_one_note_and_one_task(
+    pg_settings: Settings, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batches = {"HUBSPOT_CUSTOM_PROPERTIES": "true", "HUBSPOT_BATCH_SIZE": "100"}
+    with crm_stack(pg_settings, redis_url, tmp_path, monkeypatch, concurrency=1, **batches) as stack:
+        state = stack.providers.state
+        state.create_answer_delay = HELD_ANSWER_SECONDS
+        people = [make_entry(810 + n, **{"2": f"batch.crash.{n}@example.org", "3": None,
+                                         "user_agent": f"Mozilla/5.0 (crash {n})"}) for n in range(3)]
+        assert [stack.post(entry).status_code for entry in people] == [202, 202, 202]
+
+        # 1. Killed while HubSpot's answer to the batch upsert of the three contacts is on its way.
+        kill_while_hubspot_answers_a_creation(stack)
+        assert len(state.contacts) == 3
+        # 2. Restarted: the contacts are found by email, the notes added, and it is killed creating the tasks.
+        stack.start_worker()
+        let_the_leases_run_out_and_sweep(stack)
+        kill_while_hubspot_answers_a_creation(stack)
+        assert len(state.tasks) == 3
+        # 3. Restarted with HubSpot answering at once: the tasks are found by their subjects.
+        state.create_answer_delay = 0.0
+        stack.start_worker()
+        let_the_leases_run_out_and_sweep(stack)
+        wait_for(lambda: all_crm_syncs_delivered(3), timeout=60, what="the CRM syncs")
+
+        assert (len(state.contacts), len(state.notes), len(state.tasks)) == (3, 3, 3), "nothing created twice"
+        with session_scope() as session:
+            leads = session.scalars(select(Lead)).all()
+        assert {lead.crm_contact_id for lead in leads} == set(state.contacts)
+        assert {lead.crm_task_id for lead in leads} == set(state.tasks)
+        creations = [call.path for call in state.calls if call.method == "POST"]
+        assert creations.count("/crm/v3/objects/contacts/batch/upsert") == 1, "the retry read instead of upserting"
+        assert creations.count("/crm/v3/objects/tasks/batch/create") == 1, "the retry searched instead of creating"
+
+
+def all_crm_syncs_delivered(expected: int) -> bool:
+    with session_scope() as session:
+        states = session.scalars(select(OutboxMessage.state).where(OutboxMessage.kind == OutboxKind.CRM_SYNC)).all()
+    return len(states) == expected and set(states) == {OutboxState.DELIVERED}
