@@ -17,7 +17,7 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     # Redis re-delivers a task whose worker has not acknowledged it within this time; it must outlast the longest
     # task (the hard time limit below), or a slow task would run twice at once.
-    broker_transport_options={"visibility_timeout": 3600},
+    broker_transport_options={"visibility_timeout": settings.celery_visibility_timeout_seconds},
     task_serializer="json",
     accept_content=["json"],
     task_ignore_result=True,
@@ -25,7 +25,10 @@ app.conf.update(
     task_acks_late=True,
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,
-    worker_cancel_long_running_tasks_on_connection_loss=True,
+    # A broker restart must not kill running tasks: one killed between Twilio's answer and our commit would text
+    # staff twice when it is retried. A task that finishes after a lost connection cannot be acknowledged, so it is
+    # re-delivered after the visibility timeout and finds its work done.
+    worker_cancel_long_running_tasks_on_connection_loss=False,
     task_soft_time_limit=60,
     task_time_limit=90,
     task_default_queue="admitflow",

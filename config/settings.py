@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     database_url: str = Field("sqlite:///admitflow.db", alias="DATABASE_URL")
     # Empty means no broker: work runs inline in the process that received it (the embedded default).
     celery_broker_url: str = Field("", alias="CELERY_BROKER_URL")
+    # Redis hands a task to another worker when it is not acknowledged this long after it was taken.
+    celery_visibility_timeout_seconds: int = Field(3600, alias="CELERY_VISIBILITY_TIMEOUT_SECONDS", gt=0)
 
     site: str = Field("main", alias="ADMITFLOW_SITE", min_length=1, max_length=64)
     webhook_secret: SecretStr | None = Field(None, alias="GRAVITYFORMS_WEBHOOK_SECRET")

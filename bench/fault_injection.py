@@ -1,0 +1,57 @@
+"""Fault injection at scale: the scenarios of tests/integration/test_faults.py with more submissions and a longer
+PostgreSQL outage, each on a private Redis and PostgreSQL (never the shared ones), printing one row per scenario.
+
+    python bench/fault_injection.py [--submissions 500] [--rate 20] [--postgres-outage 30] [--only redis_wiped]
+
+Needs redis-server and PostgreSQL's initdb/pg_ctl installed; as root, PostgreSQL runs as the `postgres` user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.support.fault_scenarios import SCENARIOS, Outcome, Scale, run_scenario
+from tests.support.private_services import private_services
+
+COLUMNS = ("scenario", "submitted", "leads", "CRM contacts", "CRM tasks", "staff alerts", "lost", "doubled",
+           "seconds", "what the fault did")
+
+
+def row(outcome: Outcome) -> list[str]:
+    tally = outcome.tally
+    doubled = f"{outcome.doubled}" + (f" ({tally.unrecorded_texts} unrecorded texts)" if tally.unrecorded_texts
+                                      else "")
+    facts = ", ".join(f"{name} {value}" for name, value in outcome.facts.items())
+    if tally.extra_notes:
+        facts += f", extra CRM notes {tally.extra_notes}"
+    return [outcome.scenario, str(tally.submitted), str(tally.leads), str(tally.contacts), str(tally.tasks),
+            str(tally.alerts), str(outcome.lost), doubled, f"{outcome.seconds:.0f}", facts]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--submissions", type=int, default=500)
+    parser.add_argument("--rate", type=float, default=20.0, help="submissions per second")
+    parser.add_argument("--postgres-outage", type=float, default=30.0, help="seconds PostgreSQL stays stopped")
+    parser.add_argument("--only", action="append", choices=sorted(SCENARIOS), help="run only these scenarios")
+    args = parser.parse_args()
+    scale = Scale(submissions=args.submissions, rate=args.rate, postgres_outage_seconds=args.postgres_outage,
+                  worker_kills=8, deploys=8, slow_entries=24, settle_seconds=600 + args.submissions * 2)
+    print("| " + " | ".join(COLUMNS) + " |")
+    print("|" + "---|" * len(COLUMNS))
+    failed = False
+    with private_services() as services, tempfile.TemporaryDirectory(prefix="admitflow-fault-bench-") as work:
+        for name in args.only or list(SCENARIOS):
+            outcome = run_scenario(name, services, Path(work), scale)
+            print("| " + " | ".join(row(outcome)) + " |", flush=True)
+            failed = failed or outcome.lost > 0 or outcome.doubled > 0
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
