@@ -83,8 +83,10 @@ class CRM(Protocol):
         """Create the contact, or update it when `contact_id` is known or an existing contact has the same
         email (else phone). Returns the contact id."""
 
-    def add_note(self, contact_id: str, text: str, at: datetime) -> str:
-        """Attach a note (the person's message) to the contact. Returns the note id."""
+    def add_note(self, contact_id: str, text: str, at: datetime, *, look_first: bool = False) -> str:
+        """Attach a note (the person's message) to the contact. Returns the note id. The text's first line names
+        the request: with `look_first` (an earlier attempt may have added the note and lost the answer), a note on
+        the contact that begins with it is returned instead of adding another."""
 
     def ensure_callback_task(self, contact_id: str, task: CallbackTaskSpec) -> str:
         """Return the id of the contact's callback task with `task.subject`, creating it if there is none, so a
@@ -130,7 +132,7 @@ class LogOnlyCRM:
         log.info("LOG-ONLY CRM (no HUBSPOT_TOKEN set): would upsert the contact for lead %s", card.lead_ref)
         return contact_id or f"log-contact-{card.lead_ref}"
 
-    def add_note(self, contact_id: str, text: str, at: datetime) -> str:
+    def add_note(self, contact_id: str, text: str, at: datetime, *, look_first: bool = False) -> str:
         log.info("LOG-ONLY CRM: would add a %d-character note to %s", len(text), contact_id)
         return f"log-note-{contact_id}-{int(at.timestamp())}"
 

@@ -114,6 +114,8 @@ def _sync(
 ) -> None:
     lead = session.get_one(Lead, row.lead_id, populate_existing=True)
     submission = session.get_one(Submission, row.submission_id)
+    # Leased before, with the contact known: an earlier attempt may have added the note and lost the answer.
+    doubtful = row.attempts > 1 and lead.crm_contact_id is not None
 
     if lead.crm_contact_id is not None and submission.crm_note_id is not None:
         contact_id = lead.crm_contact_id  # a retry: this request updated the contact before its note went in
@@ -126,7 +128,7 @@ def _sync(
     fields = applicant_fields(session, submission, settings)
     note = note_text(lead, submission, fields) if fields else None
     if submission.crm_note_id is None and note:
-        submission.crm_note_id = crm.add_note(contact_id, note, submission.received_at)
+        submission.crm_note_id = crm.add_note(contact_id, note, submission.received_at, look_first=doubtful)
         _progressed(session, row)
 
     if lead.crm_task_id is None:

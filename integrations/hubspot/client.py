@@ -120,11 +120,16 @@ class HubSpotCRM(HttpService):
             self._update_contact(conflict.existing_id, properties)
             return conflict.existing_id
 
-    def add_note(self, contact_id: str, text: str, at: datetime) -> str:
-        """Attach `text` as a note on the contact's timeline.
+    def add_note(self, contact_id: str, text: str, at: datetime, *, look_first: bool = False) -> str:
+        """Attach `text` as a note on the contact's timeline; with `look_first`, return the note on the contact
+        that carries `text`'s first line if there is one.
 
         https://developers.hubspot.com/docs/api/crm/notes (POST /crm/v3/objects/notes)
         """
+        if look_first:
+            note = NoteSpec("note", contact_id, text, at, text.split("\n", 1)[0])
+            if (existing := self._find_notes([note]).get("note")) is not None:
+                return existing
         body = {
             "properties": {"hs_note_body": _as_html(text), "hs_timestamp": _timestamp(at)},
             "associations": [_association(contact_id, NOTE_TO_CONTACT)],

@@ -122,15 +122,24 @@ class SalesforceCRM(HttpService):
                 raise
         return self._save_lead(card, creating=True)
 
-    def add_note(self, contact_id: str, text: str, at: datetime) -> str:
+    def add_note(self, contact_id: str, text: str, at: datetime, *, look_first: bool = False) -> str:
         """Record the person's message as a completed Task on the Lead; returns the Task id.
 
         A Task rather than a ContentNote: it takes the Lead as WhoId in one call, holds plain text, and shows in the
         Lead's activity history, which moves to the Contact when admissions converts the Lead. A ContentNote needs
         HTML-escaped base64 content, a second insert (ContentDocumentLink) to attach it, and Notes enabled.
-        ActivityDate is `at`'s date in its own time zone.
+        ActivityDate is `at`'s date in its own time zone. With `look_first`, the Lead's note Task whose
+        Description begins with `text`'s first line is returned if there is one (SOQL cannot filter a long text
+        area, so the few note Tasks of the Lead are read and compared here).
         https://developer.salesforce.com/docs/atlas.en-us.api.meta/api/sforce_api_objects_task.htm
         """
+        if look_first:
+            soql = (f"SELECT Id, Description FROM Task WHERE WhoId = {_soql_string(contact_id)} "  # noqa: S608
+                    f"AND Subject = {_soql_string(NOTE_SUBJECT)} LIMIT 200")
+            first_line = text.split("\n", 1)[0]
+            for record in self._query(soql):
+                if (record.description or "").startswith(first_line):
+                    return record.id
         body = {
             "Subject": NOTE_SUBJECT,
             "Description": _fit("Description", text),
@@ -295,7 +304,7 @@ class SalesforceCRM(HttpService):
         return read_answer(SaveResult, self.json("POST", path, json=body), f"POST {path}").id
 
     def _query(self, soql: str) -> list[Record]:
-        """The first page is enough: every query here selects only Id with a LIMIT.
+        """The first page is enough: every query here has a LIMIT.
 
         https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_query.htm
         (GET /query?q=... -> `{"totalSize", "done", "records": [{"attributes", "Id"}]}`)

@@ -54,6 +54,7 @@ class Record(_Answer):
 
     id: str = Field(alias="Id", min_length=1)
     attributes: dict[str, Any] = Field(default_factory=dict)
+    description: str | None = Field(None, alias="Description")  # only when selected; PHI, never logged
 
     @property
     def sobject_type(self) -> str | None:

@@ -238,3 +238,14 @@ def test_a_client_without_the_lead_reference_property_does_not_batch() -> None:
     assert HubSpotCRM(TOKEN).batch_size == 0
     assert HubSpotCRM(TOKEN, custom_properties=True).batch_size == 100
     assert HubSpotCRM(TOKEN, custom_properties=True, batch_size=500).batch_size == 100
+
+
+def test_one_note_sent_again_after_a_lost_answer_is_found_by_its_first_line(
+    hubspot: responses.RequestsMock, crm: HubSpotCRM
+) -> None:
+    hubspot.post(f"{NOTES}/search", json={"total": 1, "results": [
+        {"id": "801", "properties": {"hs_note_body": "Website request L-001 (form 3, entry 1):<br><br>..."}}]})
+
+    text = "Website request L-001 (form 3, entry 1):\n\nPlease call"
+    assert crm.add_note("701", text, AT, look_first=True) == "801"
+    assert [call.request.url for call in hubspot.calls] == [f"{NOTES}/search"], "no note created"

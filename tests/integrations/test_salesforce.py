@@ -753,3 +753,19 @@ def test_it_gives_the_callback_task_to_the_staff_member_who_claimed_it(
     assert patch.call_count == 1
     assert sent_json(patch.calls[0]) == {"OwnerId": "0055e000001ClmrAAA"}
     assert patch.calls[0].request.headers["Authorization"] == f"Bearer {TOKEN}"
+
+
+def test_a_note_an_unanswered_attempt_added_is_found_on_the_lead_instead_of_added_again(
+    logged_in: responses.RequestsMock, crm: SalesforceCRM
+) -> None:
+    text = "Website request L-7Q2 (form 3, entry 42):\n\nplease call"
+    soql = ("SELECT Id, Description FROM Task WHERE WhoId = '00Q5e00000Zeb001AAA' AND Subject = 'Website request' "
+            "LIMIT 200")
+    earlier = {"attributes": {"type": "Task"}, "Id": "00T5e00000Other1AAA",
+               "Description": "Website request L-7Q2 (form 3, entry 41):\n\nearlier"}
+    this_one = {"attributes": {"type": "Task"}, "Id": TASK_ID, "Description": text}
+    logged_in.get(QUERY, match=[matchers.query_param_matcher({"q": soql})],
+                  json={"totalSize": 2, "done": True, "records": [earlier, this_one]})
+
+    assert crm.add_note(LEAD_ID, text, datetime(2025, 3, 4, tzinfo=UTC), look_first=True) == TASK_ID
+    assert [call.request.method for call in logged_in.calls[1:]] == ["GET"], "nothing created"

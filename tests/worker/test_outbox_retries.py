@@ -23,8 +23,10 @@ class FlakyCRM(LogOnlyCRM):
 
     note_failures: list[IntegrationError] = field(default_factory=list)
     task_failures: list[IntegrationError] = field(default_factory=list)
+    note_lookups: list[bool] = field(default_factory=list)
 
-    def add_note(self, contact_id: str, text: str, at: datetime) -> str:
+    def add_note(self, contact_id: str, text: str, at: datetime, *, look_first: bool = False) -> str:
+        self.note_lookups.append(look_first)
         if self.note_failures:
             raise self.note_failures.pop(0)
         return super().add_note(contact_id, text, at)
@@ -80,3 +82,15 @@ def test_the_first_retry_wait_follows_the_setting_and_doubles() -> None:
     assert [backoff(n, error, first).total_seconds() for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 4.0]
     assert backoff(1, error) == timedelta(seconds=5)
     assert backoff(60, error) == timedelta(minutes=30)
+
+
+def test_a_note_whose_answer_was_lost_is_looked_for_before_it_is_added_again(
+    session: Session, settings: Settings, form_object: dict[str, Any]
+) -> None:
+    ids = new_lead_outbox(session, settings, form_object)
+    crm = FlakyCRM(note_failures=[bad_gateway()])
+
+    row = deliver_until_settled(session, settings, ids[OutboxKind.CRM_SYNC], crm)
+
+    assert row.state == OutboxState.DELIVERED
+    assert crm.note_lookups == [False, True], "only the retry, which may follow a lost answer, looks first"
