@@ -33,6 +33,10 @@ class Messenger(Protocol):
     def place_call(self, to: str, twiml_url: str) -> SentMessage:
         """Call the E.164 number `to`; when it is answered, the provider fetches what to do from `twiml_url`."""
 
+    def find_sms(self, to: str, body: str) -> SentMessage | None:
+        """The text with `body` recently sent to `to`, if the provider has one: whether an attempt whose answer
+        was lost went out."""
+
 
 class LogOnlyMessenger:
     """Stands in for Twilio when it is not configured: logs the PHI-free body and the staff recipient."""
@@ -46,3 +50,6 @@ class LogOnlyMessenger:
     def place_call(self, to: str, twiml_url: str) -> SentMessage:
         log.info("LOG-ONLY CALL (no TWILIO_* set) to staff %s, playing %s", to, twiml_url)
         return SentMessage(sid=f"log-{uuid.uuid4().hex[:16]}", status="logged")
+
+    def find_sms(self, to: str, body: str) -> SentMessage | None:
+        return None

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import requests
-from twilio.base.exceptions import TwilioRestException, TwilioServiceException
+from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
@@ -68,6 +68,8 @@ _CALL_SENDER_PROBLEMS: dict[int, str] = {
 }
 # Twilio rings this long before it reports `no-answer` (its default is 60 s, when voicemail has long answered).
 RING_SECONDS = 25
+# How many of the latest texts to one staff phone are checked for one whose answer was lost.
+RECENT_TEXTS = 20
 
 
 class TwilioMessenger:
@@ -113,6 +115,24 @@ class TwilioMessenger:
         except (TwilioRestException, TwilioServiceException) as exc:
             raise _error_for(exc.code, exc.status, to) from None
         return SentMessage(sid=str(message.sid), status=str(message.status))
+
+    def find_sms(self, to: str, body: str) -> SentMessage | None:
+        """Look among the last texts from the center's number to `to` for one with `body` (a trial account prefixes
+        bodies, hence `in`). https://www.twilio.com/docs/messaging/api/message-resource#read-multiple-message-resources
+        (GET /Messages.json?To=&From=&PageSize=)"""
+        try:
+            messages = self.client.messages.list(to=to, from_=self.from_number, limit=RECENT_TEXTS)
+        except requests.Timeout:
+            raise ServiceUnavailable(f"Twilio did not answer within {self.timeout:g}s; will retry") from None
+        except requests.ConnectionError:
+            raise ServiceUnavailable("could not connect to Twilio; will retry") from None
+        except (TwilioRestException, TwilioServiceException) as exc:
+            raise _error_for(exc.code, exc.status, to, what="message lookup") from None
+        except TwilioException:
+            # Paging wraps the answer in a plain TwilioException whose text quotes the body: never chain it.
+            raise ServiceUnavailable("Twilio could not list recent texts; will retry") from None
+        found = next((message for message in messages if body in (message.body or "")), None)
+        return SentMessage(sid=str(found.sid), status=str(found.status)) if found is not None else None
 
     def place_call(self, to: str, twiml_url: str) -> SentMessage:
         """Call `to` from the center's number; Twilio fetches the TwiML from `twiml_url` when it is answered and

@@ -138,6 +138,16 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             record["properties"].update(body["properties"])
             self._send(200, {"id": match.group(2), "properties": record["properties"]})
+        elif self.command == "GET" and re.fullmatch(r"/2010-04-01/Accounts/\w+/Messages.json", path):
+            # https://www.twilio.com/docs/messaging/api/message-resource#read-multiple-message-resources
+            query = {key: values[0] for key, values in parse_qs(self.path.partition("?")[2]).items()}
+            size = int(query.get("PageSize", 50))
+            found = [sms for sms in reversed(state.sms)
+                     if sms["To"] == query.get("To", sms["To"]) and sms["From"] == query.get("From", sms["From"])]
+            messages = [{"sid": sms["sid"], "to": sms["To"], "from": sms["From"], "body": sms["Body"],
+                         "status": "sent"} for sms in found[:size]]
+            self._send(200, {"messages": messages, "page": 0, "page_size": size, "next_page_uri": None,
+                             "uri": path, "first_page_uri": path, "previous_page_uri": None})
         elif self.command == "POST" and re.fullmatch(r"/2010-04-01/Accounts/\w+/Messages.json", path):
             sid = f"SM{state.new_id():0>32}"
             state.sms.append({"sid": sid, **body})
@@ -205,6 +215,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._handle()
 
     def do_PATCH(self) -> None:
+        self._handle()
+
+    def do_GET(self) -> None:
         self._handle()
 
 

@@ -7,6 +7,7 @@ from urllib.parse import parse_qs
 import pytest
 import requests
 import responses
+from responses import matchers
 
 from integrations.errors import IntegrationError, RateLimited, ServiceUnavailable, Unauthorized
 from integrations.messaging import Messenger
@@ -231,3 +232,36 @@ def test_no_error_carries_the_body_or_the_full_number_or_the_original_exception(
         assert TO.lstrip("+") not in text
     assert caught.value.__cause__ is None
     assert caught.value.__suppress_context__
+
+
+def message_page(*bodies: str) -> dict[str, Any]:
+    """GET Messages.json, trimmed: https://www.twilio.com/docs/messaging/api/message-resource#read-multiple-message-resources"""
+    messages = [created_message("delivered") | {"sid": f"SM{n:032d}", "body": body} for n, body in enumerate(bodies)]
+    return {"messages": messages, "page": 0, "page_size": 20, "next_page_uri": None, "previous_page_uri": None,
+            "first_page_uri": "/2010-04-01/Accounts/x/Messages.json?PageSize=20", "uri": "/x"}
+
+
+@responses.activate
+def test_a_text_whose_answer_was_lost_is_found_among_the_latest_to_that_staff_phone() -> None:
+    asked = matchers.query_param_matcher({"To": TO, "From": FROM, "PageSize": "20"})
+    responses.get(MESSAGES_URL, match=[asked], json=message_page(
+        "Another lead waiting (lead 4820)", f"Sent from your Twilio trial account - {BODY}"))
+
+    found = messenger().find_sms(TO, BODY)
+
+    assert found is not None and found.sid == f"SM{1:032d}" and found.status == "delivered"
+
+
+@responses.activate
+def test_no_text_is_found_when_none_of_the_latest_has_the_body() -> None:
+    responses.get(MESSAGES_URL, json=message_page("Another lead waiting (lead 4820)"))
+
+    assert messenger().find_sms(TO, BODY) is None
+
+
+@responses.activate
+def test_a_failed_lookup_is_retried_later() -> None:
+    responses.get(MESSAGES_URL, json=twilio_error(20500, 503, "Service Unavailable"), status=503)
+
+    with pytest.raises(ServiceUnavailable):
+        messenger().find_sms(TO, BODY)
