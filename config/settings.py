@@ -52,8 +52,12 @@ class Settings(BaseSettings):
     correction_window_minutes: int = Field(30, alias="CORRECTION_WINDOW_MINUTES", ge=0)
     # Repeat requests from one lead within this many minutes of its last alert do not text staff again.
     alert_coalesce_minutes: int = Field(10, alias="ALERT_COALESCE_MINUTES", ge=0)
+    # Past this many staff alerts in an hour from one device (IP and browser), its new leads are still stored and
+    # synced but staff get one summary text instead of one per lead (0: no limit).
+    alert_source_max_per_hour: int = Field(5, alias="ALERT_SOURCE_MAX_PER_HOUR", ge=0)
 
-    # PHI at rest. Comma-separated Fernet keys, newest first; the blind-index key is for dedup digests.
+    # PHI at rest. Comma-separated Fernet keys, newest first; the blind-index keys (also comma-separated, newest
+    # first) are for dedup digests.
     encryption_keys: SecretStr | None = Field(None, alias="ADMITFLOW_ENCRYPTION_KEYS")
     blind_index_key: SecretStr | None = Field(None, alias="ADMITFLOW_BLIND_INDEX_KEY")
     key_file: Path = Field(Path(".admitflow-keys.json"), alias="ADMITFLOW_KEY_FILE")

@@ -5,17 +5,21 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from integrations.errors import IntegrationError
+from integrations.errors import IntegrationError, Unauthorized
 from worker.best_time import call_time_of
 from worker.models import EscalationTimer, Lead, LeadStatus, OutboxMessage, StaffAlert, Submission, TimerState
+from worker.processing import SOURCE_FLOOD, SOURCE_FLOOD_WINDOW
 from worker.roster import StaffMember
 from worker.services import Services
 from worker.templates import AlertFacts
 
 log = logging.getLogger(__name__)
+
+# A flood summary names at most this many lead references, to stay within one or two SMS segments.
+FLOOD_SUMMARY_REFS = 6
 
 
 def alert_facts(lead: Lead, services: Services, now: datetime) -> AlertFacts:
@@ -60,10 +64,13 @@ def alert_staff(session: Session, row: OutboxMessage, services: Services, now: d
     """Text the on-call staff member about the lead and start its escalation timer, recording the attempt
     whatever its outcome. A lead someone has claimed gets no more alerts."""
     lead = session.get_one(Lead, row.lead_id, populate_existing=True)
+    submission = session.get_one(Submission, row.submission_id)
+    if (submission.flag_reason or "").startswith(SOURCE_FLOOD):
+        summarize_flood(session, row, lead, submission, services, now)
+        return
     if lead.status != LeadStatus.NEW:
         log.info("lead %s is already claimed: staff alert %s not sent", lead.ref, row.id)
         return
-    submission = session.get_one(Submission, row.submission_id)
     staff = services.roster.on_call_staff(now)[0]
     template = services.templates.repeat_sms if submission.is_repeat else services.templates.alert_sms
     body = services.templates.render(template, alert_facts(lead, services, now))
@@ -86,6 +93,47 @@ def alert_staff(session: Session, row: OutboxMessage, services: Services, now: d
     start_escalation(session, lead.id, row.id, due_at=reminder_at, now=now, sms_sid=sent.sid)
 
 
+def flood_summary_body(refs: list[str], limit: int) -> str:
+    """The one text about a flood from one device: a count and lead references, never who or why."""
+    shown = ", ".join(refs[:FLOOD_SUMMARY_REFS]) + (" and more" if len(refs) > FLOOD_SUMMARY_REFS else "")
+    return (
+        f"admitflow: {len(refs)} more callback request(s) from one device within an hour, past the limit of {limit}"
+        f" texts: not texted one by one. Each has a CRM callback task: {shown}."
+    )
+
+
+def flood_refs(session: Session, submission: Submission, now: datetime) -> list[str]:
+    """The leads of this device's submissions marked as a flood within the window, oldest first."""
+    return list(session.scalars(
+        select(Lead.ref)
+        .join(Submission, Submission.lead_id == Lead.id)
+        .where(
+            Submission.device_index == submission.device_index,
+            Submission.flag_reason.startswith(SOURCE_FLOOD),
+            Submission.processed_at >= now - SOURCE_FLOOD_WINDOW,
+        )
+        .group_by(Lead.ref)
+        .order_by(func.min(Submission.id))
+    ))
+
+
+def summarize_flood(
+    session: Session, row: OutboxMessage, lead: Lead, submission: Submission, services: Services, now: datetime
+) -> None:
+    """Text the on-call staff member once about a flood of requests from one device. No reminder call follows:
+    each lead has its CRM callback task, and a flood is more often a bot than people."""
+    staff = services.roster.on_call_staff(now)[0]
+    body = flood_summary_body(flood_refs(session, submission, now), services.settings.alert_source_max_per_hour)
+    attempt = record_attempt(session, lead, row.id, staff, "sms", body, now)
+    try:
+        sent = services.messenger.send_sms(staff.phone, body)
+    except IntegrationError as exc:
+        attempt.status, attempt.error = "failed", exc.message
+        session.commit()
+        raise
+    attempt.status, attempt.provider_id = sent.status, sent.sid
+
+
 def acknowledgement_body(center_number: str | None) -> str:
     """What the person reads on their own phone: nothing about why they wrote, whom they asked, or treatment."""
     via = f" from {_spoken_number(center_number)}" if center_number else ""
@@ -102,4 +150,15 @@ def acknowledge_person(session: Session, row: OutboxMessage, services: Services)
     lead = session.get_one(Lead, row.lead_id)
     if not (lead.consent_to_text and lead.phone):
         return
-    services.messenger.send_sms(lead.phone, acknowledgement_body(services.settings.twilio_from_number))
+    try:
+        services.messenger.send_sms(lead.phone, acknowledgement_body(services.settings.twilio_from_number))
+    except IntegrationError as exc:
+        if not exc.permanent or isinstance(exc, Unauthorized):
+            raise
+        # The messenger words a refused recipient for staff phones ("the staff number ending in 42 ... fix
+        # ROSTER_FILE"): here the recipient is the person, whose digits are PHI and who is not in the roster.
+        raise IntegrationError(
+            f"Twilio refused the acknowledgement text for lead {lead.ref} (HTTP {exc.status}); it is not sent, and "
+            "staff call the person as usual. If every acknowledgement fails, check TWILIO_FROM_NUMBER",
+            permanent=True, status=exc.status,
+        ) from None

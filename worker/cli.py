@@ -26,7 +26,7 @@ from worker.db import session_scope
 from worker.dispatch import CeleryDispatcher, InlineDispatcher, dispatcher_for
 from worker.export import lead_record
 from worker.intake import RejectedEntry, register_form, store_entry
-from worker.key_rotation import rotate_keys
+from worker.key_rotation import rotate_blind_indexes, rotate_keys
 from worker.models import Lead, OutboxMessage, OutboxState, Submission, SubmissionSource, SubmissionState
 from worker.outbox import deliver
 from worker.phi import KeyConfigurationError, current_vault, generate_keys
@@ -539,16 +539,24 @@ def keys() -> None:
 @keys.command("rotate")
 @click.option("--batch", type=int, default=500, show_default=True, help="Rows per transaction.")
 def keys_rotate(batch: int) -> None:
-    """Re-encrypt every PHI value with the first key in ADMITFLOW_ENCRYPTION_KEYS; run again to resume.
+    """Re-encrypt every PHI value with the first key in ADMITFLOW_ENCRYPTION_KEYS and recompute every dedup digest
+    with the first key in ADMITFLOW_BLIND_INDEX_KEY; run again to resume.
 
     Keep the old keys after the new one until this reports nothing left to rotate.
     """
     settings = _settings()
     ensure_schema(settings)
+    vault = current_vault()
+
+    def progress(table: str, rows: int) -> None:
+        click.echo(f"{table}: {rows} row(s) checked", err=True)
+
     with session_scope() as session:
-        result = rotate_keys(session, current_vault(), batch=batch,
-                             progress=lambda table, rows: click.echo(f"{table}: {rows} row(s) checked", err=True))
+        result = rotate_keys(session, vault, batch=batch, progress=progress)
+        indexes = rotate_blind_indexes(session, vault, batch=batch, progress=progress)
     click.echo(f"checked {result.checked} encrypted value(s), re-encrypted {result.rotated} with the newest key")
+    click.echo(f"checked {indexes.checked} blind index(es), recomputed {indexes.rewritten} with the newest key, "
+               f"deleted {indexes.stale_locks} unused dedup lock row(s)")
 
 
 @keys.command("generate")

@@ -124,21 +124,32 @@ def identity_digests(applicant: Applicant, vault: PhiVault) -> dict[str, str]:
     return digests
 
 
-def lock_identity(session: Session, digests: dict[str, str]) -> None:
-    """Serialize every transaction that is deciding about the same phone, email or device, in the database."""
-    rows = [{"kind": kind, "digest": digest} for kind, digest in sorted(digests.items())]
+def lookup_digests(applicant: Applicant, vault: PhiVault) -> dict[str, tuple[str, ...]]:
+    """The applicant's phone, email and device digests under every configured blind-index key, newest first:
+    during a key rotation a stored digest may still be under an older key."""
+    values = {"phone": applicant.phone, "email": applicant.email, "device": applicant.device}
+    return {kind: vault.blind_indexes(kind, value) for kind, value in values.items() if value}
+
+
+def lock_identity(session: Session, lookups: dict[str, tuple[str, ...]]) -> None:
+    """Serialize every transaction that is deciding about the same phone, email or device, in the database.
+    Locks the digests under every configured key, so a process still on the old key list serializes too."""
+    keys = sorted((kind, digest) for kind, digests in lookups.items() for digest in digests)
+    rows = [{"kind": kind, "digest": digest} for kind, digest in keys]
     if not rows:
         return
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
-        session.execute(pg_insert(LeadKey).values(rows).on_conflict_do_nothing())
-        keys = [(row["kind"], row["digest"]) for row in rows]
-        session.execute(
-            select(LeadKey.kind)
-            .where(tuple_(LeadKey.kind, LeadKey.digest).in_(keys))
-            .order_by(LeadKey.kind, LeadKey.digest)
-            .with_for_update()
-        )
+        locked = 0
+        # `admitflow keys rotate` deletes lock rows; one deleted between the insert and the lock is inserted again.
+        while locked < len(rows):
+            session.execute(pg_insert(LeadKey).values(rows).on_conflict_do_nothing())
+            locked = len(session.execute(
+                select(LeadKey.kind)
+                .where(tuple_(LeadKey.kind, LeadKey.digest).in_(keys))
+                .order_by(LeadKey.kind, LeadKey.digest)
+                .with_for_update()
+            ).all())
     else:
         # SQLite has one writer at a time: this INSERT makes the transaction that writer until it commits.
         session.execute(sqlite_insert(LeadKey).values(rows).on_conflict_do_nothing())
@@ -172,14 +183,14 @@ def _same_person(a: Lead, b: Lead, applicant: Applicant) -> bool:
 
 
 def find_contact_matches(
-    session: Session, applicant: Applicant, digests: dict[str, str], *, at: datetime, window: timedelta
+    session: Session, applicant: Applicant, lookups: dict[str, tuple[str, ...]], *, at: datetime, window: timedelta
 ) -> list[Lead]:
     """Leads active within the window either side of `at` sharing the phone or email, whose names agree."""
     conditions = []
-    if "phone" in digests:
-        conditions.append(Lead.phone_index == digests["phone"])
-    if "email" in digests:
-        conditions.append(Lead.email_index == digests["email"])
+    if "phone" in lookups:
+        conditions.append(Lead.phone_index.in_(lookups["phone"]))
+    if "email" in lookups:
+        conditions.append(Lead.email_index.in_(lookups["email"]))
     if not conditions:
         return []
     candidates = session.scalars(
@@ -194,17 +205,17 @@ def find_contact_matches(
 
 
 def find_correction_matches(
-    session: Session, applicant: Applicant, digests: dict[str, str], *, at: datetime, window: timedelta
+    session: Session, applicant: Applicant, lookups: dict[str, tuple[str, ...]], *, at: datetime, window: timedelta
 ) -> list[Lead]:
     """Leads that the same device submitted for the same full name within `window` of `at`, either side."""
-    device = digests.get("device")
+    device = lookups.get("device")
     if device is None:
         return []
     candidates = session.scalars(
         select(Lead)
         .join(Submission, Submission.lead_id == Lead.id)
         .where(
-            Submission.device_index == device,
+            Submission.device_index.in_(device),
             Submission.requested_at >= at - window,
             Submission.requested_at <= at + window,
             Lead.status != LeadStatus.MERGED,
@@ -218,12 +229,12 @@ def find_correction_matches(
     ]
 
 
-def _best_first(contact: list[Lead], corrections: list[Lead], digests: dict[str, str]) -> list[Lead]:
+def _best_first(contact: list[Lead], corrections: list[Lead], lookups: dict[str, tuple[str, ...]]) -> list[Lead]:
     """Every matching lead once, the strongest match first: more shared identifiers, then the latest request."""
     def strength(lead: Lead) -> tuple[int, datetime, int]:
         shared = sum(
             1 for kind, column in (("phone", lead.phone_index), ("email", lead.email_index))
-            if column is not None and digests.get(kind) == column
+            if column is not None and column in lookups.get(kind, ())
         )
         return (shared, lead.last_request_at, -lead.id)
 
@@ -246,10 +257,11 @@ def assign_lead(
     the same person are merged into the strongest match, so the result does not depend on arrival order.
     """
     digests = identity_digests(applicant, vault)
-    lock_identity(session, digests)
-    contact = find_contact_matches(session, applicant, digests, at=at, window=window)
-    corrections = find_correction_matches(session, applicant, digests, at=at, window=correction_window)
-    matches = _best_first(contact, corrections, digests)
+    lookups = lookup_digests(applicant, vault)
+    lock_identity(session, lookups)
+    contact = find_contact_matches(session, applicant, lookups, at=at, window=window)
+    corrections = find_correction_matches(session, applicant, lookups, at=at, window=correction_window)
+    matches = _best_first(contact, corrections, lookups)
     if matches:
         lead = matches[0]
         for other in matches[1:]:

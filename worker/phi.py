@@ -2,7 +2,9 @@
 
 Every PHI column is encrypted with Fernet (AES-CBC + HMAC-SHA256) through `MultiFernet`, so a key can be added
 in front and old rows re-encrypted later. Dedup cannot compare ciphertexts, so each normalized phone and email also
-gets a blind index: a keyed HMAC-SHA256 digest that matches equal values without revealing them.
+gets a blind index: a keyed HMAC-SHA256 digest that matches equal values without revealing them. Blind-index keys
+rotate the same way: digests are written under the newest key and looked up under every configured key until
+`admitflow keys rotate` has rewritten the stored ones.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ class UndecryptableValue(RuntimeError):
 @dataclass(frozen=True)
 class PhiVault:
     ciphers: MultiFernet
-    index_key: bytes
+    index_keys: tuple[bytes, ...]  # newest first: digests are written under the first, looked up under all
     primary: Fernet | None = None  # the newest key, which `rotate` re-encrypts everything to
 
     def is_current(self, token: str) -> bool:
@@ -71,8 +73,14 @@ class PhiVault:
             ) from None
 
     def blind_index(self, kind: str, normalized: str) -> str:
+        """The digest to store, under the newest blind-index key."""
+        return self.blind_indexes(kind, normalized)[0]
+
+    def blind_indexes(self, kind: str, normalized: str) -> tuple[str, ...]:
+        """The value's digest under every configured blind-index key, newest first: what a lookup must match
+        while stored digests are being rewritten to the newest key."""
         message = f"{kind}:{normalized}".encode()
-        return hmac.new(self.index_key, message, hashlib.sha256).hexdigest()
+        return tuple(hmac.new(key, message, hashlib.sha256).hexdigest() for key in self.index_keys)
 
 
 def _parse_fernet_keys(raw: str) -> list[Fernet]:
@@ -88,6 +96,15 @@ def _parse_fernet_keys(raw: str) -> list[Fernet]:
         ) from None
 
 
+def _parse_index_keys(raw: str) -> tuple[bytes, ...]:
+    keys = tuple(_parse_index_key(part.strip()) for part in raw.split(",") if part.strip())
+    if not keys:
+        raise KeyConfigurationError("ADMITFLOW_BLIND_INDEX_KEY is empty: set one or more keys, newest first")
+    if len(set(keys)) != len(keys):
+        raise KeyConfigurationError("ADMITFLOW_BLIND_INDEX_KEY lists the same key twice: list each key once")
+    return keys
+
+
 def _parse_index_key(raw: str) -> bytes:
     try:
         key = base64.urlsafe_b64decode(raw.encode("ascii"))
@@ -95,8 +112,8 @@ def _parse_index_key(raw: str) -> bytes:
         key = b""
     if len(key) < 32:
         raise KeyConfigurationError(
-            "ADMITFLOW_BLIND_INDEX_KEY must be at least 32 random bytes, url-safe base64; "
-            "make one with `admitflow keys generate`"
+            "ADMITFLOW_BLIND_INDEX_KEY must be one or more keys (comma-separated, newest first), each at least 32 "
+            "random bytes, url-safe base64; make one with `admitflow keys generate`"
         )
     return key
 
@@ -139,7 +156,7 @@ def load_vault(settings: Settings) -> PhiVault:
         enc = enc or stored["ADMITFLOW_ENCRYPTION_KEYS"]
         idx = idx or stored["ADMITFLOW_BLIND_INDEX_KEY"]
     fernets = _parse_fernet_keys(enc)
-    return PhiVault(ciphers=MultiFernet(fernets), index_key=_parse_index_key(idx), primary=fernets[0])
+    return PhiVault(ciphers=MultiFernet(fernets), index_keys=_parse_index_keys(idx), primary=fernets[0])
 
 
 _vault: PhiVault | None = None

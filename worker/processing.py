@@ -29,6 +29,10 @@ from worker.phi import current_vault
 from worker.screening import screen
 
 GF_NOT_A_PERSON = frozenset({"spam", "trash"})
+# The flag reason of a lead processed normally but not texted about on its own: its device was past
+# ALERT_SOURCE_MAX_PER_HOUR. The first such submission in an hour carries the staff alert that summarizes them.
+SOURCE_FLOOD = "source_flood"
+SOURCE_FLOOD_WINDOW = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -56,8 +60,13 @@ def applicant_fields(session: Session, submission: Submission, settings: Setting
     return read_applicant(form, submission.payload, form_overrides(settings, submission.site, submission.form_id))
 
 
+def device_evidence(meta: EntryMeta) -> str | None:
+    """The sender's IP and browser as one string, the device evidence dedup and alert coalescing digest."""
+    return f"{meta.ip}|{meta.user_agent}" if meta.ip and meta.user_agent else None
+
+
 def normalized_applicant(fields: ApplicantFields, meta: EntryMeta, region: str) -> Applicant:
-    device = f"{meta.ip}|{meta.user_agent}" if meta.ip and meta.user_agent else None
+    device = device_evidence(meta)
     return Applicant(
         first_name=clean_text(fields.first_name),
         last_name=clean_text(fields.last_name),
@@ -99,6 +108,38 @@ def _staff_should_hear_again(session: Session, lead: Lead, settings: Settings) -
         ).limit(1)
     )
     return recent is None
+
+
+def _alerts_from_device(session: Session, devices: tuple[str, ...], now: datetime) -> tuple[int, int]:
+    """Staff alerts decided within the flood window for submissions from this device (its digests under every
+    blind-index key): (one per lead, flood summaries). Runs under the dedup lock on the device."""
+    reasons = session.scalars(
+        select(Submission.flag_reason)
+        .join(OutboxMessage, OutboxMessage.submission_id == Submission.id)
+        .where(
+            Submission.device_index.in_(devices),
+            OutboxMessage.kind == OutboxKind.STAFF_ALERT,
+            OutboxMessage.created_at >= now - SOURCE_FLOOD_WINDOW,
+        )
+    ).all()
+    summaries = sum(1 for reason in reasons if reason and reason.startswith(SOURCE_FLOOD))
+    return len(reasons) - summaries, summaries
+
+
+def _alert_or_coalesce(session: Session, submission: Submission, device: str | None, settings: Settings) -> bool:
+    """Does this submission get a staff alert? Past ALERT_SOURCE_MAX_PER_HOUR alerts from one device in an hour,
+    its leads are marked instead, and only the first of them alerts staff, with a summary of the flood."""
+    limit = settings.alert_source_max_per_hour
+    if not (limit and device):
+        return True
+    per_lead, summaries = _alerts_from_device(session, current_vault().blind_indexes("device", device), utcnow())
+    if per_lead < limit:
+        return True
+    submission.flag_reason = (
+        f"{SOURCE_FLOOD}: over ALERT_SOURCE_MAX_PER_HOUR={limit} staff alerts in an hour from this device, so staff "
+        "got one summary text instead of one per lead; the lead is in the CRM with its callback task"
+    )
+    return summaries == 0
 
 
 def process_submission(session: Session, submission_id: int, settings: Settings) -> Outcome:
@@ -155,8 +196,10 @@ def process_submission(session: Session, submission_id: int, settings: Settings)
     lead, created = assignment.lead, assignment.created
     submission.state, submission.lead_id, submission.is_repeat = SubmissionState.PROCESSED, lead.id, not created
     kinds = [OutboxKind.CRM_SYNC]
-    if not _too_old_to_alert(submission, requested_at, settings) and (
-        created or _staff_should_hear_again(session, lead, settings)
+    if (
+        not _too_old_to_alert(submission, requested_at, settings)
+        and (created or _staff_should_hear_again(session, lead, settings))
+        and _alert_or_coalesce(session, submission, applicant.device, settings)
     ):
         kinds.append(OutboxKind.STAFF_ALERT)
     if created and settings.person_ack_sms and lead.consent_to_text and lead.phone and not _too_old_to_alert(
