@@ -269,7 +269,7 @@ def assign_lead(
                 absorb(session, lead, other)
         corrected = lead not in contact
         _join(lead, applicant, digests, at, corrected=corrected)
-        _absorb_now_agreeing(session, lead, at=at, window=window)
+        _absorb_now_agreeing(session, lead, vault, at=at, window=window)
         return Assignment(lead, created=False, corrected=corrected)
     lead = Lead(
         ref=_new_ref(session),
@@ -292,11 +292,12 @@ def assign_lead(
     return Assignment(lead, created=True)
 
 
-def _absorb_now_agreeing(session: Session, lead: Lead, *, at: datetime, window: timedelta) -> None:
+def _absorb_now_agreeing(session: Session, lead: Lead, vault: PhiVault, *, at: datetime, window: timedelta) -> None:
     """A join can teach a lead a name (Elizabeth) that reconciles it with a lead kept apart earlier for the
-    same phone or email (Liz): merge those now, as time-ordered processing would have."""
-    shared = [column == value for column, value in ((Lead.phone_index, lead.phone_index),
-                                                    (Lead.email_index, lead.email_index)) if value]
+    same phone or email (Liz): merge those now, as time-ordered processing would have. Neighbours are looked up
+    under every blind-index key: during a rotation theirs may not be rewritten yet."""
+    shared = [column.in_(vault.blind_indexes(kind, value)) for kind, column, value in (
+        ("phone", Lead.phone_index, lead.phone), ("email", Lead.email_index, lead.email)) if value]
     if not shared:
         return
     neighbours = session.scalars(

@@ -29,7 +29,9 @@ def use_index_keys(monkeypatch: pytest.MonkeyPatch, *keys: str) -> None:
     reset_vault()
 
 
-def person(entry_id: int, *, phone: str, email: str, ip: str = "198.51.100.7", first: str = "Avery") -> dict[str, Any]:
+def person(
+    entry_id: int, *, phone: str | None, email: str, ip: str = "198.51.100.7", first: str = "Avery"
+) -> dict[str, Any]:
     return make_entry(entry_id, ip=ip, **{"1.3": first, "1.6": "Sample", "3": phone, "2": email})
 
 
@@ -116,3 +118,24 @@ def test_an_interrupted_rotation_resumes_and_a_finished_one_has_nothing_left(
                                                    ip="203.0.113.1", first=first))
         assert not outcome.new_lead
     assert lead_count(session) == 5
+
+
+def test_leads_a_join_reconciles_are_merged_while_only_some_digests_are_rewritten(
+    session: Session, settings: Settings, form_object: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    register_form(session, site=settings.site, form_object=form_object)
+    # Two typos of one name, one typo apart from "Ulises" each but two from each other: kept apart at first.
+    ingest(session, settings, person(1, phone="(617) 555-0161", email="u1@example.org", first="Uliess"))
+    ingest(session, settings, person(2, phone="(617) 555-0161", email="u2@example.org", first="Ulsies",
+                                     ip="198.51.100.20"))
+    use_index_keys(monkeypatch, NEW_KEY, OLD_KEY)
+
+    def stop_after_the_first_lead(table: str, rows: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        rotate_blind_indexes(session, current_vault(), batch=1, progress=stop_after_the_first_lead)
+    session.rollback()
+    ingest(session, settings, person(3, phone=None, email="u1@example.org", first="Ulises", ip="198.51.100.30"))
+
+    assert session.scalars(select(Lead.first_name).where(Lead.status != "merged")).all() == ["Uliess"]
