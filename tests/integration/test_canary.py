@@ -78,6 +78,11 @@ REJECTED = canary(9, "Ysoldavia", "Brackenmoor")  # 4xx at the webhook: not JSON
 ALL = (HAPPY, CRM_REJECTS, CRM_CONFLICT, CRM_FAILS, POLLED, POLL_ERROR, NO_CONTACT, SCREENED, REJECTED)
 
 
+# Where HubSpot creates contacts, one by one or in a batch: where it answers 409 for an existing email.
+CONTACT_WRITES = ("/crm/v3/objects/contacts", "/crm/v3/objects/contacts/batch/create",
+                  "/crm/v3/objects/contacts/batch/upsert")
+
+
 def quoted(who: Canary) -> str:
     return f"email {who.email}, phone {who.e164}, name {who.first} {who.last}"
 
@@ -108,7 +113,7 @@ class EchoingHandler(_Handler):
                              "message": f"Property values were not valid: {quoted(CRM_REJECTS)}",
                              "errors": [{"message": f"{CRM_REJECTS.email} is invalid", "context": {}}]})
             return True
-        if CRM_CONFLICT.email in sent and path == "/crm/v3/objects/contacts" and not counts.get("conflict"):
+        if CRM_CONFLICT.email in sent and path in CONTACT_WRITES and not counts.get("conflict"):
             counts["conflict"] = 1
             existing = self.server.state.new_id()
             self.server.state.contacts[existing] = {"properties": {"email": CRM_CONFLICT.email}, "_contact": None}
@@ -193,6 +198,7 @@ class CanaryStack:
     env: dict[str, str]
     logs: list[Path]
     tap: RedisTap
+    hubspot_batches: bool
 
     def post(self, body: bytes, secret: str = WEBHOOK_SECRET) -> requests.Response:
         headers = {"X-Admitflow-Secret": secret, "Content-Type": "application/json"}
@@ -206,13 +212,15 @@ class CanaryStack:
         return log.read_text()
 
 
-@pytest.fixture
+@pytest.fixture(params=["false", "true"], ids=["one_lead_per_call", "hubspot_batches"])
 def canary_stack(
-    pg_settings: Settings, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    pg_settings: Settings, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> Iterator[CanaryStack]:
     with EchoingProviders() as providers:
         _, env = provider_environment(
             monkeypatch, tmp_path, pg_settings.database_url, redis_url, providers,
+            HUBSPOT_CUSTOM_PROPERTIES=request.param,
             PERSON_ACK_SMS="true", ADMITFLOW_RETRY_FIRST_SECONDS="0.2", ADMITFLOW_MAX_DELIVERY_ATTEMPTS="4",
             GRAVITYFORMS_BASE_URL=providers.url, GRAVITYFORMS_CONSUMER_KEY="ck_test",
             GRAVITYFORMS_CONSUMER_SECRET="cs_test", GRAVITYFORMS_FORM_IDS="1,2,3",
@@ -226,7 +234,7 @@ def canary_stack(
             with logs[-1].open("wb") as handle:
                 processes.append(subprocess.Popen([sys.executable, "-m", "worker.cli", *args], env=env,
                                                   stdout=handle, stderr=subprocess.STDOUT))
-        built = CanaryStack(f"http://127.0.0.1:{port}", providers, env, logs, tap)
+        built = CanaryStack(f"http://127.0.0.1:{port}", providers, env, logs, tap, request.param == "true")
         try:
             wait_for(lambda: healthy(built.web_url), timeout=30, what="the web server's /healthz")
             yield built
@@ -316,6 +324,8 @@ def test_no_canary_reaches_a_log_line_a_redis_message_or_a_stored_plaintext_fiel
                       "8": "flagged", "9": "flagged", "9001": "processed"}
     assert dead == 1 + 1 + 5, "the CRM 400, the refused staff text and the five acknowledgements end dead"
     assert scripted["conflict"] == 1 and scripted["crm_fails"] == 2 and scripted["staff_sms_failed"] == 1
+    batch_calls = [call for call in stack.providers.state.calls if "/batch/" in call.path]
+    assert bool(batch_calls) == stack.hubspot_batches
     assert all(scripted[who.e164] == 2 for who in (HAPPY, CRM_REJECTS, CRM_CONFLICT, CRM_FAILS, POLLED))
     with session_scope() as session:
         ack_errors = session.scalars(select(OutboxMessage.last_error).where(OutboxMessage.kind == "person_ack")).all()
