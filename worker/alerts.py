@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from integrations.errors import IntegrationError, Unauthorized
+from integrations.errors import IntegrationError, RateLimited, Unauthorized
 from worker.best_time import call_time_of
 from worker.models import EscalationTimer, Lead, LeadStatus, OutboxMessage, StaffAlert, Submission, TimerState
 from worker.processing import SOURCE_FLOOD, SOURCE_FLOOD_WINDOW
@@ -62,7 +62,11 @@ def start_escalation(
 
 def alert_staff(session: Session, row: OutboxMessage, services: Services, now: datetime) -> None:
     """Text the on-call staff member about the lead and start its escalation timer, recording the attempt
-    whatever its outcome. A lead someone has claimed gets no more alerts."""
+    whatever its outcome. A lead someone has claimed gets no more alerts.
+
+    The attempt is committed before the text goes out. An attempt still `sending` when this runs again lost its
+    answer (a timeout, a crash, the database gone before the commit): Twilio is asked whether that text went out
+    before another is sent, so staff are not texted twice about one request."""
     lead = session.get_one(Lead, row.lead_id, populate_existing=True)
     submission = session.get_one(Submission, row.submission_id)
     if (submission.flag_reason or "").startswith(SOURCE_FLOOD):
@@ -71,26 +75,47 @@ def alert_staff(session: Session, row: OutboxMessage, services: Services, now: d
     if lead.status != LeadStatus.NEW:
         log.info("lead %s is already claimed: staff alert %s not sent", lead.ref, row.id)
         return
+    unanswered = session.scalars(
+        select(StaffAlert)
+        .where(StaffAlert.outbox_id == row.id, StaffAlert.channel == "sms", StaffAlert.status == "sending")
+        .order_by(StaffAlert.id.desc())
+    ).first()
+    if unanswered is not None:
+        found = services.messenger.find_sms(unanswered.staff_phone, unanswered.body)
+        if found is not None:
+            unanswered.status, unanswered.provider_id, unanswered.error = found.status, found.sid, None
+            _remind_later(session, lead, submission, row, services, now, found.sid)
+            return
+        unanswered.status = "failed"
+        unanswered.error = f"{unanswered.error or 'no answer'}; the provider has no such text, so it is sent again"
     staff = services.roster.on_call_staff(now)[0]
     template = services.templates.repeat_sms if submission.is_repeat else services.templates.alert_sms
     body = services.templates.render(template, alert_facts(lead, services, now))
     attempt = record_attempt(session, lead, row.id, staff, "sms", body, now)
+    session.commit()
     try:
         sent = services.messenger.send_sms(staff.phone, body)
     except IntegrationError as exc:
-        attempt.status, attempt.error = "failed", exc.message
+        attempt.error = exc.message
+        if exc.permanent or isinstance(exc, RateLimited):
+            attempt.status = "failed"  # refused, so certainly not sent; otherwise it stays `sending` until known
         if exc.permanent:
             # This text can never arrive (an opted-out or invalid staff phone): the reminder call goes out now.
             start_escalation(session, lead.id, row.id, due_at=now, now=now)
         session.commit()
         raise
     attempt.status, attempt.provider_id = sent.status, sent.sid
+    _remind_later(session, lead, submission, row, services, now, sent.sid)
+
+
+def _remind_later(session: Session, lead: Lead, submission: Submission, row: OutboxMessage, services: Services,
+                  now: datetime, sms_sid: str) -> None:
     reminder_at = now + timedelta(minutes=services.settings.alert_reminder_minutes)
     # A person who asked to be called in the evening is reminded about then, not in five minutes.
     call_at = call_time_of(session, submission, services.settings)
     if call_at is not None and call_at > reminder_at:
         reminder_at = call_at
-    start_escalation(session, lead.id, row.id, due_at=reminder_at, now=now, sms_sid=sent.sid)
+    start_escalation(session, lead.id, row.id, due_at=reminder_at, now=now, sms_sid=sms_sid)
 
 
 def flood_summary_body(refs: list[str], limit: int) -> str:

@@ -33,6 +33,10 @@ class RecordingMessenger:
         self.texts.append((to, body))
         return SentMessage(sid=f"SM{len(self.texts):032d}", status="queued")
 
+    def find_sms(self, to: str, body: str) -> SentMessage | None:
+        found = [n for n, text in enumerate(self.texts, start=1) if text == (to, body)]
+        return SentMessage(sid=f"SM{found[-1]:032d}", status="delivered") if found else None
+
     def place_call(self, to: str, twiml_url: str) -> SentMessage:
         if self.call_failures:
             raise self.call_failures.pop(0)

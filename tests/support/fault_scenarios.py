@@ -49,12 +49,6 @@ class Outcome:
     def doubled(self) -> int:
         return sum(self.tally.doubled.values())
 
-    @property
-    def doubled_unless_commit_lost(self) -> int:
-        """Doubles, less texts sent again because the commit recording the first send never happened (a worker
-        killed, or the database gone, between Twilio's answer and our commit): a known gap, see README."""
-        return self.doubled - min(self.tally.doubled["alerts"], self.tally.unrecorded_texts)
-
     def report(self) -> str:
         return f"{self.scenario}: {self.tally.summary()}; {self.facts}; {self.seconds:.0f}s"
 
@@ -188,7 +182,7 @@ def provider_storms(stack: FaultStack, scale: Scale) -> dict[str, int]:
 
 
 def twilio_timeouts_after_send(stack: FaultStack, scale: Scale) -> dict[str, int]:
-    """Twilio sends half the texts but answers after our timeout. Known to text staff twice: see README."""
+    """Twilio sends half the texts but answers after our timeout: the retry must find the text, not send another."""
     storm = stack.providers.storm
     storm.hold_seconds, storm.after_work = 1.5, {TWILIO: 0.5}
     Submitter(stack, scale.submissions, scale.rate).run()

@@ -115,8 +115,8 @@ class Tally:
     tasks: int
     alerts: int
     notes: int
-    extra_notes: int  # a note per request: HubSpot has no key to find one already made, so a retry may add another
-    # Texts Twilio sent that no staff_alerts row records: the commit after the send was lost (see README).
+    extra_notes: int  # notes beyond one per request, also counted as doubled
+    # Texts Twilio sent that no staff_alerts row records yet (found again when the retry asks Twilio).
     unrecorded_texts: int
     lost: Counter[str]
     doubled: Counter[str]
@@ -210,11 +210,14 @@ class FaultStack:
             pass
 
     def expire_dead_leases(self) -> None:
-        """With no worker running, end the leases dead workers left: what waiting out the outbox lease (5 min),
-        the lead's CRM lease (2 min) and a poll's claim on its form (5 min) would do."""
+        """With no worker running, end the leases dead workers left and the backoff of rows that kept failing: what
+        waiting out the outbox lease (5 min), the lead's CRM lease (2 min), a poll's claim on its form (5 min) and
+        a retry's backoff (which doubles to 30 min in a long storm) would do."""
         assert "worker" not in self.processes, "a live worker may hold these leases"
         with self.engine.begin() as connection:
             connection.execute(text("UPDATE outbox SET leased_until = NULL WHERE state = 'pending'"))
+            connection.execute(text("UPDATE outbox SET next_attempt_at = now() - interval '10 minutes' "
+                                    "WHERE state = 'pending' AND next_attempt_at > now()"))
             connection.execute(text("UPDATE leads SET crm_lease_until = NULL"))
             connection.execute(text("UPDATE poll_cursors SET next_poll_at = now() WHERE next_poll_at > now()"))
         self.lease_expiries += 1
@@ -307,6 +310,7 @@ class FaultStack:
         doubled["stray alerts"] = len(texts) - sum(refs_alerted.values())
         lost["dead outbox rows"] = dead
         extra_notes = sum(max(0, notes[entry_id] - 1) for entry_id in self.entries)
+        doubled["notes"] = extra_notes
         return Tally(
             submitted=len(self.entries), leads=leads, contacts=len(state.contacts), tasks=len(state.tasks),
             alerts=len(texts), notes=len(state.notes), extra_notes=extra_notes,

@@ -17,7 +17,16 @@ from integrations.messaging import SentMessage
 from tests.conftest import REPO, make_entry
 from worker.db import utcnow
 from worker.intake import register_form, store_entry
-from worker.models import Lead, OutboxKind, OutboxMessage, OutboxState, StaffAlert, Submission, SubmissionSource
+from worker.models import (
+    EscalationTimer,
+    Lead,
+    OutboxKind,
+    OutboxMessage,
+    OutboxState,
+    StaffAlert,
+    Submission,
+    SubmissionSource,
+)
 from worker.outbox import deliver
 from worker.processing import process_submission
 from worker.roster import load_roster
@@ -30,11 +39,22 @@ class RecordingMessenger:
     sent: list[tuple[str, str]] = field(default_factory=list)
     failures: list[IntegrationError] = field(default_factory=list)
 
+    lose_answers: int = 0  # this many texts go out but their answer is lost (a timeout after Twilio sent them)
+    lookups: int = 0
+
     def send_sms(self, to: str, body: str) -> SentMessage:
         if self.failures:
             raise self.failures.pop(0)
         self.sent.append((to, body))
+        if self.lose_answers:
+            self.lose_answers -= 1
+            raise ServiceUnavailable("Twilio did not answer within 10s; will retry")
         return SentMessage(sid=f"SM{len(self.sent)}", status="queued")
+
+    def find_sms(self, to: str, body: str) -> SentMessage | None:
+        self.lookups += 1
+        found = [n for n, text in enumerate(self.sent, start=1) if text == (to, body)]
+        return SentMessage(sid=f"SM{found[-1]}", status="delivered") if found else None
 
 
 @dataclass
@@ -99,14 +119,35 @@ def test_a_transient_failure_is_retried_later_with_backoff(
     assert result.state == OutboxState.PENDING and result.retry_in == timedelta(seconds=5)
     assert row.attempts == 1 and row.next_attempt_at >= before + timedelta(seconds=5)
     assert row.last_error == "Twilio failed with 503; will retry"
-    failed = session.scalars(select(StaffAlert)).one()
-    assert failed.status == "failed"
+    unknown = session.scalars(select(StaffAlert)).one()
+    assert unknown.status == "sending", "a 503 does not prove the text was not sent"
 
     not_due = deliver(session, row.id, services(settings, messenger=messenger))
     assert not_due.state is None and messenger.sent == []
 
     later = deliver(session, row.id, services(settings, messenger=messenger), now=utcnow() + timedelta(seconds=6))
-    assert later.state == OutboxState.DELIVERED and len(messenger.sent) == 1
+    assert later.state == OutboxState.DELIVERED and len(messenger.sent) == 1 and messenger.lookups == 1
+    first, second = session.scalars(select(StaffAlert).order_by(StaffAlert.id)).all()
+    assert first.status == "failed" and "sent again" in (first.error or "")
+    assert second.status == "queued" and second.provider_id == "SM1"
+
+
+def test_a_text_that_went_out_but_lost_its_answer_is_found_and_not_sent_again(
+    session: Session, settings: Settings, form_object: dict[str, Any]
+) -> None:
+    ids = new_lead_outbox(session, settings, form_object)
+    messenger = RecordingMessenger(lose_answers=1)
+
+    first = deliver(session, ids[OutboxKind.STAFF_ALERT], services(settings, messenger=messenger))
+    retry = deliver(session, ids[OutboxKind.STAFF_ALERT], services(settings, messenger=messenger),
+                    now=utcnow() + timedelta(seconds=6))
+
+    assert first.state == OutboxState.PENDING and retry.state == OutboxState.DELIVERED
+    assert len(messenger.sent) == 1, "staff are texted once"
+    alert = session.scalars(select(StaffAlert)).one()
+    assert (alert.status, alert.provider_id) == ("delivered", "SM1")
+    timer = session.scalars(select(EscalationTimer)).one()
+    assert timer.waiting_sms_sid == "SM1", "the reminder follows the text that went out"
 
 
 def test_a_rate_limit_waits_as_long_as_the_provider_asks(
