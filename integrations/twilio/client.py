@@ -68,8 +68,9 @@ _CALL_SENDER_PROBLEMS: dict[int, str] = {
 }
 # Twilio rings this long before it reports `no-answer` (its default is 60 s, when voicemail has long answered).
 RING_SECONDS = 25
-# How many of the latest texts to one staff phone are checked for one whose answer was lost.
-RECENT_TEXTS = 20
+# How many of the latest texts to one staff phone are checked for one whose answer was lost: one page at Twilio's
+# largest page size, enough for a long outage during a burst, when every alert goes to the one on-call phone.
+RECENT_TEXTS = 1000
 
 
 class TwilioMessenger:

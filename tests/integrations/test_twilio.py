@@ -243,7 +243,7 @@ def message_page(*bodies: str) -> dict[str, Any]:
 
 @responses.activate
 def test_a_text_whose_answer_was_lost_is_found_among_the_latest_to_that_staff_phone() -> None:
-    asked = matchers.query_param_matcher({"To": TO, "From": FROM, "PageSize": "20"})
+    asked = matchers.query_param_matcher({"To": TO, "From": FROM, "PageSize": "1000"})
     responses.get(MESSAGES_URL, match=[asked], json=message_page(
         "Another lead waiting (lead 4820)", f"Sent from your Twilio trial account - {BODY}"))
 
