@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -69,3 +70,26 @@ def test_docker_compose_accepts_the_file(tmp_path: Path) -> None:
         env={"PATH": "/usr/bin:/bin", "POSTGRES_PASSWORD": "x", "FLOWER_BASIC_AUTH": "ops:x"},
     )
     assert result.returncode == 0, result.stderr
+
+
+# Variables of .env.example the app containers do not take from .env, and why.
+NOT_PASSED = {
+    "POSTGRES_PASSWORD": "goes into DATABASE_URL",
+    "FLOWER_BASIC_AUTH": "for the flower service only",
+    "ADMITFLOW_WEB_HOST": "the web service's command sets it",
+    "ADMITFLOW_WEB_PORT": "the web service's command sets it",
+    "ADMITFLOW_KEY_FILE": "development only: production refuses to start without keys in the environment",
+    "STATUS_PASSWORD": "development only: production takes STATUS_PASSWORD_HASH",
+    "TWILIO_API_BASE_URL": "tests and local fakes only",
+    "SITES_FILE": "a file: mount it and set it in an override, as ROSTER_FILE is mounted",
+    "SALESFORCE_PRIVATE_KEY_FILE": "a file: mount it and set it in an override",
+}
+
+
+def test_every_setting_in_env_example_reaches_the_app_containers(compose: dict[str, Any]) -> None:
+    """An operator who sets a variable in .env expects it to take effect: each is passed, or listed with why not."""
+    documented = set(re.findall(r"^([A-Z][A-Z0-9_]*)=", (REPO / ".env.example").read_text(), re.MULTILINE))
+    passed = set(compose["x-app"]["environment"])
+
+    assert documented - passed - set(NOT_PASSED) == set()
+    assert set(NOT_PASSED) <= documented, "an exception for a variable .env.example no longer has"
