@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -39,21 +38,13 @@ def environment(broker: bool = True) -> dict[str, str]:
 
 
 def admitflow() -> list[str]:
-    found = shutil.which("admitflow")
-    return [found] if found else [sys.executable, "-m", "worker.cli"]
+    """The CLI of this checkout (run from REPO), whichever copy of admitflow is installed."""
+    return [sys.executable, "-m", "worker.cli"]
 
 
 def fresh_database() -> None:
     """Drop and create the bench database, migrate it and register the example form."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    target = make_url(POSTGRES_URL)
-    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)'))
-        connection.execute(text(f'CREATE DATABASE "{target.database}"'))
-    admin.dispose()
+    recreate_database(POSTGRES_URL)
     env = environment()
     subprocess.run([*admitflow(), "migrate"], env=env, cwd=REPO, check=True, capture_output=True)
     subprocess.run([*admitflow(), "forms", "add", str(REPO / "examples/gravityforms/form.json")], env=env, cwd=REPO,
@@ -61,6 +52,19 @@ def fresh_database() -> None:
     import redis
 
     redis.Redis.from_url(REDIS_URL).delete("admitflow")
+
+
+def recreate_database(url: str) -> None:
+    """Drop the database `url` names, if it exists, and create it empty."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    target = make_url(url)
+    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)'))
+        connection.execute(text(f'CREATE DATABASE "{target.database}"'))
+    admin.dispose()
 
 
 def free_port() -> int:
@@ -115,13 +119,13 @@ def entry(number: int) -> dict[str, Any]:
     return {
         "id": str(number), "form_id": "1", "date_created": "2026-11-20 14:02:11", "status": "active",
         "ip": f"2001:db8::{number:x}", "user_agent": "Mozilla/5.0 (bench)",
-        "1.3": "Jordan", "1.6": f"Sample{_letters(number)}", "2": f"person{number}@example.org",
+        "1.3": "Jordan", "1.6": f"Sample{letters(number)}", "2": f"person{number}@example.org",
         "3": f"+1617555{number % 10000:04d}", "4": "I would like to talk to someone about treatment options.",
         "5.1": "1",
     }
 
 
-def _letters(number: int) -> str:
+def letters(number: int) -> str:
     """A number spelt in letters: digits in a name would (rightly) get the entry screened as junk."""
     word = ""
     while True:

@@ -3,8 +3,9 @@
     python bench/webhook_latency.py [--rate 200] [--count 2000] [--concurrency 32]
 
 Two runs on a fresh database: an open loop at a fixed rate (latency from each request's scheduled send time, so a
-slow server cannot hide its queueing) and a closed loop at saturation. Every entry is new: stored, committed and
-enqueued before the 202. No worker runs, so the measure is the intake alone. Loopback only; bounded in count.
+slow server cannot hide its queueing) and a closed loop at saturation. Every entry is new: stored and committed
+before the 202, its task published after it. No worker runs, so the measure is the intake alone. Loopback only;
+bounded in count. Failed requests are counted by status code or transport error.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 import asyncio
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -22,6 +24,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.stack import SECRET, entry, environment, free_port, fresh_database, peak_rss_mb, percentile, running
 
 HEADERS = {"X-Admitflow-Secret": SECRET}
+ERRORS: Counter[str] = Counter()  # what the failed requests got: a status code, or the transport error
+
+
+def _failed(response: httpx.Response) -> bool:
+    if response.status_code == 202:
+        return False
+    ERRORS[str(response.status_code)] += 1
+    return True
 
 
 async def fixed_rate(url: str, rate: float, count: int, first_id: int) -> tuple[list[float], float, int]:
@@ -37,11 +47,12 @@ async def fixed_rate(url: str, rate: float, count: int, first_id: int) -> tuple[
             await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
             try:
                 response = await client.post(url, json=entry(first_id + number), headers=HEADERS)
-            except httpx.TransportError:
+            except httpx.TransportError as exc:
                 errors += 1
+                ERRORS[type(exc).__name__] += 1
                 return
             latencies.append(time.perf_counter() - scheduled)
-            errors += response.status_code != 202
+            errors += _failed(response)
 
         await asyncio.gather(*(one(number) for number in range(count)))
         elapsed = time.perf_counter() - started
@@ -61,11 +72,12 @@ async def saturation(url: str, concurrency: int, count: int, first_id: int) -> t
                 sent = time.perf_counter()
                 try:
                     response = await client.post(url, json=entry(first_id + number), headers=HEADERS)
-                except httpx.TransportError:
+                except httpx.TransportError as exc:
                     errors += 1
+                    ERRORS[type(exc).__name__] += 1
                     continue
                 latencies.append(time.perf_counter() - sent)
-                errors += response.status_code != 202
+                errors += _failed(response)
 
         await asyncio.gather(*(sender() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
@@ -94,6 +106,8 @@ def main() -> None:
               f"{percentile(latencies, 0.5) * 1000:>7.1f} {percentile(latencies, 0.99) * 1000:>7.1f} "
               f"{max(latencies) * 1000:>7.1f}")
     print(f"web peak RSS {rss:.0f} MiB")
+    if ERRORS:
+        print("errors: " + ", ".join(f"{kind} x{count}" for kind, count in ERRORS.most_common()))
 
 
 if __name__ == "__main__":

@@ -5,14 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from integrations.gravityforms.client import PAGE_SIZE, GravityFormsClient
-from integrations.gravityforms.models import EntryMeta
 from worker.db import utcnow
-from worker.intake import RejectedEntry, register_form, store_entry
+from worker.intake import RejectedEntry, entry_meta, register_form, store_entries
 from worker.models import BackfillRun, SubmissionSource
 
 
@@ -38,28 +36,26 @@ def start(session: Session, *, site: str, form_id: str, since: datetime) -> Back
 
 
 def import_page(session: Session, run: BackfillRun, client: GravityFormsClient) -> BackfillPage:
-    """Store the run's next page of entries (oldest first) and move the run on. Commits per entry."""
+    """Store the run's next page of entries (oldest first) and move the run on, in one commit: interrupted, the
+    run resumes at this page, and entries stored already are seen again, not stored twice."""
     if run.next_page == 1:
         register_form(session, site=run.site, form_object=client.get_form(run.form_id))
         session.commit()
     # The API's start_date is a day in the site's time zone: ask a day early, then compare exact UTC times.
     page = client.entries_page(run.form_id, page=run.next_page, newest_first=False, since=run.since - timedelta(days=1))
     result = BackfillPage(total=page.total_count)
+    wanted = []
     for entry in page.entries:
         try:
-            created = EntryMeta.model_validate(entry).date_created
-        except ValidationError:
+            created = entry_meta(entry).date_created
+        except RejectedEntry:
             result.skipped += 1
             continue
         if created is not None and created < run.since:
             result.skipped += 1
             continue
-        try:
-            stored = store_entry(session, site=run.site, entry=entry, source=SubmissionSource.BACKFILL)
-        except RejectedEntry:
-            result.skipped += 1
-            continue
-        session.commit()
+        wanted.append(entry)
+    for stored in store_entries(session, site=run.site, entries=wanted, source=SubmissionSource.BACKFILL):
         if stored.created:
             result.stored_ids.append(stored.submission_id)
         else:

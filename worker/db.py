@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Dialect, Engine, Text, create_engine, event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import DateTime, TypeDecorator
 
 from config.settings import get_settings
@@ -71,6 +74,14 @@ class EncryptedJSON(TypeDecorator[Any]):
         return None if value is None else json.loads(current_vault().decrypt(value))
 
 
+# Connections each process keeps open. The web app runs at most this many requests' database work at once
+# (worker/web.py sizes its thread pool to it), so a burst never opens and closes connections beyond the pool.
+POOL_SIZE = 16
+POOL_OVERFLOW = 4  # for a thread that holds two sessions at once (a CLI loop processing inside a session)
+POOL_RECYCLE_SECONDS = 1800
+PING_AFTER_IDLE_SECONDS = 10.0
+
+
 def make_engine(url: str) -> Engine:
     """An engine that never puts statement parameters into error messages: they can hold PHI."""
     if url.startswith("sqlite"):
@@ -87,7 +98,31 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, hide_parameters=True)
+    engine = create_engine(url, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW, pool_recycle=POOL_RECYCLE_SECONDS,
+                           hide_parameters=True)
+    _ping_connections_left_idle(engine)
+    return engine
+
+
+def _ping_connections_left_idle(engine: Engine) -> None:
+    """Check a pooled connection before use only when it sat idle: a restarted server or a firewall may have closed
+    it meanwhile. A ping on every checkout would cost a round trip per request. A busy connection whose server went
+    away fails its statement instead (a 503 to the webhook, a retry for a task), and SQLAlchemy then replaces every
+    connection in the pool."""
+
+    @event.listens_for(engine, "checkin")
+    def _returned(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info["returned_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        returned = record.info.get("returned_at")
+        if returned is None or time.monotonic() - returned < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception:
+            raise DisconnectionError("pooled connection was closed while idle") from None
 
 
 _engines: dict[str, Engine] = {}

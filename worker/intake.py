@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -42,31 +42,55 @@ def entry_meta(entry: Any) -> EntryMeta:
 
 def store_entry(session: Session, *, site: str, entry: dict[str, Any], source: SubmissionSource) -> StoredEntry:
     """Insert the entry unless (site, form, entry id) is already stored. The caller commits before it answers."""
-    meta = entry_meta(entry)
-    values = {
-        "site": site,
-        "form_id": meta.form_id,
-        "entry_id": meta.id,
-        "source": source.value,
-        "received_at": utcnow(),
-        "payload": entry,
-        "state": SubmissionState.RECEIVED.value,
-        "is_repeat": False,
-    }
+    return store_entries(session, site=site, entries=[entry], source=source)[0]
+
+
+def store_entries(
+    session: Session, *, site: str, entries: list[dict[str, Any]], source: SubmissionSource
+) -> list[StoredEntry]:
+    """`store_entry` for several entries in one statement (a page of history), in their order. An entry given
+    twice is created once. Raises `RejectedEntry` for the first entry that is not one; the caller commits."""
+    metas = [entry_meta(entry) for entry in entries]
+    if not metas:
+        return []
+    received_at = utcnow()
+    rows = [
+        {
+            "site": site,
+            "form_id": meta.form_id,
+            "entry_id": meta.id,
+            "source": source.value,
+            "received_at": received_at,
+            "payload": entry,
+            "state": SubmissionState.RECEIVED.value,
+            "is_repeat": False,
+        }
+        for meta, entry in zip(metas, entries, strict=True)
+    ]
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    result = session.execute(
-        insert(Submission).values(**values).on_conflict_do_nothing().returning(Submission.id)
-    )
-    new_id = result.scalar_one_or_none()
-    if new_id is not None:
-        return StoredEntry(new_id, created=True)
-    existing = session.scalar(
-        select(Submission.id).where(
-            Submission.site == site, Submission.form_id == meta.form_id, Submission.entry_id == meta.id
+    created = {
+        (form_id, entry_id): submission_id
+        for form_id, entry_id, submission_id in session.execute(
+            insert(Submission).values(rows).on_conflict_do_nothing()
+            .returning(Submission.form_id, Submission.entry_id, Submission.id)
         )
-    )
-    assert existing is not None
-    return StoredEntry(existing, created=False)
+    }
+    keys = [(meta.form_id, meta.id) for meta in metas]
+    stored = dict(created)
+    missing = [key for key in keys if key not in stored]
+    if missing:
+        stored.update(
+            ((form_id, entry_id), submission_id)
+            for form_id, entry_id, submission_id in session.execute(
+                select(Submission.form_id, Submission.entry_id, Submission.id).where(
+                    Submission.site == site, tuple_(Submission.form_id, Submission.entry_id).in_(missing)
+                )
+            )
+        )
+    result = []
+    for key in keys:
+        result.append(StoredEntry(stored[key], created=created.pop(key, None) is not None))
+    return result
 
 
 def register_form(session: Session, *, site: str, form_object: Any) -> tuple[FormDefinition, list[int]]:

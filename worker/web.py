@@ -8,8 +8,11 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
+from anyio import to_thread
 from fastapi import BackgroundTasks, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
@@ -18,8 +21,8 @@ from sqlalchemy.exc import OperationalError
 
 from config.settings import Settings, get_settings
 from config.sites import SiteConfig, load_sites, site_named
-from worker.db import session_scope, utcnow
-from worker.dispatch import Dispatcher, InlineDispatcher, dispatcher_for
+from worker.db import POOL_SIZE, session_scope, utcnow
+from worker.dispatch import Dispatcher, dispatcher_for
 from worker.intake import RejectedEntry, StoredEntry, entry_meta, known_form, store_entry
 from worker.models import SubmissionSource
 from worker.services import Services, default_services
@@ -64,7 +67,13 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         if not site.webhook_secret and not site.signing_secret:
             log.error("site %s has no webhook secret: its webhooks are refused with 401 until one is set", site.name)
 
-    app = FastAPI(title="admitflow intake", version="0.1.0")
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Every request's database work runs in this thread pool: one thread per pooled connection.
+        to_thread.current_default_thread_limiter().total_tokens = POOL_SIZE
+        yield
+
+    app = FastAPI(title="admitflow intake", version="0.1.0", lifespan=lifespan)
     app.include_router(twilio_router(settings, services, dispatcher))
     app.include_router(observability_router(settings))
 
@@ -121,10 +130,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             log.error("webhook could not store an entry: the database is unreachable")
             return _error(503, "storage unavailable; retry later")
         if stored.created:
-            if isinstance(dispatcher, InlineDispatcher):
-                background.add_task(dispatcher.submission_stored, stored.submission_id)
-            else:
-                await run_in_threadpool(dispatcher.submission_stored, stored.submission_id)
+            # Handed on after the response: the entry is committed, and the sweeper re-sends one whose task
+            # message never reached the broker.
+            background.add_task(dispatcher.submission_stored, stored.submission_id)
         if not form_known:
             return JSONResponse(
                 {
