@@ -85,16 +85,16 @@ class Settings(BaseSettings):
     # Send admitflow_lead_ref (unique value; new contacts are upserted by it), admitflow_source_form,
     # admitflow_repeat_count and admitflow_consent: create these contact properties in HubSpot first.
     hubspot_custom_properties: bool = Field(False, alias="HUBSPOT_CUSTOM_PROPERTIES")
-    # A failed delivery is retried after this many seconds, doubling (to 30 minutes) while it keeps failing.
-    retry_first_seconds: float = Field(5.0, alias="ADMITFLOW_RETRY_FIRST_SECONDS", gt=0)
-
-    twilio_account_sid: str | None = Field(None, alias="TWILIO_ACCOUNT_SID")
-    twilio_auth_token: SecretStr | None = Field(None, alias="TWILIO_AUTH_TOKEN")
     # With the custom properties on, leads waiting for HubSpot go in batches of up to this many per call (HubSpot
     # takes 100); 0 or 1 sends each lead on its own.
     hubspot_batch_size: int = Field(100, alias="HUBSPOT_BATCH_SIZE", ge=0, le=100)
     # A new lead waits this long for others to share its CRM batch (the staff alert does not wait).
     crm_batch_linger_seconds: float = Field(2.0, alias="CRM_BATCH_LINGER_SECONDS", ge=0)
+    # A failed delivery is retried after this many seconds, doubling (to 30 minutes) while it keeps failing.
+    retry_first_seconds: float = Field(5.0, alias="ADMITFLOW_RETRY_FIRST_SECONDS", gt=0)
+
+    twilio_account_sid: str | None = Field(None, alias="TWILIO_ACCOUNT_SID")
+    twilio_auth_token: SecretStr | None = Field(None, alias="TWILIO_AUTH_TOKEN")
     twilio_from_number: str | None = Field(None, alias="TWILIO_FROM_NUMBER")
     # Only for tests and local fakes; production leaves it unset.
     twilio_api_base_url: str | None = Field(None, alias="TWILIO_API_BASE_URL")
