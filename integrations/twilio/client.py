@@ -8,6 +8,8 @@ Codes: https://www.twilio.com/docs/api/errors
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import requests
@@ -106,32 +108,16 @@ class TwilioMessenger:
         extra = {"status_callback": self.status_callback_url} if self.status_callback_url else {}
         if self.sms_rate is not None:
             self.sms_rate.wait_for_slot()
-        try:
+        with self._errors(to, "SMS"):
             message = self.client.messages.create(to=to, from_=self.from_number, body=body, **extra)
-        except requests.Timeout:
-            raise ServiceUnavailable(f"Twilio did not answer within {self.timeout:g}s; will retry") from None
-        except requests.ConnectionError:
-            raise ServiceUnavailable("could not connect to Twilio; will retry") from None
-        # The exception's text holds Twilio's message, which quotes the To number: never chain it.
-        except (TwilioRestException, TwilioServiceException) as exc:
-            raise _error_for(exc.code, exc.status, to) from None
         return SentMessage(sid=str(message.sid), status=str(message.status))
 
     def find_sms(self, to: str, body: str) -> SentMessage | None:
         """Look among the last texts from the center's number to `to` for one with `body` (a trial account prefixes
         bodies, hence `in`). https://www.twilio.com/docs/messaging/api/message-resource#read-multiple-message-resources
         (GET /Messages.json?To=&From=&PageSize=)"""
-        try:
+        with self._errors(to, "message lookup"):
             messages = self.client.messages.list(to=to, from_=self.from_number, limit=RECENT_TEXTS)
-        except requests.Timeout:
-            raise ServiceUnavailable(f"Twilio did not answer within {self.timeout:g}s; will retry") from None
-        except requests.ConnectionError:
-            raise ServiceUnavailable("could not connect to Twilio; will retry") from None
-        except (TwilioRestException, TwilioServiceException) as exc:
-            raise _error_for(exc.code, exc.status, to, what="message lookup") from None
-        except TwilioException:
-            # Paging wraps the answer in a plain TwilioException whose text quotes the body: never chain it.
-            raise ServiceUnavailable("Twilio could not list recent texts; will retry") from None
         found = next((message for message in messages if body in (message.body or "")), None)
         return SentMessage(sid=str(found.sid), status=str(found.status)) if found is not None else None
 
@@ -139,17 +125,26 @@ class TwilioMessenger:
         """Call `to` from the center's number; Twilio fetches the TwiML from `twiml_url` when it is answered and
         reports the final status (completed, busy, no-answer, failed) to the call status callback."""
         extra = {"status_callback": self.call_status_callback_url} if self.call_status_callback_url else {}
-        try:
+        with self._errors(to, "call"):
             call = self.client.calls.create(
                 to=to, from_=self.from_number, url=twiml_url, method="POST", timeout=RING_SECONDS, **extra
             )
+        return SentMessage(sid=str(call.sid), status=str(call.status))
+
+    @contextmanager
+    def _errors(self, to: str, what: str) -> Iterator[None]:
+        """Twilio's failures as our errors. Never chained: Twilio's messages quote the To number, and a failed
+        page (a plain TwilioException) quotes the whole answer."""
+        try:
+            yield
         except requests.Timeout:
             raise ServiceUnavailable(f"Twilio did not answer within {self.timeout:g}s; will retry") from None
         except requests.ConnectionError:
             raise ServiceUnavailable("could not connect to Twilio; will retry") from None
         except (TwilioRestException, TwilioServiceException) as exc:
-            raise _error_for(exc.code, exc.status, to, what="call") from None
-        return SentMessage(sid=str(call.sid), status=str(call.status))
+            raise _error_for(exc.code, exc.status, to, what=what) from None
+        except TwilioException:
+            raise ServiceUnavailable(f"Twilio failed on the {what} without a usable answer; will retry") from None
 
 
 def _error_for(code: int | None, status: int, to: str, what: str = "SMS") -> IntegrationError:
