@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from integrations.errors import IntegrationError, RateLimited, Unauthorized
+from integrations.messaging import SentMessage
 from worker.best_time import call_time_of
 from worker.models import EscalationTimer, Lead, LeadStatus, OutboxMessage, StaffAlert, Submission, TimerState
 from worker.processing import SOURCE_FLOOD, SOURCE_FLOOD_WINDOW
@@ -62,11 +63,7 @@ def start_escalation(
 
 def alert_staff(session: Session, row: OutboxMessage, services: Services, now: datetime) -> None:
     """Text the on-call staff member about the lead and start its escalation timer, recording the attempt
-    whatever its outcome. A lead someone has claimed gets no more alerts.
-
-    The attempt is committed before the text goes out. An attempt still `sending` when this runs again lost its
-    answer (a timeout, a crash, the database gone before the commit): Twilio is asked whether that text went out
-    before another is sent, so staff are not texted twice about one request."""
+    whatever its outcome. A lead someone has claimed gets no more alerts."""
     lead = session.get_one(Lead, row.lead_id, populate_existing=True)
     submission = session.get_one(Submission, row.submission_id)
     if (submission.flag_reason or "").startswith(SOURCE_FLOOD):
@@ -75,6 +72,28 @@ def alert_staff(session: Session, row: OutboxMessage, services: Services, now: d
     if lead.status != LeadStatus.NEW:
         log.info("lead %s is already claimed: staff alert %s not sent", lead.ref, row.id)
         return
+    template = services.templates.repeat_sms if submission.is_repeat else services.templates.alert_sms
+    body = services.templates.render(template, alert_facts(lead, services, now))
+    try:
+        sent = text_staff(session, lead, row, body, services, now)
+    except IntegrationError as exc:
+        if exc.permanent:
+            # This text can never arrive (an opted-out or invalid staff phone): the reminder call goes out now.
+            start_escalation(session, lead.id, row.id, due_at=now, now=now)
+            session.commit()
+        raise
+    _remind_later(session, lead, submission, row, services, now, sent.sid)
+
+
+def text_staff(
+    session: Session, lead: Lead, row: OutboxMessage, body: str, services: Services, now: datetime
+) -> SentMessage:
+    """Text `body` about the outbox row to the on-call staff member, recording the attempt whatever its outcome.
+
+    The attempt is committed before the text goes out. One still `sending` when the row is tried again lost its
+    answer (a timeout, a crash, the database gone before the commit): Twilio is asked whether that text went out
+    before another is sent, so staff are not texted twice for one row. Raises `IntegrationError` with the failed
+    attempt committed."""
     unanswered = session.scalars(
         select(StaffAlert)
         .where(StaffAlert.outbox_id == row.id, StaffAlert.channel == "sms", StaffAlert.status == "sending")
@@ -84,13 +103,10 @@ def alert_staff(session: Session, row: OutboxMessage, services: Services, now: d
         found = services.messenger.find_sms(unanswered.staff_phone, unanswered.body)
         if found is not None:
             unanswered.status, unanswered.provider_id, unanswered.error = found.status, found.sid, None
-            _remind_later(session, lead, submission, row, services, now, found.sid)
-            return
+            return found
         unanswered.status = "failed"
         unanswered.error = f"{unanswered.error or 'no answer'}; the provider has no such text, so it is sent again"
     staff = services.roster.on_call_staff(now)[0]
-    template = services.templates.repeat_sms if submission.is_repeat else services.templates.alert_sms
-    body = services.templates.render(template, alert_facts(lead, services, now))
     attempt = record_attempt(session, lead, row.id, staff, "sms", body, now)
     session.commit()
     try:
@@ -99,13 +115,10 @@ def alert_staff(session: Session, row: OutboxMessage, services: Services, now: d
         attempt.error = exc.message
         if exc.permanent or isinstance(exc, RateLimited):
             attempt.status = "failed"  # refused, so certainly not sent; otherwise it stays `sending` until known
-        if exc.permanent:
-            # This text can never arrive (an opted-out or invalid staff phone): the reminder call goes out now.
-            start_escalation(session, lead.id, row.id, due_at=now, now=now)
         session.commit()
         raise
     attempt.status, attempt.provider_id = sent.status, sent.sid
-    _remind_later(session, lead, submission, row, services, now, sent.sid)
+    return sent
 
 
 def _remind_later(session: Session, lead: Lead, submission: Submission, row: OutboxMessage, services: Services,
@@ -147,16 +160,8 @@ def summarize_flood(
 ) -> None:
     """Text the on-call staff member once about a flood of requests from one device. No reminder call follows:
     each lead has its CRM callback task, and a flood is more often a bot than people."""
-    staff = services.roster.on_call_staff(now)[0]
     body = flood_summary_body(flood_refs(session, submission, now), services.settings.alert_source_max_per_hour)
-    attempt = record_attempt(session, lead, row.id, staff, "sms", body, now)
-    try:
-        sent = services.messenger.send_sms(staff.phone, body)
-    except IntegrationError as exc:
-        attempt.status, attempt.error = "failed", exc.message
-        session.commit()
-        raise
-    attempt.status, attempt.provider_id = sent.status, sent.sid
+    text_staff(session, lead, row, body, services, now)
 
 
 def acknowledgement_body(center_number: str | None) -> str:
