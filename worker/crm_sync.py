@@ -255,15 +255,15 @@ def _sync_many(
         fields = applicant_fields(session, sub, settings) if sub.crm_note_id is None else None
         text = note_text(lead, sub, fields) if fields else None
         if text and lead.crm_contact_id:
-            key = f"note-{sub.id}"
-            notes[key] = NoteSpec(key, lead.crm_contact_id, text, sub.received_at, note_header(lead, sub))
+            notes[_note_key(sub)] = NoteSpec(_note_key(sub), lead.crm_contact_id, text, sub.received_at,
+                                             note_header(lead, sub))
 
     def add(todo: list[BatchItem]) -> BatchResult:
-        return crm.add_notes([notes[f"note-{sub.id}"] for _, _, sub in todo],
-                             look_first={f"note-{sub.id}" for _, sub in doubtful})
+        return crm.add_notes([notes[_note_key(sub)] for _, _, sub in todo],
+                             look_first={_note_key(sub) for _, sub in doubtful})
 
-    need = [item for item in batch.going() if f"note-{item[2].id}" in notes]
-    for (_, _, sub), note_id in batch.step(session, need, lambda item: f"note-{item[2].id}", add):
+    need = [item for item in batch.going() if _note_key(item[2]) in notes]
+    for (_, _, sub), note_id in batch.step(session, need, lambda item: _note_key(item[2]), add):
         sub.crm_note_id = note_id
     session.commit()
 
@@ -278,6 +278,10 @@ def _sync_many(
     for (_, lead, _), task_id in batch.step(session, need, lambda item: item[1].ref, create):
         lead.crm_task_id = task_id
     session.commit()
+
+
+def _note_key(submission: Submission) -> str:
+    return f"note-{submission.id}"
 
 
 def _progressed(session: Session, row: OutboxMessage) -> None:

@@ -113,17 +113,6 @@ def _last_names_agree(a: str | None, b: str | None) -> bool:
     return min(len(key_a), len(key_b)) >= TYPO_MIN_LENGTH and DamerauLevenshtein.distance(key_a, key_b) <= 1
 
 
-def identity_digests(applicant: Applicant, vault: PhiVault) -> dict[str, str]:
-    digests: dict[str, str] = {}
-    if applicant.phone:
-        digests["phone"] = vault.blind_index("phone", applicant.phone)
-    if applicant.email:
-        digests["email"] = vault.blind_index("email", applicant.email)
-    if applicant.device:
-        digests["device"] = vault.blind_index("device", applicant.device)
-    return digests
-
-
 def lookup_digests(applicant: Applicant, vault: PhiVault) -> dict[str, tuple[str, ...]]:
     """The applicant's phone, email and device digests under every configured blind-index key, newest first:
     during a key rotation a stored digest may still be under an older key."""
@@ -256,8 +245,8 @@ def assign_lead(
     When the submission links leads that were created apart (entries processed out of order), those that are
     the same person are merged into the strongest match, so the result does not depend on arrival order.
     """
-    digests = identity_digests(applicant, vault)
     lookups = lookup_digests(applicant, vault)
+    digests = {kind: under_each_key[0] for kind, under_each_key in lookups.items()}  # what is stored: the newest key
     lock_identity(session, lookups)
     contact = find_contact_matches(session, applicant, lookups, at=at, window=window)
     corrections = find_correction_matches(session, applicant, lookups, at=at, window=correction_window)

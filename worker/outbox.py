@@ -114,16 +114,12 @@ def _batch_crm(session: Session, row: OutboxMessage, services: Services) -> tupl
     return (site, crm) if crm is not None else None
 
 
-def _lingering(session: Session, outbox_id: int, services: Services, now: datetime) -> timedelta | None:
-    """How much longer a new CRM sync waits for others to share its batch; None when it need not wait."""
-    linger = timedelta(seconds=services.settings.crm_batch_linger_seconds)
-    row = session.get(OutboxMessage, outbox_id)
-    if not linger or row is None or row.attempts or row.state != OutboxState.PENDING:
+def _lingering(row: OutboxMessage, settings: Settings, now: datetime) -> timedelta | None:
+    """How much longer a new sync for a batching CRM waits for others to share its batch; None: no longer."""
+    if row.attempts or row.state != OutboxState.PENDING:
         return None
-    wait = row.created_at + linger - now
-    if wait <= timedelta(0) or _batch_crm(session, row, services) is None:
-        return None
-    return wait
+    wait = row.created_at + timedelta(seconds=settings.crm_batch_linger_seconds) - now
+    return wait if wait > timedelta(0) else None
 
 
 def _deliver_batch(session: Session, row: OutboxMessage, site: str, crm: BatchCRM, services: Services,
@@ -134,8 +130,7 @@ def _deliver_batch(session: Session, row: OutboxMessage, site: str, crm: BatchCR
         errors = sync_batch(session, rows, crm, services.roster, services.settings, now)
     except Exception as exc:
         session.rollback()
-        log.error("a CRM batch of %d row(s) failed with %s", len(rows), type(exc).__name__)
-        failure = IntegrationError(f"internal error {type(exc).__name__}; see the worker log", permanent=False)
+        failure = _internal_error(exc, f"a CRM batch of {len(rows)} row(s)")
         errors = {each.id: failure for each in rows}
     outcomes = {}
     for each in rows:
@@ -177,12 +172,14 @@ def deliver(session: Session, outbox_id: int, services: Services, now: datetime 
     """Deliver one row. With `batches`, a CRM sync for a CRM that takes batches waits a moment for others (the
     returned `retry_in`), then carries as many waiting syncs of its site as one call takes."""
     now = now or utcnow()
-    if batches and (wait := _lingering(session, outbox_id, services, now)) is not None:
+    found = session.get(OutboxMessage, outbox_id) if batches else None
+    target = _batch_crm(session, found, services) if found is not None else None
+    if target is not None and found is not None and (wait := _lingering(found, services.settings, now)) is not None:
         return Delivery(None, retry_in=wait)
     row = lease(session, outbox_id, now)
     if row is None:
         return Delivery(None)
-    if batches and (target := _batch_crm(session, row, services)) is not None:
+    if target is not None:
         return _deliver_batch(session, row, *target, services, now)
     try:
         _do(session, row, services, now)
@@ -190,13 +187,16 @@ def deliver(session: Session, outbox_id: int, services: Services, now: datetime 
         session.rollback()
         return _failed(session, outbox_id, exc, services.settings)
     except Exception as exc:
-        # Our own bug or a database hiccup. The exception text may quote PHI-bearing values, so only its type
-        # is recorded; the row is retried like any transient failure.
         session.rollback()
-        log.error("outbox %s (%s) failed with %s", outbox_id, row.kind, type(exc).__name__)
-        error = IntegrationError(f"internal error {type(exc).__name__}; see the worker log", permanent=False)
-        return _failed(session, outbox_id, error, services.settings)
+        return _failed(session, outbox_id, _internal_error(exc, f"outbox {outbox_id} ({row.kind})"), services.settings)
     return _delivered(session, row)
+
+
+def _internal_error(exc: Exception, what: str) -> IntegrationError:
+    """Our own bug or a database hiccup, retried like any transient failure. The exception text may quote
+    PHI-bearing values, so only its type is logged and recorded."""
+    log.error("%s failed with %s", what, type(exc).__name__)
+    return IntegrationError(f"internal error {type(exc).__name__}; see the worker log", permanent=False)
 
 
 def _failed(session: Session, outbox_id: int, error: IntegrationError, settings: Settings) -> Delivery:

@@ -196,15 +196,14 @@ def process_submission(session: Session, submission_id: int, settings: Settings)
     lead, created = assignment.lead, assignment.created
     submission.state, submission.lead_id, submission.is_repeat = SubmissionState.PROCESSED, lead.id, not created
     kinds = [OutboxKind.CRM_SYNC]
+    current = not _too_old_to_alert(submission, requested_at, settings)
     if (
-        not _too_old_to_alert(submission, requested_at, settings)
+        current
         and (created or _staff_should_hear_again(session, lead, settings))
         and _alert_or_coalesce(session, submission, applicant.device, settings)
     ):
         kinds.append(OutboxKind.STAFF_ALERT)
-    if created and settings.person_ack_sms and lead.consent_to_text and lead.phone and not _too_old_to_alert(
-        submission, requested_at, settings
-    ):
+    if current and created and settings.person_ack_sms and lead.consent_to_text and lead.phone:
         kinds.append(OutboxKind.PERSON_ACK)
     rows = [OutboxMessage(kind=kind, lead_id=lead.id, submission_id=submission.id) for kind in kinds]
     session.add_all(rows)

@@ -130,11 +130,7 @@ class HubSpotCRM(HttpService):
             note = NoteSpec("note", contact_id, text, at, text.split("\n", 1)[0])
             if (existing := self._find_notes([note]).get("note")) is not None:
                 return existing
-        body = {
-            "properties": {"hs_note_body": _as_html(text), "hs_timestamp": _timestamp(at)},
-            "associations": [_association(contact_id, NOTE_TO_CONTACT)],
-        }
-        return self._create("notes", body)
+        return self._create("notes", _note_input(contact_id, text, at))
 
     def ensure_callback_task(self, contact_id: str, task: CallbackTaskSpec) -> str:
         """Return the contact's task with `task.subject`, creating it (a high-priority call) if there is none.
@@ -148,8 +144,7 @@ class HubSpotCRM(HttpService):
         )
         if existing is not None:
             return existing
-        body = {"properties": _task_properties(task), "associations": [_association(contact_id, TASK_TO_CONTACT)]}
-        return self._create("tasks", body)
+        return self._create("tasks", _task_input(contact_id, task))
 
     def assign_callback_task(self, task_id: str, owner_id: str) -> None:
         """Give the task to `owner_id`, the HubSpot owner of the staff member who claimed the lead.
@@ -189,19 +184,13 @@ class HubSpotCRM(HttpService):
         or phone (one search) are updated in one batch; the rest are upserted by lead reference in another.
         Results are keyed by lead reference."""
         result = BatchResult()
+        found = self._find_contacts([card for card, contact_id in contacts if contact_id is None])
         updates: list[tuple[str, str, dict[str, str]]] = []
-        unknown: list[ContactCard] = []
-        for card, contact_id in contacts:
-            if contact_id is None:
-                unknown.append(card)
-            else:
-                updates.append((card.lead_ref, contact_id, _contact_properties(card) | _custom_properties(card)))
-        found = self._find_contacts(unknown)
         creates: list[tuple[str, dict[str, str]]] = []
-        for card in unknown:
+        for card, contact_id in contacts:
             properties = _contact_properties(card) | _custom_properties(card)
-            if card.lead_ref in found:
-                updates.append((card.lead_ref, found[card.lead_ref], properties))
+            if (known := found.get(card.lead_ref) if contact_id is None else contact_id) is not None:
+                updates.append((card.lead_ref, known, properties))
             else:
                 creates.append((card.lead_ref, {**properties, **_NEW_LEAD}))
         if updates:
@@ -223,14 +212,8 @@ class HubSpotCRM(HttpService):
         pending = [note for note in notes if note.key not in result.ids]
         markers = {html.escape(note.marker): note.key for note in pending}
         for chunk in _chunks(pending, BATCH_LIMIT):
-            inputs = [
-                {
-                    "properties": {"hs_note_body": _as_html(note.text), "hs_timestamp": _timestamp(note.at)},
-                    "associations": [_association(note.contact_id, NOTE_TO_CONTACT)],
-                    "objectWriteTraceId": note.key,
-                }
-                for note in chunk
-            ]
+            inputs = [_note_input(note.contact_id, note.text, note.at) | {"objectWriteTraceId": note.key}
+                      for note in chunk]
             page = self._batch("notes", "create", inputs)
             _collect(page, [note.key for note in chunk],
                      lambda record: _marked(record.properties.get("hs_note_body"), markers), result)
@@ -249,14 +232,8 @@ class HubSpotCRM(HttpService):
                 result.ids[by_subject[subject]] = task_id
         pending = [(contact_id, task) for contact_id, task in tasks if task.lead_ref not in result.ids]
         for chunk in _chunks(pending, BATCH_LIMIT):
-            inputs = [
-                {
-                    "properties": _task_properties(task),
-                    "associations": [_association(contact_id, TASK_TO_CONTACT)],
-                    "objectWriteTraceId": task.lead_ref,
-                }
-                for contact_id, task in chunk
-            ]
+            inputs = [_task_input(contact_id, task) | {"objectWriteTraceId": task.lead_ref}
+                      for contact_id, task in chunk]
             page = self._batch("tasks", "create", inputs)
             _collect(page, [task.lead_ref for _, task in chunk],
                      lambda record: by_subject.get(record.properties.get("hs_task_subject") or ""), result)
@@ -434,7 +411,14 @@ def _custom_properties(card: ContactCard) -> dict[str, str]:
     return values
 
 
-def _task_properties(task: CallbackTaskSpec) -> dict[str, str]:
+def _note_input(contact_id: str, text: str, at: datetime) -> dict[str, Any]:
+    return {
+        "properties": {"hs_note_body": _as_html(text), "hs_timestamp": _timestamp(at)},
+        "associations": [_association(contact_id, NOTE_TO_CONTACT)],
+    }
+
+
+def _task_input(contact_id: str, task: CallbackTaskSpec) -> dict[str, Any]:
     properties = {
         "hs_task_subject": task.subject,
         "hs_task_body": _as_html(task.body),
@@ -445,7 +429,7 @@ def _task_properties(task: CallbackTaskSpec) -> dict[str, str]:
     }
     if task.owner_id:
         properties[OWNER_PROPERTY] = task.owner_id
-    return properties
+    return {"properties": properties, "associations": [_association(contact_id, TASK_TO_CONTACT)]}
 
 
 Item = TypeVar("Item")
