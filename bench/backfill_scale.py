@@ -44,9 +44,10 @@ from config.sites import load_sites
 from integrations.gravityforms.client import PAGE_SIZE, EntriesPage, GravityFormsClient
 from worker import backfill
 from worker.db import dispose_engines, session_scope
+from worker.dispatch import process_stored
 from worker.intake import register_form
 from worker.phi import current_vault
-from worker.processing import Outcome, process_submission
+from worker.processing import Outcome
 from worker.schema import upgrade
 
 DATABASE_URL = make_url(POSTGRES_URL).set(database="admitflow_bench_backfill").render_as_string(hide_password=False)
@@ -301,9 +302,7 @@ def measure(run: int, entries: list[dict[str, Any]], form: dict[str, Any], exist
             stored_at = time.perf_counter()
             page = backfill.import_page(session, backfill_run, client)
             store_seconds += time.perf_counter() - stored_at
-            for submission_id in page.stored_ids:
-                with session_scope() as processing:
-                    outcomes.append(process_submission(processing, submission_id, settings))
+            outcomes.extend(process_stored(page.stored_ids, settings))
             if page.finished:
                 break
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started

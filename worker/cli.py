@@ -167,9 +167,7 @@ def forms_add(form_file: Path, site: str | None) -> None:
         except RejectedEntry as exc:
             raise click.ClickException(str(exc)) from None
         form_id = definition.form_id
-    dispatcher = dispatcher_for(settings, default_services())
-    for submission_id in held:
-        dispatcher.submission_stored(submission_id)
+    dispatcher_for(settings, default_services()).submissions_stored(held)
     click.echo(f"form {form_id} registered; {len(held)} held submission(s) released")
 
 
@@ -380,8 +378,7 @@ def poll_run() -> None:
     with session_scope() as session:
         results = run_due_polls(session, load_sites(settings), settings)
     for result in results:
-        for submission_id in result.released_submission_ids + result.new_submission_ids:
-            dispatcher.submission_stored(submission_id)
+        dispatcher.submissions_stored(result.released_submission_ids + result.new_submission_ids)
         state = f"failed: {result.error}" if result.error else "ok"
         click.echo(f"{result.site} form {result.form_id}: seen {result.seen}, "
                    f"new {len(result.new_submission_ids)}, {state}")
@@ -441,8 +438,7 @@ def backfill(site_name: str | None, form_id: str, since: datetime, enqueue: bool
         with click.progressbar(length=max(page.total, 1), label=f"{site.name} form {form_id}", file=sys.stderr) as bar:
             bar.update((run.next_page - 2) * PAGE_SIZE)
             while True:
-                for submission_id in page.stored_ids:
-                    dispatcher.submission_stored(submission_id)
+                dispatcher.submissions_stored(page.stored_ids)
                 counts.update({"imported": len(page.stored_ids), "already seen": page.already_seen,
                                "skipped": page.skipped})
                 bar.update(len(page.stored_ids) + page.already_seen + page.skipped)

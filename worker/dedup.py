@@ -122,7 +122,8 @@ def lookup_digests(applicant: Applicant, vault: PhiVault) -> dict[str, tuple[str
 
 def lock_identity(session: Session, lookups: dict[str, tuple[str, ...]]) -> None:
     """Serialize every transaction that is deciding about the same phone, email or device, in the database.
-    Locks the digests under every configured key, so a process still on the old key list serializes too."""
+    Locks the digests under every configured key, so a process still on the old key list serializes too.
+    Rows are taken in one sorted order, so two transactions locking overlapping sets cannot deadlock."""
     keys = sorted((kind, digest) for kind, digests in lookups.items() for digest in digests)
     rows = [{"kind": kind, "digest": digest} for kind, digest in keys]
     if not rows:
@@ -144,11 +145,15 @@ def lock_identity(session: Session, lookups: dict[str, tuple[str, ...]]) -> None
         session.execute(sqlite_insert(LeadKey).values(rows).on_conflict_do_nothing())
 
 
-def _new_ref(session: Session) -> str:
-    while True:
-        ref = "R-" + "".join(secrets.choice(REF_ALPHABET) for _ in range(REF_LENGTH))
-        if session.scalar(select(Lead.id).where(Lead.ref == ref)) is None:
-            return ref
+def fresh_refs(session: Session, count: int) -> list[str]:
+    """`count` lead references that no lead has yet, checked in one query."""
+    refs: set[str] = set()
+    while len(refs) < count:
+        drawn = {"R-" + "".join(secrets.choice(REF_ALPHABET) for _ in range(REF_LENGTH))
+                 for _ in range(count - len(refs))} - refs
+        taken = set(session.scalars(select(Lead.ref).where(Lead.ref.in_(drawn))))
+        refs |= drawn - taken
+    return sorted(refs)
 
 
 def lead_first_names(lead: Lead) -> list[str | None]:
@@ -171,51 +176,195 @@ def _same_person(a: Lead, b: Lead, applicant: Applicant) -> bool:
     return len(name_key(applicant.first_name)) > 1
 
 
-def find_contact_matches(
-    session: Session, applicant: Applicant, lookups: dict[str, tuple[str, ...]], *, at: datetime, window: timedelta
-) -> list[Lead]:
-    """Leads active within the window either side of `at` sharing the phone or email, whose names agree."""
-    conditions = []
-    if "phone" in lookups:
-        conditions.append(Lead.phone_index.in_(lookups["phone"]))
-    if "email" in lookups:
-        conditions.append(Lead.email_index.in_(lookups["email"]))
-    if not conditions:
-        return []
-    candidates = session.scalars(
-        select(Lead).where(
-            or_(*conditions),
-            Lead.status != LeadStatus.MERGED,
-            Lead.last_request_at >= at - window,
-            Lead.created_at <= at + window,
-        )
-    )
-    return [lead for lead in candidates if _agrees_with_lead(lead, applicant.first_name)]
+def _active_around(lead: Lead, at: datetime, window: timedelta) -> bool:
+    return lead.status != LeadStatus.MERGED and lead.last_request_at >= at - window and lead.created_at <= at + window
 
 
-def find_correction_matches(
-    session: Session, applicant: Applicant, lookups: dict[str, tuple[str, ...]], *, at: datetime, window: timedelta
-) -> list[Lead]:
-    """Leads that the same device submitted for the same full name within `window` of `at`, either side."""
-    device = lookups.get("device")
-    if device is None:
-        return []
-    candidates = session.scalars(
-        select(Lead)
-        .join(Submission, Submission.lead_id == Lead.id)
-        .where(
-            Submission.device_index.in_(device),
-            Submission.requested_at >= at - window,
-            Submission.requested_at <= at + window,
-            Lead.status != LeadStatus.MERGED,
+class KnownLeads:
+    """The leads one transaction can match, read from the database once per phone, email or device digest and
+    kept current in memory from then on: these are the session's own objects, so a lead created, joined or merged
+    earlier in the transaction is seen as it now is. A page of entries is deduplicated with a few queries this
+    way instead of a few per entry.
+
+    Only leads active within `window` of [earliest, latest] are read (and device evidence within
+    `correction_window`): no entry of the transaction can match any other, and a lead only changes by matching.
+    """
+
+    def __init__(self, session: Session, *, earliest: datetime, latest: datetime, window: timedelta,
+                 correction_window: timedelta) -> None:
+        self.session = session
+        self.earliest, self.latest = earliest, latest
+        self.window, self.correction_window = window, correction_window
+        self._leads: dict[Lead, None] = {}  # an ordered set
+        self._read: set[tuple[str, str]] = set()
+        # (device digest, when, lead) of each submission already assigned to a lead.
+        self._devices: list[tuple[str, datetime, Lead]] = []
+
+    def read(self, lookups: list[dict[str, tuple[str, ...]]]) -> None:
+        """Read the leads sharing any of these digests, unless read already."""
+        wanted = {(kind, digest) for each in lookups for kind, digests in each.items() for digest in digests}
+        wanted -= self._read
+        if not wanted:
+            return
+        self._read |= wanted
+        contacts = [column.in_(sorted(digest for kind, digest in wanted if kind == name))
+                    for name, column in (("phone", Lead.phone_index), ("email", Lead.email_index))
+                    if any(kind == name for kind, _ in wanted)]
+        if contacts:
+            for lead in self.session.scalars(select(Lead).where(
+                or_(*contacts),
+                Lead.status != LeadStatus.MERGED,
+                Lead.last_request_at >= self.earliest - self.window,
+                Lead.created_at <= self.latest + self.window,
+            )):
+                self._leads[lead] = None
+        devices = sorted(digest for kind, digest in wanted if kind == "device")
+        if devices:
+            for device, requested_at, lead in self.session.execute(
+                select(Submission.device_index, Submission.requested_at, Lead)
+                .join(Lead, Submission.lead_id == Lead.id)
+                .where(
+                    Submission.device_index.in_(devices),
+                    Submission.requested_at >= self.earliest - self.correction_window,
+                    Submission.requested_at <= self.latest + self.correction_window,
+                )
+            ):
+                if device is not None and requested_at is not None:
+                    self._devices.append((device, requested_at, lead))
+                    self._leads[lead] = None
+
+    def add(self, lead: Lead) -> None:
+        self._leads[lead] = None
+
+    def add_submission(self, device: str | None, requested_at: datetime, lead: Lead) -> None:
+        if device is not None:
+            self._devices.append((device, requested_at, lead))
+
+    def sharing(self, phones: tuple[str, ...], emails: tuple[str, ...]) -> list[Lead]:
+        """Unmerged leads whose phone or email digest is one of these (read first if need be)."""
+        self.read([{"phone": phones, "email": emails}])
+        return [lead for lead in self._leads if lead.status != LeadStatus.MERGED
+                and ((lead.phone_index is not None and lead.phone_index in phones)
+                     or (lead.email_index is not None and lead.email_index in emails))]
+
+    def from_device(self, devices: tuple[str, ...], at: datetime) -> list[Lead]:
+        """Unmerged leads now holding a submission sent from this device within the correction window of `at`."""
+        self.read([{"device": devices}])
+        found: dict[Lead, None] = {}
+        for device, requested_at, lead in self._devices:
+            if device in devices and at - self.correction_window <= requested_at <= at + self.correction_window:
+                survivor = self._survivor(lead)
+                if survivor.status != LeadStatus.MERGED:
+                    found[survivor] = None
+        return list(found)
+
+    def _survivor(self, lead: Lead) -> Lead:
+        """The lead a merged lead's submissions moved to (the session's copy: no query)."""
+        while lead.status == LeadStatus.MERGED and lead.merged_into_id is not None:
+            lead = self.session.get_one(Lead, lead.merged_into_id)
+        return lead
+
+
+class Deduplicator:
+    """Assigns applicants to leads within one transaction, which the caller commits.
+
+    `prepare` locks every phone, email and device of the transaction's applicants at once and reads the leads
+    they could match; `assign` then decides one applicant at a time, in the order the caller gives (time order),
+    creating leads without a round trip each. A batch of one is the webhook's case.
+    """
+
+    def __init__(self, session: Session, vault: PhiVault, *, window: timedelta, correction_window: timedelta,
+                 earliest: datetime, latest: datetime) -> None:
+        self.session, self.vault = session, vault
+        self.window, self.correction_window = window, correction_window
+        self.known = KnownLeads(session, earliest=earliest, latest=latest, window=window,
+                                correction_window=correction_window)
+        self._lookups: dict[Applicant, dict[str, tuple[str, ...]]] = {}
+        self._refs: list[str] = []
+
+    def lookups(self, applicant: Applicant) -> dict[str, tuple[str, ...]]:
+        if applicant not in self._lookups:
+            self._lookups[applicant] = lookup_digests(applicant, self.vault)
+        return self._lookups[applicant]
+
+    def prepare(self, applicants: list[Applicant]) -> None:
+        every: dict[str, tuple[str, ...]] = {}
+        for applicant in applicants:
+            for kind, digests in self.lookups(applicant).items():
+                every[kind] = (*every.get(kind, ()), *digests)
+        lock_identity(self.session, {kind: tuple(set(digests)) for kind, digests in every.items()})
+        self.known.read([self.lookups(applicant) for applicant in applicants])
+        self._refs = fresh_refs(self.session, len(applicants))
+
+    def assign(self, applicant: Applicant, *, at: datetime) -> Assignment:
+        """The lead this applicant belongs to, created if none.
+
+        When the submission links leads that were created apart (entries processed out of order), those that
+        are the same person are merged into the strongest match, so the result does not depend on arrival order.
+        """
+        lookups = self.lookups(applicant)
+        digests = {kind: under_each_key[0] for kind, under_each_key in lookups.items()}  # stored: the newest key
+        contact = [lead for lead in self.known.sharing(lookups.get("phone", ()), lookups.get("email", ()))
+                   if _active_around(lead, at, self.window) and _agrees_with_lead(lead, applicant.first_name)]
+        corrections = [
+            lead for lead in self.known.from_device(lookups.get("device", ()), at)
+            if any(full_names_match(known, lead.last_name, applicant.first_name, applicant.last_name)
+                   for known in lead_first_names(lead))
+        ] if "device" in lookups else []
+        if any(lead.id is None for lead in [*contact, *corrections]):
+            self.session.flush()  # a lead created earlier in this transaction: merging needs its id
+        matches = _best_first(contact, corrections, lookups)
+        if matches:
+            lead = matches[0]
+            for other in matches[1:]:
+                if _same_person(lead, other, applicant):
+                    absorb(self.session, lead, other)
+            corrected = lead not in contact
+            _join(lead, applicant, digests, at, corrected=corrected)
+            self._absorb_now_agreeing(lead, at)
+            return Assignment(lead, created=False, corrected=corrected)
+        lead = Lead(
+            ref=self._refs.pop() if self._refs else fresh_refs(self.session, 1)[0],
+            first_name=applicant.first_name,
+            last_name=applicant.last_name,
+            known_first_names=[applicant.first_name] if applicant.first_name else [],
+            phone=applicant.phone,
+            email=applicant.email,
+            phone_index=digests.get("phone"),
+            email_index=digests.get("email"),
+            consent_to_text=applicant.consent_to_text,
+            consent=applicant.consent,
+            created_at=at,
+            last_request_at=at,
+            priority="normal",
+            status=LeadStatus.NEW,
+            repeat_count=0,
         )
-        .distinct()
-    )
-    return [
-        lead for lead in candidates
-        if any(full_names_match(known, lead.last_name, applicant.first_name, applicant.last_name)
-               for known in lead_first_names(lead))
-    ]
+        self.session.add(lead)
+        self.known.add(lead)
+        return Assignment(lead, created=True)
+
+    def assigned(self, applicant: Applicant, at: datetime, lead: Lead) -> None:
+        """Record that a submission from this applicant now belongs to `lead` (device evidence for the rest)."""
+        self.known.add_submission(self.lookups(applicant).get("device", (None,))[0], at, lead)
+
+    def _absorb_now_agreeing(self, lead: Lead, at: datetime) -> None:
+        """A join can teach a lead a name (Elizabeth) that reconciles it with a lead kept apart earlier for the
+        same phone or email (Liz): merge those now, as time-ordered processing would have. Neighbours are looked
+        up under every blind-index key: during a rotation theirs may not be rewritten yet."""
+        phones = self.vault.blind_indexes("phone", lead.phone) if lead.phone else ()
+        emails = self.vault.blind_indexes("email", lead.email) if lead.email else ()
+        if not (phones or emails):
+            return
+        neighbours = [other for other in self.known.sharing(phones, emails)
+                      if other is not lead and _active_around(other, at, self.window)]
+        for other in neighbours:
+            if any(_agrees_with_lead(lead, name) for name in lead_first_names(other)) and _last_names_consistent(
+                lead, other
+            ):
+                if other.id is None or lead.id is None:
+                    self.session.flush()
+                absorb(self.session, lead, other)
 
 
 def _best_first(contact: list[Lead], corrections: list[Lead], lookups: dict[str, tuple[str, ...]]) -> list[Lead]:
@@ -229,77 +378,6 @@ def _best_first(contact: list[Lead], corrections: list[Lead], lookups: dict[str,
 
     unique = {lead.id: lead for lead in [*contact, *corrections]}
     return sorted(unique.values(), key=strength, reverse=True)
-
-
-def assign_lead(
-    session: Session,
-    applicant: Applicant,
-    vault: PhiVault,
-    *,
-    at: datetime,
-    window: timedelta,
-    correction_window: timedelta,
-) -> Assignment:
-    """The lead this applicant belongs to, created if none. The caller commits.
-
-    When the submission links leads that were created apart (entries processed out of order), those that are
-    the same person are merged into the strongest match, so the result does not depend on arrival order.
-    """
-    lookups = lookup_digests(applicant, vault)
-    digests = {kind: under_each_key[0] for kind, under_each_key in lookups.items()}  # what is stored: the newest key
-    lock_identity(session, lookups)
-    contact = find_contact_matches(session, applicant, lookups, at=at, window=window)
-    corrections = find_correction_matches(session, applicant, lookups, at=at, window=correction_window)
-    matches = _best_first(contact, corrections, lookups)
-    if matches:
-        lead = matches[0]
-        for other in matches[1:]:
-            if _same_person(lead, other, applicant):
-                absorb(session, lead, other)
-        corrected = lead not in contact
-        _join(lead, applicant, digests, at, corrected=corrected)
-        _absorb_now_agreeing(session, lead, vault, at=at, window=window)
-        return Assignment(lead, created=False, corrected=corrected)
-    lead = Lead(
-        ref=_new_ref(session),
-        first_name=applicant.first_name,
-        last_name=applicant.last_name,
-        known_first_names=[applicant.first_name] if applicant.first_name else [],
-        phone=applicant.phone,
-        email=applicant.email,
-        phone_index=digests.get("phone"),
-        email_index=digests.get("email"),
-        consent_to_text=applicant.consent_to_text,
-        consent=applicant.consent,
-        created_at=at,
-        last_request_at=at,
-        priority="normal",
-        repeat_count=0,
-    )
-    session.add(lead)
-    session.flush()
-    return Assignment(lead, created=True)
-
-
-def _absorb_now_agreeing(session: Session, lead: Lead, vault: PhiVault, *, at: datetime, window: timedelta) -> None:
-    """A join can teach a lead a name (Elizabeth) that reconciles it with a lead kept apart earlier for the
-    same phone or email (Liz): merge those now, as time-ordered processing would have. Neighbours are looked up
-    under every blind-index key: during a rotation theirs may not be rewritten yet."""
-    shared = [column.in_(vault.blind_indexes(kind, value)) for kind, column, value in (
-        ("phone", Lead.phone_index, lead.phone), ("email", Lead.email_index, lead.email)) if value]
-    if not shared:
-        return
-    neighbours = session.scalars(
-        select(Lead).where(
-            or_(*shared), Lead.id != lead.id, Lead.status != LeadStatus.MERGED,
-            Lead.last_request_at >= at - window, Lead.created_at <= at + window,
-        )
-    ).all()
-    for other in neighbours:
-        if any(_agrees_with_lead(lead, name) for name in lead_first_names(other)) and _last_names_consistent(
-            lead, other
-        ):
-            absorb(session, lead, other)
 
 
 def _last_names_consistent(a: Lead, b: Lead) -> bool:

@@ -10,19 +10,54 @@ import logging
 from collections.abc import Iterable
 from typing import Protocol
 
+from sqlalchemy.exc import OperationalError
+
 from config.settings import Settings
 from worker.db import session_scope
 from worker.outbox import deliver
-from worker.processing import process_submission
+from worker.processing import Outcome, process_submission, process_submissions
 from worker.services import Services
 
 log = logging.getLogger(__name__)
+
+# Submissions processed together in one transaction: a page of the Gravity Forms API.
+BATCH_SIZE = 50
 
 
 class Dispatcher(Protocol):
     def submission_stored(self, submission_id: int) -> None: ...
 
+    def submissions_stored(self, submission_ids: list[int]) -> None: ...
+
     def outbox_ready(self, outbox_ids: Iterable[int]) -> None: ...
+
+
+def process_stored(submission_ids: list[int], settings: Settings) -> list[Outcome]:
+    """Process submissions together, committed as one; if that fails for any reason but the database, each is
+    processed alone, so one entry that cannot be processed holds up no other (it stays `received`, and the
+    sweeper offers it again). A database error is raised: the caller retries the whole."""
+    try:
+        with session_scope() as session:
+            return process_submissions(session, submission_ids, settings)
+    except OperationalError:
+        raise
+    except Exception as exc:
+        if len(submission_ids) == 1:
+            raise
+        log.warning("processing %d submissions together failed (%s); processing them one at a time",
+                    len(submission_ids), type(exc).__name__)
+    outcomes = []
+    for submission_id in submission_ids:
+        try:
+            with session_scope() as session:
+                outcomes.append(process_submission(session, submission_id, settings))
+        except OperationalError:
+            raise
+        except Exception as exc:
+            log.error("submission %s could not be processed (%s); it stays received and the sweeper offers it "
+                      "again", submission_id, type(exc).__name__)
+            outcomes.append(Outcome(None))
+    return outcomes
 
 
 class CeleryDispatcher:
@@ -33,6 +68,12 @@ class CeleryDispatcher:
 
         _send(process_submission_task, submission_id)
 
+    def submissions_stored(self, submission_ids: list[int]) -> None:
+        from worker.tasks import process_submissions_task
+
+        for start in range(0, len(submission_ids), BATCH_SIZE):
+            _send(process_submissions_task, submission_ids[start:start + BATCH_SIZE])
+
     def outbox_ready(self, outbox_ids: Iterable[int]) -> None:
         from worker.tasks import deliver_outbox_task
 
@@ -40,11 +81,12 @@ class CeleryDispatcher:
             _send(deliver_outbox_task, outbox_id)
 
 
-def _send(task: object, item_id: int) -> None:
+def _send(task: object, item: int | list[int]) -> None:
     try:
-        task.apply_async((item_id,), retry=True, retry_policy={"max_retries": 2})  # type: ignore[attr-defined]
+        task.apply_async((item,), retry=True, retry_policy={"max_retries": 2})  # type: ignore[attr-defined]
     except Exception as exc:
-        log.warning("could not reach the broker (%s); the sweeper will pick up item %s", type(exc).__name__, item_id)
+        log.warning("could not reach the broker (%s); the sweeper will pick up %s", type(exc).__name__,
+                    f"items {item[0]}..{item[-1]}" if isinstance(item, list) else f"item {item}")
 
 
 class InlineDispatcher:
@@ -54,9 +96,12 @@ class InlineDispatcher:
         self.services = services
 
     def submission_stored(self, submission_id: int) -> None:
-        with session_scope() as session:
-            outcome = process_submission(session, submission_id, self.services.settings)
-        self.outbox_ready(outcome.outbox_ids)
+        self.submissions_stored([submission_id])
+
+    def submissions_stored(self, submission_ids: list[int]) -> None:
+        for start in range(0, len(submission_ids), BATCH_SIZE):
+            for outcome in process_stored(submission_ids[start:start + BATCH_SIZE], self.services.settings):
+                self.outbox_ready(outcome.outbox_ids)
 
     def outbox_ready(self, outbox_ids: Iterable[int]) -> None:
         for outbox_id in outbox_ids:

@@ -159,6 +159,8 @@ class OutboxMessage(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
+    lead: Mapped[Lead] = relationship()
+
 
 class StaffAlert(Base):
     """One outbound message to a staff member, with the provider's id and outcome."""

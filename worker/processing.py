@@ -11,9 +11,9 @@ from sqlalchemy.orm import Session
 from config.settings import Settings
 from config.sites import load_sites, site_named
 from integrations.gravityforms.mapping import ApplicantFields, read_applicant
-from integrations.gravityforms.models import EntryMeta
+from integrations.gravityforms.models import EntryMeta, Form
 from worker.db import utcnow
-from worker.dedup import Applicant, assign_lead
+from worker.dedup import Applicant, Deduplicator
 from worker.intake import known_form
 from worker.models import (
     Lead,
@@ -45,19 +45,32 @@ class Outcome:
     outbox_ids: list[int] = field(default_factory=list)
 
 
+class FormReader:
+    """Reads entries through their form and the site's configured field roles, each form looked up once."""
+
+    def __init__(self, session: Session, settings: Settings) -> None:
+        self.session, self.settings = session, settings
+        self._forms: dict[tuple[str, str], tuple[Form | None, dict[str, str]]] = {}
+
+    def applicant_fields(self, submission: Submission) -> ApplicantFields | None:
+        """The submission's fields read through its form, or None when the form is not registered."""
+        key = (submission.site, submission.form_id)
+        if key not in self._forms:
+            self._forms[key] = (known_form(self.session, *key), form_overrides(self.settings, *key))
+        form, overrides = self._forms[key]
+        return None if form is None else read_applicant(form, submission.payload, overrides)
+
+
+def applicant_fields(session: Session, submission: Submission, settings: Settings) -> ApplicantFields | None:
+    """The submission's fields read through its form, or None when the form is not registered."""
+    return FormReader(session, settings).applicant_fields(submission)
+
+
 def form_overrides(settings: Settings, site_name: str, form_id: str) -> dict[str, str]:
     """The per-form field roles configured for this site (SITES_FILE), if any."""
     site = site_named(load_sites(settings), site_name)
     form = site.form(form_id) if site else None
     return {str(role): input_id for role, input_id in form.fields.items()} if form else {}
-
-
-def applicant_fields(session: Session, submission: Submission, settings: Settings) -> ApplicantFields | None:
-    """The submission's fields read through its form, or None when the form is not registered."""
-    form = known_form(session, submission.site, submission.form_id)
-    if form is None:
-        return None
-    return read_applicant(form, submission.payload, form_overrides(settings, submission.site, submission.form_id))
 
 
 def device_evidence(meta: EntryMeta) -> str | None:
@@ -142,26 +155,22 @@ def _alert_or_coalesce(session: Session, submission: Submission, device: str | N
     return summaries == 0
 
 
-def process_submission(session: Session, submission_id: int, settings: Settings) -> Outcome:
-    """Assign the submission to a lead and write the outbox rows for CRM sync and the staff alert.
+@dataclass(frozen=True)
+class _Ready:
+    """A submission that is a person with a way to reach them: what dedup decides about."""
 
-    Safe to run any number of times: only a submission still in `received` is touched, and the row is locked
-    first, so two workers racing on it do the work once. The caller commits, then dispatches `outbox_ids`.
-    """
-    claimed = session.execute(
-        update(Submission)
-        .where(Submission.id == submission_id, Submission.state == SubmissionState.RECEIVED)
-        .values(processed_at=utcnow())
-    )
-    if claimed.rowcount != 1:  # type: ignore[attr-defined]
-        return Outcome(None)
-    submission = session.get_one(Submission, submission_id, populate_existing=True)
+    submission: Submission
+    applicant: Applicant
+    requested_at: datetime
+
+
+def _triage(submission: Submission, forms: FormReader, settings: Settings) -> Outcome | _Ready:
+    """Spam, an unknown form, a screened entry or one without contact details end here, kept and flagged."""
     meta = EntryMeta.model_validate(submission.payload)
-
     if meta.status in GF_NOT_A_PERSON:
         submission.state = SubmissionState.SPAM
         return Outcome(SubmissionState.SPAM)
-    fields = applicant_fields(session, submission, settings)
+    fields = forms.applicant_fields(submission)
     if fields is None:
         return _flag(
             submission,
@@ -182,30 +191,94 @@ def process_submission(session: Session, submission_id: int, settings: Settings)
             "no_contact: neither a valid phone number nor a valid email; review it with "
             f"`admitflow submissions show {submission.id} --reveal`",
         )
+    return _Ready(submission, applicant, meta.date_created or submission.received_at)
 
-    requested_at = meta.date_created or submission.received_at
+
+def process_submission(session: Session, submission_id: int, settings: Settings) -> Outcome:
+    """Assign the submission to a lead and write the outbox rows for CRM sync and the staff alert.
+
+    Safe to run any number of times: only a submission still in `received` is touched, and the row is locked
+    first, so two workers racing on it do the work once. The caller commits, then dispatches `outbox_ids`.
+    """
+    return process_submissions(session, [submission_id], settings)[0]
+
+
+def process_submissions(session: Session, submission_ids: list[int], settings: Settings) -> list[Outcome]:
+    """`process_submission` for many submissions in one transaction (a page of history), with a few queries
+    for all of them: their phones, emails and devices are locked at once, and they are assigned to leads in the
+    order the people sent them. One outcome per id, in the order given."""
+    claimed = set(session.scalars(
+        update(Submission)
+        .where(Submission.id.in_(submission_ids), Submission.state == SubmissionState.RECEIVED)
+        .values(processed_at=utcnow())
+        .returning(Submission.id)
+        .execution_options(synchronize_session=False)
+    ))
+    outcomes = {submission_id: Outcome(None) for submission_id in submission_ids}
+    if not claimed:
+        return list(outcomes.values())
+    forms = FormReader(session, settings)
+    ready: list[_Ready] = []
+    for submission in session.scalars(
+        select(Submission).where(Submission.id.in_(claimed)).execution_options(populate_existing=True)
+    ):
+        triaged = _triage(submission, forms, settings)
+        if isinstance(triaged, Outcome):
+            outcomes[submission.id] = triaged
+        else:
+            ready.append(triaged)
+    if ready:
+        ready.sort(key=lambda item: (item.requested_at, item.submission.id))
+        rows = _assign_all(session, ready, settings)
+        session.flush()
+        for item in ready:
+            lead, created = rows[item.submission.id][0], rows[item.submission.id][1]
+            outcomes[item.submission.id] = Outcome(
+                SubmissionState.PROCESSED, lead.id, created, [row.id for row in rows[item.submission.id][2]]
+            )
+    return [outcomes[submission_id] for submission_id in submission_ids]
+
+
+def _assign_all(
+    session: Session, ready: list[_Ready], settings: Settings
+) -> dict[int, tuple[Lead, bool, list[OutboxMessage]]]:
+    """Each ready submission's lead (found or created) and outbox rows, in time order."""
     vault = current_vault()
-    submission.requested_at = requested_at
-    submission.device_index = vault.blind_index("device", applicant.device) if applicant.device else None
-    assignment = assign_lead(
-        session, applicant, vault,
-        at=requested_at,
+    dedup = Deduplicator(
+        session, vault,
         window=timedelta(days=settings.dedup_window_days),
         correction_window=timedelta(minutes=settings.correction_window_minutes),
+        earliest=ready[0].requested_at,
+        latest=max(item.requested_at for item in ready),
     )
-    lead, created = assignment.lead, assignment.created
-    submission.state, submission.lead_id, submission.is_repeat = SubmissionState.PROCESSED, lead.id, not created
+    dedup.prepare([item.applicant for item in ready])
+    decided = {}
+    for item in ready:
+        submission, applicant = item.submission, item.applicant
+        submission.requested_at = item.requested_at
+        submission.device_index = vault.blind_index("device", applicant.device) if applicant.device else None
+        assignment = dedup.assign(applicant, at=item.requested_at)
+        lead, created = assignment.lead, assignment.created
+        dedup.assigned(applicant, item.requested_at, lead)
+        submission.state, submission.lead, submission.is_repeat = SubmissionState.PROCESSED, lead, not created
+        rows = [OutboxMessage(kind=kind, lead=lead, submission_id=submission.id)
+                for kind in _outbox_kinds(session, item, lead, created, settings)]
+        session.add_all(rows)
+        decided[submission.id] = (lead, created, rows)
+    return decided
+
+
+def _outbox_kinds(session: Session, item: _Ready, lead: Lead, created: bool, settings: Settings) -> list[OutboxKind]:
+    """What must be sent about this submission: always the CRM sync; the staff alert and the person's
+    acknowledgement unless it is old history, a repeat staff heard about moments ago, or part of a flood."""
     kinds = [OutboxKind.CRM_SYNC]
-    current = not _too_old_to_alert(submission, requested_at, settings)
+    current = not _too_old_to_alert(item.submission, item.requested_at, settings)
     if (
         current
         and (created or _staff_should_hear_again(session, lead, settings))
-        and _alert_or_coalesce(session, submission, applicant.device, settings)
+        and _alert_or_coalesce(session, item.submission, item.applicant.device, settings)
     ):
         kinds.append(OutboxKind.STAFF_ALERT)
     if current and created and settings.person_ack_sms and lead.consent_to_text and lead.phone:
         kinds.append(OutboxKind.PERSON_ACK)
-    rows = [OutboxMessage(kind=kind, lead_id=lead.id, submission_id=submission.id) for kind in kinds]
-    session.add_all(rows)
-    session.flush()
-    return Outcome(SubmissionState.PROCESSED, lead.id, created, [row.id for row in rows])
+    return kinds

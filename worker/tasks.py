@@ -11,7 +11,7 @@ from sqlalchemy.exc import OperationalError
 from config.celery_app import app
 from config.sites import load_sites
 from worker.db import forget_inherited_connections, session_scope, utcnow
-from worker.dispatch import CeleryDispatcher
+from worker.dispatch import CeleryDispatcher, process_stored
 from worker.escalation import escalate, lease_due_timers
 from worker.outbox import deliver
 from worker.poller import run_due_polls
@@ -50,6 +50,12 @@ def process_submission_task(submission_id: int) -> None:
     CeleryDispatcher().outbox_ready(outcome.outbox_ids)
 
 
+@app.task(name="admitflow.process_submissions", **DATABASE_RETRY)
+def process_submissions_task(submission_ids: list[int]) -> None:
+    outcomes = process_stored(submission_ids, default_services().settings)
+    CeleryDispatcher().outbox_ready(outbox_id for outcome in outcomes for outbox_id in outcome.outbox_ids)
+
+
 @app.task(name="admitflow.deliver_outbox", **DATABASE_RETRY)
 def deliver_outbox_task(outbox_id: int) -> None:
     with session_scope() as session:
@@ -66,8 +72,7 @@ def poll_task() -> None:
         results = run_due_polls(session, load_sites(settings), settings)
     dispatcher = CeleryDispatcher()
     for result in results:
-        for submission_id in result.released_submission_ids + result.new_submission_ids:
-            dispatcher.submission_stored(submission_id)
+        dispatcher.submissions_stored(result.released_submission_ids + result.new_submission_ids)
 
 
 @app.task(name="admitflow.sweep")
@@ -76,8 +81,7 @@ def sweep_task() -> None:
     with session_scope() as session:
         found = sweep(session, utcnow(), stale_after=timedelta(seconds=settings.stale_after_seconds))
     dispatcher = CeleryDispatcher()
-    for submission_id in found.submission_ids:
-        dispatcher.submission_stored(submission_id)
+    dispatcher.submissions_stored(found.submission_ids)
     dispatcher.outbox_ready(found.outbox_ids)
     if found.submission_ids or found.outbox_ids:
         log.info("sweep re-dispatched %d submission(s) and %d outbox row(s)",

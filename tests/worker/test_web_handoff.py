@@ -27,6 +27,10 @@ class Recording:
         with session_scope() as session:
             self.events.append(("handed on", session.get(Submission, submission_id) is not None))
 
+    def submissions_stored(self, submission_ids: list[int]) -> None:
+        for submission_id in submission_ids:
+            self.submission_stored(submission_id)
+
     def outbox_ready(self, outbox_ids: Iterable[int]) -> None:
         self.events.append(("outbox", list(outbox_ids)))
 
