@@ -16,16 +16,17 @@ from __future__ import annotations
 import logging
 import secrets
 import unicodedata
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 
 from nicknames import NickNamer
 from rapidfuzz.distance import DamerauLevenshtein
-from sqlalchemy import or_, select, tuple_, update
+from sqlalchemy import ARRAY, ColumnElement, String, any_, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import QueryableAttribute, Session
 
 from worker.models import Lead, LeadKey, LeadStatus, OutboxMessage, OutboxState, Submission
 from worker.phi import PhiVault
@@ -120,29 +121,55 @@ def lookup_digests(applicant: Applicant, vault: PhiVault) -> dict[str, tuple[str
     return {kind: vault.blind_indexes(kind, value) for kind, value in values.items() if value}
 
 
+def among(
+    session: Session, column: QueryableAttribute[str | None] | QueryableAttribute[str], values: Collection[str]
+) -> ColumnElement[bool]:
+    """`column IN values`; on PostgreSQL as one array parameter, so the statement's text stays the same however
+    many values a page brings (a text that grows with them is compiled and parsed anew each time)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(literal(sorted(values), ARRAY(String)))
+    return column.in_(sorted(values))
+
+
 def lock_identity(session: Session, lookups: dict[str, tuple[str, ...]]) -> None:
     """Serialize every transaction that is deciding about the same phone, email or device, in the database.
-    Locks the digests under every configured key, so a process still on the old key list serializes too.
-    Rows are taken in one sorted order, so two transactions locking overlapping sets cannot deadlock."""
-    keys = sorted((kind, digest) for kind, digests in lookups.items() for digest in digests)
-    rows = [{"kind": kind, "digest": digest} for kind, digest in keys]
-    if not rows:
+    Locks the digests under every configured key, so a process still on the old key list serializes too."""
+    wanted = {(kind, digest) for kind, digests in lookups.items() for digest in digests}
+    if not wanted:
         return
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        locked = 0
-        # `admitflow keys rotate` deletes lock rows; one deleted between the insert and the lock is inserted again.
-        while locked < len(rows):
-            session.execute(pg_insert(LeadKey).values(rows).on_conflict_do_nothing())
-            locked = len(session.execute(
-                select(LeadKey.kind)
-                .where(tuple_(LeadKey.kind, LeadKey.digest).in_(keys))
-                .order_by(LeadKey.kind, LeadKey.digest)
-                .with_for_update()
-            ).all())
-    else:
+    if session.get_bind().dialect.name != "postgresql":
         # SQLite has one writer at a time: this INSERT makes the transaction that writer until it commits.
+        rows = [{"kind": kind, "digest": digest} for kind, digest in sorted(wanted)]
         session.execute(sqlite_insert(LeadKey).values(rows).on_conflict_do_nothing())
+        return
+    # A row this transaction inserts is its own until it commits: another inserting the same key waits for it.
+    # The rows that existed already are locked, in one sorted order so that two transactions cannot deadlock.
+    # `admitflow keys rotate` deletes lock rows: one deleted between the insert and the lock is inserted again.
+    while wanted:
+        keys = sorted(wanted)
+        pairs = func.unnest(
+            literal([kind for kind, _ in keys], ARRAY(String)), literal([digest for _, digest in keys], ARRAY(String))
+        ).table_valued("kind", "digest").render_derived()
+        in_order = select(pairs.c.kind, pairs.c.digest).order_by(pairs.c.kind, pairs.c.digest)
+        inserted = session.execute(
+            pg_insert(LeadKey)
+            .from_select(["kind", "digest"], in_order)
+            .on_conflict_do_nothing()
+            .returning(LeadKey.kind, LeadKey.digest)
+        ).all()
+        wanted -= {(kind, digest) for kind, digest in inserted}
+        if not wanted:
+            return
+        locked = session.execute(
+            select(LeadKey.kind, LeadKey.digest)
+            .where(
+                among(session, LeadKey.kind, {kind for kind, _ in wanted}),
+                among(session, LeadKey.digest, {digest for _, digest in wanted}),
+            )
+            .order_by(LeadKey.kind, LeadKey.digest)
+            .with_for_update()
+        ).all()
+        wanted -= {(kind, digest) for kind, digest in locked}
 
 
 def fresh_refs(session: Session, count: int) -> list[str]:
@@ -151,7 +178,7 @@ def fresh_refs(session: Session, count: int) -> list[str]:
     while len(refs) < count:
         drawn = {"R-" + "".join(secrets.choice(REF_ALPHABET) for _ in range(REF_LENGTH))
                  for _ in range(count - len(refs))} - refs
-        taken = set(session.scalars(select(Lead.ref).where(Lead.ref.in_(drawn))))
+        taken = set(session.scalars(select(Lead.ref).where(among(session, Lead.ref, drawn))))
         refs |= drawn - taken
     return sorted(refs)
 
@@ -207,7 +234,7 @@ class KnownLeads:
         if not wanted:
             return
         self._read |= wanted
-        contacts = [column.in_(sorted(digest for kind, digest in wanted if kind == name))
+        contacts = [among(self.session, column, {digest for kind, digest in wanted if kind == name})
                     for name, column in (("phone", Lead.phone_index), ("email", Lead.email_index))
                     if any(kind == name for kind, _ in wanted)]
         if contacts:
@@ -224,7 +251,7 @@ class KnownLeads:
                 select(Submission.device_index, Submission.requested_at, Lead)
                 .join(Lead, Submission.lead_id == Lead.id)
                 .where(
-                    Submission.device_index.in_(devices),
+                    among(self.session, Submission.device_index, devices),
                     Submission.requested_at >= self.earliest - self.correction_window,
                     Submission.requested_at <= self.latest + self.correction_window,
                 )
@@ -235,6 +262,9 @@ class KnownLeads:
 
     def add(self, lead: Lead) -> None:
         self._leads[lead] = None
+
+    def leads(self) -> list[Lead]:
+        return list(self._leads)
 
     def add_submission(self, device: str | None, requested_at: datetime, lead: Lead) -> None:
         if device is not None:
@@ -294,6 +324,8 @@ class Deduplicator:
                 every[kind] = (*every.get(kind, ()), *digests)
         lock_identity(self.session, {kind: tuple(set(digests)) for kind, digests in every.items()})
         self.known.read([self.lookups(applicant) for applicant in applicants])
+        # A join can make a matched lead's other phone or email matter (`_absorb_now_agreeing`): read those too.
+        self.known.read([self._own_lookups(lead) for lead in self.known.leads()])
         self._refs = fresh_refs(self.session, len(applicants))
 
     def assign(self, applicant: Applicant, *, at: datetime) -> Assignment:
@@ -311,9 +343,10 @@ class Deduplicator:
             if any(full_names_match(known, lead.last_name, applicant.first_name, applicant.last_name)
                    for known in lead_first_names(lead))
         ] if "device" in lookups else []
-        if any(lead.id is None for lead in [*contact, *corrections]):
-            self.session.flush()  # a lead created earlier in this transaction: merging needs its id
-        matches = _best_first(contact, corrections, lookups)
+        candidates = dict.fromkeys([*contact, *corrections])
+        if len(candidates) > 1 and any(lead.id is None for lead in candidates):
+            self.session.flush()  # a lead created earlier in this transaction: ranking and merging need its id
+        matches = _best_first(list(candidates), lookups)
         if matches:
             lead = matches[0]
             for other in matches[1:]:
@@ -348,15 +381,19 @@ class Deduplicator:
         """Record that a submission from this applicant now belongs to `lead` (device evidence for the rest)."""
         self.known.add_submission(self.lookups(applicant).get("device", (None,))[0], at, lead)
 
+    def _own_lookups(self, lead: Lead) -> dict[str, tuple[str, ...]]:
+        """The lead's phone and email digests under every blind-index key."""
+        values = {"phone": lead.phone, "email": lead.email}
+        return {kind: self.vault.blind_indexes(kind, value) for kind, value in values.items() if value}
+
     def _absorb_now_agreeing(self, lead: Lead, at: datetime) -> None:
         """A join can teach a lead a name (Elizabeth) that reconciles it with a lead kept apart earlier for the
         same phone or email (Liz): merge those now, as time-ordered processing would have. Neighbours are looked
         up under every blind-index key: during a rotation theirs may not be rewritten yet."""
-        phones = self.vault.blind_indexes("phone", lead.phone) if lead.phone else ()
-        emails = self.vault.blind_indexes("email", lead.email) if lead.email else ()
-        if not (phones or emails):
+        own = self._own_lookups(lead)
+        if not own:
             return
-        neighbours = [other for other in self.known.sharing(phones, emails)
+        neighbours = [other for other in self.known.sharing(own.get("phone", ()), own.get("email", ()))
                       if other is not lead and _active_around(other, at, self.window)]
         for other in neighbours:
             if any(_agrees_with_lead(lead, name) for name in lead_first_names(other)) and _last_names_consistent(
@@ -367,8 +404,8 @@ class Deduplicator:
                 absorb(self.session, lead, other)
 
 
-def _best_first(contact: list[Lead], corrections: list[Lead], lookups: dict[str, tuple[str, ...]]) -> list[Lead]:
-    """Every matching lead once, the strongest match first: more shared identifiers, then the latest request."""
+def _best_first(candidates: list[Lead], lookups: dict[str, tuple[str, ...]]) -> list[Lead]:
+    """The matching leads, the strongest first: more shared identifiers, then the latest request."""
     def strength(lead: Lead) -> tuple[int, datetime, int]:
         shared = sum(
             1 for kind, column in (("phone", lead.phone_index), ("email", lead.email_index))
@@ -376,8 +413,7 @@ def _best_first(contact: list[Lead], corrections: list[Lead], lookups: dict[str,
         )
         return (shared, lead.last_request_at, -lead.id)
 
-    unique = {lead.id: lead for lead in [*contact, *corrections]}
-    return sorted(unique.values(), key=strength, reverse=True)
+    return candidates if len(candidates) < 2 else sorted(candidates, key=strength, reverse=True)
 
 
 def _last_names_consistent(a: Lead, b: Lead) -> bool:

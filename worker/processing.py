@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import flag_modified
 
 from config.settings import Settings
 from config.sites import load_sites, site_named
@@ -261,6 +262,9 @@ def _assign_all(
         lead, created = assignment.lead, assignment.created
         dedup.assigned(applicant, item.requested_at, lead)
         submission.state, submission.lead, submission.is_repeat = SubmissionState.PROCESSED, lead, not created
+        # The same columns written for every row, changed or not: the page's updates then go as one batch.
+        flag_modified(submission, "is_repeat")
+        flag_modified(submission, "device_index")
         rows = [OutboxMessage(kind=kind, lead=lead, submission_id=submission.id)
                 for kind in _outbox_kinds(session, item, lead, created, settings)]
         session.add_all(rows)
