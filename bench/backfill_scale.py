@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import multiprocessing
 import os
 import random
 import statistics
@@ -28,6 +29,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from multiprocessing.pool import AsyncResult, Pool
 from pathlib import Path
 from typing import Any
 
@@ -288,11 +290,18 @@ def seq_scans() -> int:
     return int(row[0]) if row and row[0] is not None else 0
 
 
-def measure(run: int, entries: list[dict[str, Any]], form: dict[str, Any], existing: int, site: str) -> Measured:
+def process_page(submission_ids: list[int]) -> list[Outcome]:
+    """One page, in a worker process of the pool, as a worker of `admitflow backfill --enqueue` does it."""
+    return process_stored(submission_ids, get_settings())
+
+
+def measure(run: int, entries: list[dict[str, Any]], form: dict[str, Any], existing: int, site: str,
+            pool: Pool | None) -> Measured:
     settings = get_settings()
     client = HistoryClient(form, entries)
     since = datetime(2020, 1, 1, tzinfo=UTC) + timedelta(seconds=run)
     outcomes: list[Outcome] = []
+    handed: list[AsyncResult[list[Outcome]]] = []
     store_seconds = 0.0
     scans_before = seq_scans()
     started, cpu_started = time.perf_counter(), time.process_time()
@@ -302,9 +311,14 @@ def measure(run: int, entries: list[dict[str, Any]], form: dict[str, Any], exist
             stored_at = time.perf_counter()
             page = backfill.import_page(session, backfill_run, client)
             store_seconds += time.perf_counter() - stored_at
-            outcomes.extend(process_stored(page.stored_ids, settings))
+            if pool is None:
+                outcomes.extend(process_stored(page.stored_ids, settings))
+            else:
+                handed.append(pool.apply_async(process_page, (page.stored_ids,)))
             if page.finished:
                 break
+    for result in handed:
+        outcomes.extend(result.get())
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     time.sleep(0.6)  # the statistics collector reports with a short delay
     scans = seq_scans() - scans_before
@@ -378,12 +392,17 @@ def main() -> None:
     parser.add_argument("--sizes", type=sizes, default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--entries", type=int, default=10_000, help="entries per measured run")
     parser.add_argument("--runs", type=int, default=2, help="measured runs per size")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="process pages in this many worker processes while this one stores the next "
+                             "(as `admitflow backfill --enqueue` with workers); 0: store and process in turn here")
     args = parser.parse_args()
     needed = NEW_PEOPLE_FROM + len(args.sizes) * args.runs * args.entries
     if needed > len(AREA_CODES) * 10_000:
         parser.error("too many entries for the fictional phone numbers: lower --entries or --runs")
 
     form, site = prepare()
+    pool = multiprocessing.get_context("spawn").Pool(args.workers, initializer=use_bench_database) \
+        if args.workers else None
     now = datetime.now(UTC)
     ciphertexts = Ciphertexts.make()
     measured: list[Measured] = []
@@ -396,7 +415,7 @@ def main() -> None:
         for _ in range(args.runs):
             entries = history(run, args.entries, existing, now)
             marks, xid = watermarks()
-            result = measure(run, entries, form, existing, site)
+            result = measure(run, entries, form, existing, site, pool)
             measured.append(result)
             print(f"  {existing} leads, run {run}: {result.rate:.0f} entries/s", file=sys.stderr, flush=True)
             dispose_engines()

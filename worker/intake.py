@@ -6,13 +6,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select, tuple_
+from sqlalchemy import ARRAY, String, func, literal, select, tuple_
+from sqlalchemy.dialects.postgresql import Insert as PostgresInsert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from integrations.gravityforms.models import EntryMeta, Form
-from worker.db import utcnow
+from worker.db import EncryptedJSON, UTCDateTime, utcnow
 from worker.models import FormDefinition, Submission, SubmissionSource, SubmissionState
 
 
@@ -54,25 +56,39 @@ def store_entries(
     if not metas:
         return []
     received_at = utcnow()
-    rows = [
-        {
-            "site": site,
-            "form_id": meta.form_id,
-            "entry_id": meta.id,
-            "source": source.value,
-            "received_at": received_at,
-            "payload": entry,
-            "state": SubmissionState.RECEIVED.value,
-            "is_repeat": False,
-        }
-        for meta, entry in zip(metas, entries, strict=True)
-    ]
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    if session.get_bind().dialect.name == "postgresql":
+        # One array per column: the statement's text is the same for every page, so it is compiled and parsed once.
+        pages = func.unnest(
+            literal([meta.form_id for meta in metas], ARRAY(String)),
+            literal([meta.id for meta in metas], ARRAY(String)),
+            literal(entries, ARRAY(EncryptedJSON)),
+        ).table_valued("form_id", "entry_id", "payload").render_derived()
+        insert: PostgresInsert | SqliteInsert = pg_insert(Submission).from_select(
+            ["site", "form_id", "entry_id", "source", "received_at", "payload", "state", "is_repeat"],
+            select(
+                literal(site, String), pages.c.form_id, pages.c.entry_id, literal(source.value, String),
+                literal(received_at, UTCDateTime), pages.c.payload, literal(SubmissionState.RECEIVED.value, String),
+                literal(False),
+            ).order_by(pages.c.form_id, pages.c.entry_id),
+        )
+    else:
+        insert = sqlite_insert(Submission).values([
+            {
+                "site": site,
+                "form_id": meta.form_id,
+                "entry_id": meta.id,
+                "source": source.value,
+                "received_at": received_at,
+                "payload": entry,
+                "state": SubmissionState.RECEIVED.value,
+                "is_repeat": False,
+            }
+            for meta, entry in zip(metas, entries, strict=True)
+        ])
     created = {
         (form_id, entry_id): submission_id
         for form_id, entry_id, submission_id in session.execute(
-            insert(Submission).values(rows).on_conflict_do_nothing()
-            .returning(Submission.form_id, Submission.entry_id, Submission.id)
+            insert.on_conflict_do_nothing().returning(Submission.form_id, Submission.entry_id, Submission.id)
         )
     }
     keys = [(meta.form_id, meta.id) for meta in metas]
