@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from pydantic import ValidationError
-from sqlalchemy import ARRAY, String, func, literal, select, tuple_
-from sqlalchemy.dialects.postgresql import Insert as PostgresInsert
+from sqlalchemy import ARRAY, String, Table, bindparam, exists, func, literal, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
@@ -42,6 +40,37 @@ def entry_meta(entry: Any) -> EntryMeta:
         raise RejectedEntry(f"entry field(s) {bad} must be Gravity Forms numeric ids") from None
 
 
+# Core statements on the table (the ORM's bulk-insert handling is not wanted here).
+_TABLE = cast(Table, Submission.__table__)
+_STORED = (_TABLE.c.form_id, _TABLE.c.entry_id, _TABLE.c.id)
+# Built once (a webhook's request must not pay for building it): on PostgreSQL one array per column, so the
+# statement's text is the same for a page as for one entry; stored in entry order.
+_PAGE = func.unnest(
+    bindparam("form_ids", type_=ARRAY(String)),
+    bindparam("entry_ids", type_=ARRAY(String)),
+    bindparam("payloads", type_=ARRAY(EncryptedJSON)),
+).table_valued("form_id", "entry_id", "payload").render_derived()
+_STORE_ON_POSTGRES = (
+    pg_insert(_TABLE)
+    .from_select(
+        ["site", "form_id", "entry_id", "source", "received_at", "payload", "state", "is_repeat"],
+        select(
+            bindparam("site", type_=String), _PAGE.c.form_id, _PAGE.c.entry_id, bindparam("source", type_=String),
+            bindparam("received_at", type_=UTCDateTime), _PAGE.c.payload,
+            literal(SubmissionState.RECEIVED.value, String), literal(False),
+        ).order_by(_PAGE.c.form_id, _PAGE.c.entry_id),
+    )
+    .on_conflict_do_nothing()
+    .returning(*_STORED)
+)
+_STORE_ON_SQLITE = (
+    sqlite_insert(_TABLE)
+    .values(state=SubmissionState.RECEIVED.value, is_repeat=False)
+    .on_conflict_do_nothing()
+    .returning(*_STORED)
+)
+
+
 def store_entry(session: Session, *, site: str, entry: dict[str, Any], source: SubmissionSource) -> StoredEntry:
     """Insert the entry unless (site, form, entry id) is already stored. The caller commits before it answers."""
     return store_entries(session, site=site, entries=[entry], source=source)[0]
@@ -55,42 +84,20 @@ def store_entries(
     metas = [entry_meta(entry) for entry in entries]
     if not metas:
         return []
-    received_at = utcnow()
+    values = {"site": site, "source": source.value, "received_at": utcnow()}
     if session.get_bind().dialect.name == "postgresql":
-        # One array per column: the statement's text is the same for every page, so it is compiled and parsed once.
-        pages = func.unnest(
-            literal([meta.form_id for meta in metas], ARRAY(String)),
-            literal([meta.id for meta in metas], ARRAY(String)),
-            literal(entries, ARRAY(EncryptedJSON)),
-        ).table_valued("form_id", "entry_id", "payload").render_derived()
-        insert: PostgresInsert | SqliteInsert = pg_insert(Submission).from_select(
-            ["site", "form_id", "entry_id", "source", "received_at", "payload", "state", "is_repeat"],
-            select(
-                literal(site, String), pages.c.form_id, pages.c.entry_id, literal(source.value, String),
-                literal(received_at, UTCDateTime), pages.c.payload, literal(SubmissionState.RECEIVED.value, String),
-                literal(False),
-            ).order_by(pages.c.form_id, pages.c.entry_id),
-        )
+        rows = session.execute(_STORE_ON_POSTGRES, {
+            **values,
+            "form_ids": [meta.form_id for meta in metas],
+            "entry_ids": [meta.id for meta in metas],
+            "payloads": entries,
+        })
     else:
-        insert = sqlite_insert(Submission).values([
-            {
-                "site": site,
-                "form_id": meta.form_id,
-                "entry_id": meta.id,
-                "source": source.value,
-                "received_at": received_at,
-                "payload": entry,
-                "state": SubmissionState.RECEIVED.value,
-                "is_repeat": False,
-            }
+        rows = session.execute(_STORE_ON_SQLITE, [
+            {**values, "form_id": meta.form_id, "entry_id": meta.id, "payload": entry}
             for meta, entry in zip(metas, entries, strict=True)
         ])
-    created = {
-        (form_id, entry_id): submission_id
-        for form_id, entry_id, submission_id in session.execute(
-            insert.on_conflict_do_nothing().returning(Submission.form_id, Submission.entry_id, Submission.id)
-        )
-    }
+    created = {(form_id, entry_id): submission_id for form_id, entry_id, submission_id in rows}
     keys = [(meta.form_id, meta.id) for meta in metas]
     stored = dict(created)
     missing = [key for key in keys if key not in stored]
@@ -98,7 +105,7 @@ def store_entries(
         stored.update(
             ((form_id, entry_id), submission_id)
             for form_id, entry_id, submission_id in session.execute(
-                select(Submission.form_id, Submission.entry_id, Submission.id).where(
+                select(*_STORED).where(
                     Submission.site == site, tuple_(Submission.form_id, Submission.entry_id).in_(missing)
                 )
             )
@@ -138,6 +145,12 @@ def register_form(session: Session, *, site: str, form_object: Any) -> tuple[For
         submission.state, submission.flag_reason = SubmissionState.RECEIVED, None
     session.flush()
     return definition, [submission.id for submission in held]
+
+
+def form_registered(session: Session, site: str, form_id: str) -> bool:
+    return bool(session.scalar(
+        select(exists().where(FormDefinition.site == site, FormDefinition.form_id == form_id))
+    ))
 
 
 def known_form(session: Session, site: str, form_id: str) -> Form | None:
