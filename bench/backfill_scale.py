@@ -422,6 +422,9 @@ def main() -> None:
             remove_run(marks, xid)
             run += 1
 
+    if args.workers:
+        print(f"pages processed by {args.workers} worker processes; 'process ms' is the wall time per entry beyond "
+              "storing, and 'cpu ms' this (storing) process's CPU only")
     print(f"{'leads stored':>12} {'run':>3} {'entries':>7} {'seconds':>7} {'entries/s':>9} {'store ms':>8} "
           f"{'process ms':>10} {'cpu ms':>6} {'new leads':>9} {'joined':>6} {'seq scans':>9}")
     for existing, group in runs_of(measured):
@@ -442,8 +445,9 @@ def main() -> None:
               f"(target <= 1.2: {'met' if ratio <= 1.2 else 'missed'})")
         cpu = {existing: statistics.median(m.cpu_seconds / m.entries for m in group)
                for existing, group in runs_of(measured)}
-        print(f"the same for this process's CPU time alone (less disturbed by other load): "
-              f"{cpu[largest] / cpu[smallest]:.2f}")
+        if not args.workers:
+            print(f"the same for this process's CPU time alone (less disturbed by other load): "
+                  f"{cpu[largest] / cpu[smallest]:.2f}")
 
 
 if __name__ == "__main__":
