@@ -90,8 +90,9 @@ class Settings(BaseSettings):
     hubspot_batch_size: int = Field(100, alias="HUBSPOT_BATCH_SIZE", ge=0, le=100)
     # A new lead waits this long for others to share its CRM batch (the staff alert does not wait).
     crm_batch_linger_seconds: float = Field(2.0, alias="CRM_BATCH_LINGER_SECONDS", ge=0)
-    # A failed delivery is retried after this many seconds, doubling (to 30 minutes) while it keeps failing.
+    # A failed delivery is retried after this many seconds, doubling while it keeps failing, up to the longest wait.
     retry_first_seconds: float = Field(5.0, alias="ADMITFLOW_RETRY_FIRST_SECONDS", gt=0)
+    retry_max_seconds: float = Field(1800.0, alias="ADMITFLOW_RETRY_MAX_SECONDS", gt=0)
 
     twilio_account_sid: str | None = Field(None, alias="TWILIO_ACCOUNT_SID")
     twilio_auth_token: SecretStr | None = Field(None, alias="TWILIO_AUTH_TOKEN")

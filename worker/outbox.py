@@ -40,10 +40,11 @@ class Delivery:
     others_due: tuple[tuple[int, timedelta], ...] = ()
 
 
-def backoff(attempts: int, error: IntegrationError, first: timedelta = FIRST_RETRY) -> timedelta:
+def backoff(attempts: int, error: IntegrationError, first: timedelta = FIRST_RETRY,
+            longest: timedelta = MAX_BACKOFF) -> timedelta:
     if isinstance(error, RateLimited) and error.retry_after is not None:
         return timedelta(seconds=max(1.0, error.retry_after))
-    return min(first * (1 << min(max(0, attempts - 1), 20)), MAX_BACKOFF)
+    return min(first * (1 << min(max(0, attempts - 1), 20)), longest)
 
 
 def lease(session: Session, outbox_id: int, now: datetime) -> OutboxMessage | None:
@@ -217,7 +218,8 @@ def _failed(session: Session, outbox_id: int, error: IntegrationError, settings:
         log.error("outbox %s (%s) dead after %d attempt(s): %s", row.id, row.kind, row.attempts, error.message)
         session.commit()
         return Delivery(OutboxState.DEAD)
-    delay = backoff(row.attempts, error, timedelta(seconds=settings.retry_first_seconds))
+    delay = backoff(row.attempts, error, timedelta(seconds=settings.retry_first_seconds),
+                    timedelta(seconds=settings.retry_max_seconds))
     row.next_attempt_at = utcnow() + delay
     log.warning("outbox %s (%s) attempt %d failed, retrying in %ss: %s",
                 row.id, row.kind, row.attempts, int(delay.total_seconds()), error.message)

@@ -82,6 +82,7 @@ def test_the_first_retry_wait_follows_the_setting_and_doubles() -> None:
     assert [backoff(n, error, first).total_seconds() for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 4.0]
     assert backoff(1, error) == timedelta(seconds=5)
     assert backoff(60, error) == timedelta(minutes=30)
+    assert backoff(6, error, first, timedelta(seconds=3)) == timedelta(seconds=3)
 
 
 def test_a_note_whose_answer_was_lost_is_looked_for_before_it_is_added_again(
