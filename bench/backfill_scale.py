@@ -43,7 +43,7 @@ from sqlalchemy.engine import make_url
 from bench.stack import KEYS, POSTGRES_URL, letters, recreate_database
 from config.settings import get_settings
 from config.sites import load_sites
-from integrations.gravityforms.client import PAGE_SIZE, EntriesPage, GravityFormsClient
+from tests.fakes.gravityforms import InMemoryGravityForms
 from worker import backfill
 from worker.db import dispose_engines, session_scope
 from worker.dispatch import process_stored
@@ -249,22 +249,6 @@ def _entry(person: int, at: datetime, ip: str, *, phone_style: int, email: str,
     return {key: value for key, value in entry.items() if value is not None}
 
 
-class HistoryClient(GravityFormsClient):
-    """The Gravity Forms REST API answering from memory: the bench measures our side only."""
-
-    def __init__(self, form: dict[str, Any], entries: list[dict[str, Any]]) -> None:
-        super().__init__("https://clinic.example.org", "ck_bench", "cs_bench")
-        self.form, self.entries = form, entries
-
-    def get_form(self, form_id: str) -> dict[str, Any]:
-        return self.form
-
-    def entries_page(self, form_id: str, *, page: int, newest_first: bool,
-                     since: datetime | None = None) -> EntriesPage:
-        chunk = self.entries[(page - 1) * PAGE_SIZE:page * PAGE_SIZE]
-        return EntriesPage(total_count=len(self.entries), entries=chunk)
-
-
 @dataclass
 class Measured:
     existing: int
@@ -298,7 +282,7 @@ def process_page(submission_ids: list[int]) -> list[Outcome]:
 def measure(run: int, entries: list[dict[str, Any]], form: dict[str, Any], existing: int, site: str,
             pool: Pool | None) -> Measured:
     settings = get_settings()
-    client = HistoryClient(form, entries)
+    client = InMemoryGravityForms(form, entries)
     since = datetime(2020, 1, 1, tzinfo=UTC) + timedelta(seconds=run)
     outcomes: list[Outcome] = []
     handed: list[AsyncResult[list[Outcome]]] = []

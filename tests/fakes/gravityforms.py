@@ -11,9 +11,12 @@ import base64
 import json
 import re
 import threading
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from integrations.gravityforms.client import PAGE_SIZE, EntriesPage, GravityFormsClient
 
 CONSUMER_KEY = "ck_test_fault_injection"
 CONSUMER_SECRET = "cs_test_fault_injection"
@@ -91,3 +94,20 @@ class FakeGravityForms(ThreadingHTTPServer):
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
         self.server_close()
+
+
+class InMemoryGravityForms(GravityFormsClient):
+    """The REST API answering from memory, in pages as the site would, for code that takes the client itself
+    (a backfill, in-process): the site's entries are `entries`, oldest first."""
+
+    def __init__(self, form: dict[str, Any], entries: list[dict[str, Any]]) -> None:
+        super().__init__("https://clinic.example.org", "ck_in_memory", "cs_in_memory")
+        self.form, self.entries = form, entries
+
+    def get_form(self, form_id: str) -> dict[str, Any]:
+        return self.form
+
+    def entries_page(self, form_id: str, *, page: int, newest_first: bool,
+                     since: datetime | None = None) -> EntriesPage:
+        chunk = self.entries[(page - 1) * PAGE_SIZE:page * PAGE_SIZE]
+        return EntriesPage(total_count=len(self.entries), entries=chunk)

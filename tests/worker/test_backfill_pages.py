@@ -8,29 +8,14 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from config.settings import Settings
-from integrations.gravityforms.client import EntriesPage, GravityFormsClient
 from tests.conftest import make_entry
+from tests.fakes.gravityforms import InMemoryGravityForms
 from worker import backfill
 from worker.db import new_session
 from worker.intake import store_entry
 from worker.models import BackfillRun, Submission, SubmissionSource
 
 SINCE = datetime(2026, 6, 1, tzinfo=UTC)
-
-
-class OnePage(GravityFormsClient):
-    """The entries API answering one page from memory."""
-
-    def __init__(self, form_object: dict[str, Any], entries: list[dict[str, Any]]) -> None:
-        super().__init__("https://clinic.example.org", "ck_test", "cs_test")
-        self.form_object, self.entries = form_object, entries
-
-    def get_form(self, form_id: str) -> dict[str, Any]:
-        return self.form_object
-
-    def entries_page(self, form_id: str, *, page: int, newest_first: bool,
-                     since: datetime | None = None) -> EntriesPage:
-        return EntriesPage(total_count=len(self.entries), entries=self.entries if page == 1 else [])
 
 
 def june(day: int) -> str:
@@ -46,7 +31,7 @@ def test_a_page_is_stored_with_what_was_seen_before_and_what_is_not_an_entry_tol
                {"id": "x", "form_id": "1"}, make_entry(4, date_created="2026-05-30 10:00:00")]
     run = backfill.start(session, site=settings.site, form_id="1", since=SINCE)
 
-    page = backfill.import_page(session, run, OnePage(form_object, entries))
+    page = backfill.import_page(session, run, InMemoryGravityForms(form_object, entries))
 
     assert (len(page.stored_ids), page.already_seen, page.skipped, page.finished) == (1, 1, 2, True)
     assert session.scalar(select(func.count()).select_from(Submission)) == 2
@@ -65,7 +50,7 @@ def test_a_page_that_fails_to_store_leaves_none_of_its_entries_and_is_read_again
 
     monkeypatch.setattr(backfill, "store_entries", store_then_fail)
     with pytest.raises(ConnectionError):
-        backfill.import_page(session, run, OnePage(form_object, entries))
+        backfill.import_page(session, run, InMemoryGravityForms(form_object, entries))
     session.rollback()
 
     with new_session() as fresh:
