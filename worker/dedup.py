@@ -377,9 +377,12 @@ class Deduplicator:
         self.known.add(lead)
         return Assignment(lead, created=True)
 
-    def assigned(self, applicant: Applicant, at: datetime, lead: Lead) -> None:
-        """Record that a submission from this applicant now belongs to `lead` (device evidence for the rest)."""
-        self.known.add_submission(self.lookups(applicant).get("device", (None,))[0], at, lead)
+    def assigned(self, applicant: Applicant, at: datetime, lead: Lead) -> str | None:
+        """Record that a submission from this applicant now belongs to `lead` (device evidence for the rest of the
+        transaction); returns the device digest to store with the submission (under the newest key)."""
+        device = self.lookups(applicant).get("device", (None,))[0]
+        self.known.add_submission(device, at, lead)
+        return device
 
     def _own_lookups(self, lead: Lead) -> dict[str, tuple[str, ...]]:
         """The lead's phone and email digests under every blind-index key."""

@@ -32,6 +32,10 @@ class Dispatcher(Protocol):
     def outbox_ready(self, outbox_ids: Iterable[int]) -> None: ...
 
 
+def _pages(submission_ids: list[int]) -> list[list[int]]:
+    return [submission_ids[start:start + BATCH_SIZE] for start in range(0, len(submission_ids), BATCH_SIZE)]
+
+
 def process_stored(submission_ids: list[int], settings: Settings) -> list[Outcome]:
     """Process submissions together, committed as one; if that fails for any reason but the database, each is
     processed alone, so one entry that cannot be processed holds up no other (it stays `received`, and the
@@ -71,8 +75,8 @@ class CeleryDispatcher:
     def submissions_stored(self, submission_ids: list[int]) -> None:
         from worker.tasks import process_submissions_task
 
-        for start in range(0, len(submission_ids), BATCH_SIZE):
-            _send(process_submissions_task, submission_ids[start:start + BATCH_SIZE])
+        for page in _pages(submission_ids):
+            _send(process_submissions_task, page)
 
     def outbox_ready(self, outbox_ids: Iterable[int]) -> None:
         from worker.tasks import deliver_outbox_task
@@ -99,8 +103,8 @@ class InlineDispatcher:
         self.submissions_stored([submission_id])
 
     def submissions_stored(self, submission_ids: list[int]) -> None:
-        for start in range(0, len(submission_ids), BATCH_SIZE):
-            for outcome in process_stored(submission_ids[start:start + BATCH_SIZE], self.services.settings):
+        for page in _pages(submission_ids):
+            for outcome in process_stored(page, self.services.settings):
                 self.outbox_ready(outcome.outbox_ids)
 
     def outbox_ready(self, outbox_ids: Iterable[int]) -> None:

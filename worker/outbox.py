@@ -173,10 +173,11 @@ def deliver(session: Session, outbox_id: int, services: Services, now: datetime 
     """Deliver one row. With `batches`, a CRM sync for a CRM that takes batches waits a moment for others (the
     returned `retry_in`), then carries as many waiting syncs of its site as one call takes."""
     now = now or utcnow()
-    found = session.get(OutboxMessage, outbox_id) if batches else None
-    target = _batch_crm(session, found, services) if found is not None else None
-    if target is not None and found is not None and (wait := _lingering(found, services.settings, now)) is not None:
-        return Delivery(None, retry_in=wait)
+    target = None
+    if batches and (found := session.get(OutboxMessage, outbox_id)) is not None:
+        target = _batch_crm(session, found, services)
+        if target is not None and (wait := _lingering(found, services.settings, now)) is not None:
+            return Delivery(None, retry_in=wait)
     row = lease(session, outbox_id, now)
     if row is None:
         return Delivery(None)

@@ -229,38 +229,33 @@ def process_submissions(session: Session, submission_ids: list[int], settings: S
         else:
             ready.append(triaged)
     if ready:
-        ready.sort(key=lambda item: (item.requested_at, item.submission.id))
-        rows = _assign_all(session, ready, settings)
+        decided = _assign_all(session, ready, settings)
         session.flush()
-        for item in ready:
-            lead, created = rows[item.submission.id][0], rows[item.submission.id][1]
-            outcomes[item.submission.id] = Outcome(
-                SubmissionState.PROCESSED, lead.id, created, [row.id for row in rows[item.submission.id][2]]
-            )
+        for submission_id, (lead, created, rows) in decided.items():
+            outcomes[submission_id] = Outcome(SubmissionState.PROCESSED, lead.id, created, [row.id for row in rows])
     return [outcomes[submission_id] for submission_id in submission_ids]
 
 
 def _assign_all(
     session: Session, ready: list[_Ready], settings: Settings
 ) -> dict[int, tuple[Lead, bool, list[OutboxMessage]]]:
-    """Each ready submission's lead (found or created) and outbox rows, in time order."""
-    vault = current_vault()
+    """Each ready submission's lead (found or created) and outbox rows, decided in the order the people sent them."""
+    in_time_order = sorted(ready, key=lambda item: (item.requested_at, item.submission.id))
     dedup = Deduplicator(
-        session, vault,
+        session, current_vault(),
         window=timedelta(days=settings.dedup_window_days),
         correction_window=timedelta(minutes=settings.correction_window_minutes),
-        earliest=ready[0].requested_at,
-        latest=max(item.requested_at for item in ready),
+        earliest=in_time_order[0].requested_at,
+        latest=in_time_order[-1].requested_at,
     )
-    dedup.prepare([item.applicant for item in ready])
+    dedup.prepare([item.applicant for item in in_time_order])
     decided = {}
-    for item in ready:
+    for item in in_time_order:
         submission, applicant = item.submission, item.applicant
         submission.requested_at = item.requested_at
-        submission.device_index = vault.blind_index("device", applicant.device) if applicant.device else None
         assignment = dedup.assign(applicant, at=item.requested_at)
         lead, created = assignment.lead, assignment.created
-        dedup.assigned(applicant, item.requested_at, lead)
+        submission.device_index = dedup.assigned(applicant, item.requested_at, lead)
         submission.state, submission.lead, submission.is_repeat = SubmissionState.PROCESSED, lead, not created
         # The same columns written for every row, changed or not: the page's updates then go as one batch.
         flag_modified(submission, "is_repeat")
