@@ -5,7 +5,7 @@
 For each size, leads already in the database are topped up to that many (bulk COPY: every lead with its phone,
 email and device blind indexes, their lock rows in `lead_keys`, one processed submission and two delivered
 outbox rows), then a history of `--entries` new entries is imported through the real path of `admitflow
-backfill`: `worker.backfill.import_page` page by page from an in-memory Gravity Forms API, and each stored entry
+backfill`: `worker.intake.backfill.import_page` page by page from an in-memory Gravity Forms API, and each stored entry
 processed (screening, dedup under its locks, lead, outbox rows) in its own transaction as the backfill's
 dispatcher does. Delivery to the CRM and staff is not measured: it is bounded by the providers' rate limits.
 After each run its rows are deleted, so every run of a size starts with the same leads.
@@ -44,13 +44,13 @@ from bench.stack import KEYS, POSTGRES_URL, letters, recreate_database
 from config.settings import get_settings
 from config.sites import load_sites
 from tests.fakes.gravityforms import InMemoryGravityForms
-from worker import backfill
-from worker.db import dispose_engines, session_scope
-from worker.dispatch import process_stored
-from worker.intake import register_form
-from worker.phi import current_vault
-from worker.processing import Outcome
-from worker.schema import upgrade
+from worker.delivery.dispatch import process_stored
+from worker.intake import backfill
+from worker.intake.entries import register_form
+from worker.leads.processing import Outcome
+from worker.store.db import dispose_engines, session_scope
+from worker.store.phi import current_vault
+from worker.store.schema import upgrade
 
 DATABASE_URL = make_url(POSTGRES_URL).set(database="admitflow_bench_backfill").render_as_string(hide_password=False)
 REPO = Path(__file__).resolve().parents[1]

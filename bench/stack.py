@@ -136,6 +136,6 @@ def letters(number: int) -> str:
 
 
 def percentile(values: list[float], fraction: float) -> float:
-    """Nearest rank, as worker/reports.py computes it."""
+    """Nearest rank, as worker/ops/reports.py computes it."""
     ordered = sorted(values)
     return ordered[max(1, math.ceil(fraction * len(ordered))) - 1]

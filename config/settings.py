@@ -125,7 +125,7 @@ class Settings(BaseSettings):
     # Once the top of the ladder has been alerted, they are reminded this often until someone claims.
     alert_top_repeat_minutes: int = Field(10, alias="ALERT_TOP_REPEAT_MINUTES", ge=1)
     escalation_interval_seconds: float = Field(15.0, alias="ESCALATION_INTERVAL_SECONDS", gt=0)
-    # Staff texts and the spoken reminder; unset: the built-in ones (worker/templates.py lists the allowed fields).
+    # Staff texts and the spoken reminder; unset: the built-in ones (worker/staff/templates.py lists allowed fields).
     alert_sms_template: str | None = Field(None, alias="ALERT_SMS_TEMPLATE")
     alert_repeat_sms_template: str | None = Field(None, alias="ALERT_REPEAT_SMS_TEMPLATE")
     alert_escalation_sms_template: str | None = Field(None, alias="ALERT_ESCALATION_SMS_TEMPLATE")

@@ -18,10 +18,10 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
 from config.settings import Settings, get_settings
-from worker.db import Base, dispose_engines, engine_for, new_session
-from worker.phi import reset_vault
-from worker.schema import upgrade
-from worker.services import default_services
+from worker.staff.services import default_services
+from worker.store.db import Base, dispose_engines, engine_for, new_session
+from worker.store.phi import reset_vault
+from worker.store.schema import upgrade
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples" / "gravityforms"

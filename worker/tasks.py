@@ -10,16 +10,16 @@ from sqlalchemy.exc import OperationalError
 
 from config.celery_app import app
 from config.sites import load_sites
-from worker.db import forget_inherited_connections, session_scope, utcnow
-from worker.dispatch import CeleryDispatcher, process_stored
-from worker.escalation import escalate, lease_due_timers
-from worker.outbox import deliver
-from worker.poller import run_due_polls
-from worker.processing import process_submission
-from worker.roster import RosterError
-from worker.services import default_services
-from worker.sweeper import sweep
-from worker.templates import TemplateError
+from worker.delivery.dispatch import CeleryDispatcher, process_stored
+from worker.delivery.outbox import deliver
+from worker.delivery.sweeper import sweep
+from worker.intake.poller import run_due_polls
+from worker.leads.processing import process_submission
+from worker.staff.escalation import escalate, lease_due_timers
+from worker.staff.roster import RosterError
+from worker.staff.services import default_services
+from worker.staff.templates import TemplateError
+from worker.store.db import forget_inherited_connections, session_scope, utcnow
 
 log = logging.getLogger(__name__)
 

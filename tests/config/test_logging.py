@@ -57,7 +57,7 @@ def test_no_canary_phi_reaches_the_log_whichever_way_it_is_logged(output: io.Str
 
 
 def test_lead_references_and_ids_stay_readable(output: io.StringIO) -> None:
-    logging.getLogger("worker.outbox").info(
+    logging.getLogger("worker.delivery.outbox").info(
         "lead %s outbox row %d delivered to CRM contact %s", "R-7K2QX", 1234, "901234567",
         extra={"lead_ref": "R-7K2QX", "submission_id": 42, "request_id": "req-1"},
     )
@@ -65,7 +65,7 @@ def test_lead_references_and_ids_stay_readable(output: io.StringIO) -> None:
     (line,) = lines(output)
     assert line["message"] == "lead R-7K2QX outbox row 1234 delivered to CRM contact 901234567"
     assert (line["lead_ref"], line["submission_id"], line["request_id"]) == ("R-7K2QX", 42, "req-1")
-    assert (line["level"], line["logger"]) == ("INFO", "worker.outbox")
+    assert (line["level"], line["logger"]) == ("INFO", "worker.delivery.outbox")
     assert str(line["time"]).startswith("20")
 
 
@@ -100,9 +100,9 @@ def test_celery_keeps_admitflows_handlers_when_it_sets_up_logging(output: io.Str
 def test_text_format_is_for_humans_and_still_masked() -> None:
     stream = io.StringIO()
     configure_logging("INFO", "text", stream=stream)
-    logging.getLogger("worker.web").info("from %s", CANARY_PHONES[0])
+    logging.getLogger("worker.web.app").info("from %s", CANARY_PHONES[0])
 
-    assert " INFO worker.web: from [phone]" in stream.getvalue()
+    assert " INFO worker.web.app: from [phone]" in stream.getvalue()
     assert not stream.getvalue().startswith("{")
 
 

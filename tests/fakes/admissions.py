@@ -15,12 +15,12 @@ from config.settings import Settings
 from integrations.crm import CRM, LogOnlyCRM
 from tests.conftest import REPO, make_entry
 from tests.fakes.twilio import AUTH_TOKEN, CENTER_NUMBER, PUBLIC_URL, RecordingMessenger
-from worker.intake import register_form, store_entry
-from worker.models import OutboxKind, OutboxMessage, SubmissionSource
-from worker.processing import process_submission
-from worker.roster import load_roster
-from worker.services import Services
-from worker.templates import AlertTemplates
+from worker.intake.entries import register_form, store_entry
+from worker.leads.processing import process_submission
+from worker.staff.roster import load_roster
+from worker.staff.services import Services
+from worker.staff.templates import AlertTemplates
+from worker.store.models import OutboxKind, OutboxMessage, SubmissionSource
 
 NEW_YORK = ZoneInfo("America/New_York")
 EXAMPLE_ROSTER = REPO / "config" / "roster.example.toml"

@@ -7,7 +7,7 @@ from itertools import count
 
 from sqlalchemy.orm import Session
 
-from worker.models import (
+from worker.store.models import (
     Claim,
     Lead,
     LeadStatus,

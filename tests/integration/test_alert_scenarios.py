@@ -34,12 +34,12 @@ from tests.conftest import EXAMPLES, TEST_KEYS, WEBHOOK_SECRET, configure_enviro
 from tests.fakes.admissions import new_lead
 from tests.fakes.providers import FakeProviders
 from tests.support.processes import free_port, healthy, wait_for
-from worker.alerts import start_escalation
-from worker.db import new_session, session_scope, utcnow
-from worker.escalation import lease_due_timers
-from worker.intake import register_form
-from worker.models import Claim, EscalationTimer, Lead, OutboxKind, OutboxMessage
-from worker.templates import spoken_ref
+from worker.intake.entries import register_form
+from worker.staff.alerts import start_escalation
+from worker.staff.escalation import lease_due_timers
+from worker.staff.templates import spoken_ref
+from worker.store.db import new_session, session_scope, utcnow
+from worker.store.models import Claim, EscalationTimer, Lead, OutboxKind, OutboxMessage
 
 pytestmark = pytest.mark.services
 

@@ -32,8 +32,8 @@ from tests.conftest import EXAMPLES, WEBHOOK_SECRET, make_entry
 from tests.fakes.providers import FakeProviders, ProviderState, _Handler
 from tests.integration.test_end_to_end import provider_environment
 from tests.support.processes import free_port, healthy, wait_for
-from worker.db import Base, session_scope
-from worker.models import OutboxMessage, OutboxState, Submission, SubmissionState
+from worker.store.db import Base, session_scope
+from worker.store.models import OutboxMessage, OutboxState, Submission, SubmissionState
 
 pytestmark = pytest.mark.services
 

@@ -19,8 +19,8 @@ from config.settings import Settings
 from tests.conftest import make_entry
 from tests.integration.crm_stack import CrmStack, crm_stack
 from tests.support.processes import wait_for
-from worker.db import session_scope
-from worker.models import Lead, OutboxMessage, OutboxState, Submission
+from worker.store.db import session_scope
+from worker.store.models import Lead, OutboxMessage, OutboxState, Submission
 
 pytestmark = pytest.mark.services
 

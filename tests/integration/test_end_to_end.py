@@ -24,10 +24,10 @@ from config.settings import Settings
 from tests.conftest import EXAMPLES, REPO, TEST_KEYS, WEBHOOK_SECRET, configure_environment, make_entry
 from tests.fakes.providers import FakeProviders
 from tests.support.processes import free_port, healthy, wait_for
-from worker.db import session_scope, utcnow
-from worker.intake import register_form
-from worker.models import Lead, OutboxMessage, OutboxState, Submission
-from worker.roster import load_roster
+from worker.intake.entries import register_form
+from worker.staff.roster import load_roster
+from worker.store.db import session_scope, utcnow
+from worker.store.models import Lead, OutboxMessage, OutboxState, Submission
 
 pytestmark = pytest.mark.services
 

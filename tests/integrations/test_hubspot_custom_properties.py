@@ -27,7 +27,7 @@ from tests.integrations.test_hubspot import (
     hubspot_error,
     search_body,
 )
-from worker.services import crm_from_settings
+from worker.staff.services import crm_from_settings
 
 UPSERT = f"{CONTACTS}/batch/upsert"
 OURS = {

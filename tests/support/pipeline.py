@@ -13,10 +13,10 @@ from sqlalchemy.pool import StaticPool
 
 from config.settings import Settings
 from tests.conftest import EXAMPLES
-from worker.db import Base
-from worker.intake import register_form, store_entry
-from worker.models import Submission, SubmissionSource
-from worker.processing import process_submission
+from worker.intake.entries import register_form, store_entry
+from worker.leads.processing import process_submission
+from worker.store.db import Base
+from worker.store.models import Submission, SubmissionSource
 
 
 @contextmanager

@@ -1,0 +1,97 @@
+"""How a CRM sync retries through a flaky, rate-limited CRM: it never goes dead while it moves forward or waits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from config.settings import Settings
+from integrations.crm import CallbackTaskSpec, LogOnlyCRM
+from integrations.errors import IntegrationError, RateLimited, ServiceUnavailable
+from tests.worker.delivery.test_outbox import new_lead_outbox, services
+from worker.delivery.outbox import backoff, deliver
+from worker.store.db import utcnow
+from worker.store.models import OutboxKind, OutboxMessage, OutboxState
+
+
+@dataclass
+class FlakyCRM(LogOnlyCRM):
+    """Notes and tasks fail with the queued errors, one per call, before going through."""
+
+    note_failures: list[IntegrationError] = field(default_factory=list)
+    task_failures: list[IntegrationError] = field(default_factory=list)
+    note_lookups: list[bool] = field(default_factory=list)
+
+    def add_note(self, contact_id: str, text: str, at: datetime, *, look_first: bool = False) -> str:
+        self.note_lookups.append(look_first)
+        if self.note_failures:
+            raise self.note_failures.pop(0)
+        return super().add_note(contact_id, text, at)
+
+    def ensure_callback_task(self, contact_id: str, task: CallbackTaskSpec) -> str:
+        if self.task_failures:
+            raise self.task_failures.pop(0)
+        return super().ensure_callback_task(contact_id, task)
+
+
+def bad_gateway() -> ServiceUnavailable:
+    return ServiceUnavailable("HubSpot failed with 502 on POST /crm/v3/objects/tasks; will retry", status=502)
+
+
+def deliver_until_settled(session: Session, settings: Settings, outbox_id: int, crm: FlakyCRM) -> OutboxMessage:
+    now = utcnow()
+    for _ in range(50):
+        now += timedelta(hours=1)
+        if deliver(session, outbox_id, services(settings, crm=crm), now=now).state != OutboxState.PENDING:
+            break
+    return session.get_one(OutboxMessage, outbox_id, populate_existing=True)
+
+
+def test_a_sync_that_gets_further_on_each_attempt_is_not_parked_as_dead(
+    session: Session, settings: Settings, form_object: dict[str, Any]
+) -> None:
+    limited = settings.model_copy(update={"max_delivery_attempts": 3})
+    ids = new_lead_outbox(session, limited, form_object)
+    crm = FlakyCRM(note_failures=[bad_gateway(), bad_gateway()], task_failures=[bad_gateway(), bad_gateway()])
+
+    row = deliver_until_settled(session, limited, ids[OutboxKind.CRM_SYNC], crm)
+
+    assert row.state == OutboxState.DELIVERED, "four failures, but never three in a row on one step"
+
+
+def test_rate_limits_do_not_count_towards_the_attempts_that_park_a_row(
+    session: Session, settings: Settings, form_object: dict[str, Any]
+) -> None:
+    limited = settings.model_copy(update={"max_delivery_attempts": 2})
+    ids = new_lead_outbox(session, limited, form_object)
+    too_many = [RateLimited("HubSpot rate limit hit on POST /crm/v3/objects/tasks; will retry", retry_after=1.0)] * 5
+    crm = FlakyCRM(task_failures=list(too_many))
+
+    row = deliver_until_settled(session, limited, ids[OutboxKind.CRM_SYNC], crm)
+
+    assert row.state == OutboxState.DELIVERED
+
+
+def test_the_first_retry_wait_follows_the_setting_and_doubles() -> None:
+    error = bad_gateway()
+    first = timedelta(seconds=0.5)
+
+    assert [backoff(n, error, first).total_seconds() for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 4.0]
+    assert backoff(1, error) == timedelta(seconds=5)
+    assert backoff(60, error) == timedelta(minutes=30)
+    assert backoff(6, error, first, timedelta(seconds=3)) == timedelta(seconds=3)
+
+
+def test_a_note_whose_answer_was_lost_is_looked_for_before_it_is_added_again(
+    session: Session, settings: Settings, form_object: dict[str, Any]
+) -> None:
+    ids = new_lead_outbox(session, settings, form_object)
+    crm = FlakyCRM(note_failures=[bad_gateway()])
+
+    row = deliver_until_settled(session, settings, ids[OutboxKind.CRM_SYNC], crm)
+
+    assert row.state == OutboxState.DELIVERED
+    assert crm.note_lookups == [False, True], "only the retry, which may follow a lost answer, looks first"

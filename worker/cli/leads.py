@@ -1,0 +1,101 @@
+"""Looking at leads and submissions: export leads, list, show and release submissions."""
+
+from __future__ import annotations
+
+import json
+from typing import TextIO
+
+import click
+from sqlalchemy import select
+
+from worker.cli.common import command_settings
+from worker.delivery.dispatch import dispatcher_for
+from worker.leads.export import lead_record
+from worker.staff.services import default_services
+from worker.store.db import session_scope
+from worker.store.models import Lead, Submission, SubmissionState
+from worker.store.schema import ensure_schema
+from worker.trust import audit
+
+
+@click.group()
+def leads() -> None:
+    """Leads."""
+
+
+@leads.command("export")
+@click.option("--output", type=click.File("w", encoding="utf-8"), default="-", help="File to write (default stdout).")
+def leads_export(output: TextIO) -> None:
+    """Write every lead as a JSON line: id, ref, phone, email, names, repeat_count, crm_id, submissions.
+
+    THE OUTPUT HOLDS PHI (names, phone numbers, emails). Write it only to encrypted storage you are allowed to
+    keep it on, and delete it when done.
+    """
+    settings = command_settings()
+    ensure_schema(settings)
+    exported = 0
+    with session_scope() as session:
+        for lead in session.scalars(select(Lead).order_by(Lead.id)):
+            output.write(json.dumps(lead_record(lead), ensure_ascii=False) + "\n")
+            exported += 1
+        audit.operator_did(session, audit.AuditAction.EXPORT, detail=f"{exported} leads exported")
+
+
+@click.group()
+def submissions() -> None:
+    """Stored submissions (no PHI is printed unless --reveal)."""
+
+
+@submissions.command("list")
+@click.option("--state", type=click.Choice([s.value for s in SubmissionState]), default=None)
+def submissions_list(state: str | None) -> None:
+    """One line per submission: id, site, form, entry, source, state, lead, flag reason."""
+    settings = command_settings()
+    ensure_schema(settings)
+    with session_scope() as session:
+        query = select(Submission).order_by(Submission.id)
+        if state:
+            query = query.where(Submission.state == state)
+        for sub in session.scalars(query):
+            lead_ref = sub.lead.ref if sub.lead else "-"
+            click.echo(f"{sub.id}\t{sub.site}\tform {sub.form_id}\tentry {sub.entry_id}\t{sub.source}\t"
+                       f"{sub.state}\t{lead_ref}\t{sub.flag_reason or ''}")
+
+
+@submissions.command("show")
+@click.argument("submission_id", type=int)
+@click.option("--reveal", is_flag=True, help="Also print the entry as received (PHI).")
+def submissions_show(submission_id: int, reveal: bool) -> None:
+    """One submission's record; with --reveal, its raw entry (PHI: only on a screen you may show it on)."""
+    settings = command_settings()
+    ensure_schema(settings)
+    with session_scope() as session:
+        sub = session.get(Submission, submission_id)
+        if sub is None:
+            raise click.ClickException(f"no submission {submission_id}")
+        if reveal:
+            audit.operator_did(session, audit.AuditAction.READ, lead_ref=sub.lead.ref if sub.lead else None,
+                               submission_id=sub.id, detail="raw entry revealed")
+        click.echo(json.dumps({
+            "id": sub.id, "site": sub.site, "form_id": sub.form_id, "entry_id": sub.entry_id, "source": sub.source,
+            "state": sub.state, "flag_reason": sub.flag_reason, "received_at": sub.received_at.isoformat(),
+            "lead": sub.lead.ref if sub.lead else None, **({"entry": sub.payload} if reveal else {}),
+        }, indent=2, ensure_ascii=False))
+
+@submissions.command("release")
+@click.argument("submission_id", type=int)
+def submissions_release(submission_id: int) -> None:
+    """Process a flagged submission as a person after all (an operator's decision)."""
+    settings = command_settings()
+    ensure_schema(settings)
+    with session_scope() as session:
+        sub = session.get(Submission, submission_id)
+        if sub is None:
+            raise click.ClickException(f"no submission {submission_id}")
+        if sub.state not in (SubmissionState.FLAGGED, SubmissionState.SPAM):
+            raise click.ClickException(f"submission {submission_id} is {sub.state}, not flagged or spam")
+        audit_note = f"released by operator from {sub.state}"
+        audit.operator_did(session, audit.AuditAction.RELEASE, submission_id=sub.id, detail=f"from {sub.state}")
+        sub.state, sub.flag_reason, sub.released = SubmissionState.RECEIVED, None, True
+    dispatcher_for(settings, default_services()).submission_stored(submission_id)
+    click.echo(f"submission {submission_id} {audit_note}; processing it now")

@@ -1,0 +1,39 @@
+"""Figures for the admissions manager: the speed-to-lead report and the status page password."""
+
+from __future__ import annotations
+
+import click
+
+from worker.cli.common import command_settings
+from worker.store.db import session_scope
+from worker.store.schema import ensure_schema
+
+
+@click.group()
+def report() -> None:
+    """Speed-to-lead figures for the admissions manager (the same as GET /status)."""
+
+
+@report.command("speed")
+@click.option("--days", type=click.IntRange(1, 366), default=14, show_default=True, help="Days back, today included.")
+def report_speed(days: int) -> None:
+    """Median and 90th-percentile time to claim and to call, per day and per staff member; lead references only."""
+    from worker.ops.reports import format_speed_report, speed_report
+    from worker.store.db import utcnow
+
+    settings = command_settings()
+    ensure_schema(settings)
+    with session_scope() as session:
+        figures = speed_report(session, days=days, now=utcnow(), timezone=settings.center_timezone)
+    click.echo(format_speed_report(figures))
+
+
+@report.command("hash-password")
+@click.password_option("--password", help="The status page password (prompted, not echoed).")
+def report_hash_password(password: str) -> None:
+    """Print a STATUS_PASSWORD_HASH for the status page, for your secret store."""
+    import secrets
+
+    from worker.ops.status_page import hash_password
+
+    click.echo(f"STATUS_PASSWORD_HASH={hash_password(password, secrets.token_bytes(16))}")

@@ -1,0 +1,274 @@
+"""Delivering outbox rows: lease one, do its work, record the outcome, retry with backoff, or park it.
+
+A lease (not a held transaction) marks a row as being worked on, so a worker killed mid-delivery only delays the
+row until its lease runs out; the CRM writes are keyed so that doing one again updates instead of duplicating.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from config.settings import Settings
+from integrations.crm import BatchCRM, batching
+from integrations.errors import IntegrationError, RateLimited
+from worker.delivery.crm_sync import LeadBusy, assign_claimed_task, log_bridged_call, sync_batch, sync_lead
+from worker.staff.alerts import acknowledge_person, alert_staff
+from worker.staff.services import Services
+from worker.store.db import utcnow
+from worker.store.models import OutboxKind, OutboxMessage, OutboxState, Submission
+
+log = logging.getLogger(__name__)
+
+LEASE = timedelta(minutes=5)
+MAX_BACKOFF = timedelta(minutes=30)
+FIRST_RETRY = timedelta(seconds=5)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """The outcome of one delivery attempt; `retry_in` is set when the row is due again. A batch also reports
+    when the other rows it carried are due again."""
+
+    state: OutboxState | None  # None: not leased (delivered already, leased elsewhere, or not due)
+    retry_in: timedelta | None = None
+    others_due: tuple[tuple[int, timedelta], ...] = ()
+
+
+def backoff(attempts: int, error: IntegrationError, first: timedelta = FIRST_RETRY,
+            longest: timedelta = MAX_BACKOFF) -> timedelta:
+    if isinstance(error, RateLimited) and error.retry_after is not None:
+        return timedelta(seconds=max(1.0, error.retry_after))
+    return min(first * (1 << min(max(0, attempts - 1), 20)), longest)
+
+
+def lease(session: Session, outbox_id: int, now: datetime) -> OutboxMessage | None:
+    """Take the row for this worker if it is pending, due and not leased by another. Commits."""
+    taken = session.execute(
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.id == outbox_id,
+            OutboxMessage.state == OutboxState.PENDING,
+            OutboxMessage.next_attempt_at <= now,
+            or_(OutboxMessage.leased_until.is_(None), OutboxMessage.leased_until < now),
+        )
+        .values(leased_until=now + LEASE, attempts=OutboxMessage.attempts + 1)
+    )
+    session.commit()
+    if taken.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    return session.get_one(OutboxMessage, outbox_id, populate_existing=True)
+
+
+def lease_batch_mates(
+    session: Session, row: OutboxMessage, site: str, limit: int, now: datetime, soon: timedelta
+) -> list[OutboxMessage]:
+    """Lease up to `limit` more CRM syncs of the same site that are due or due within `soon` (the rows of a batch
+    that failed together are due again a few milliseconds apart), one per lead and not the row's lead. Commits."""
+    candidates = session.execute(
+        select(OutboxMessage.id, OutboxMessage.lead_id)
+        .join(Submission, Submission.id == OutboxMessage.submission_id)
+        .where(
+            OutboxMessage.kind == OutboxKind.CRM_SYNC,
+            OutboxMessage.state == OutboxState.PENDING,
+            OutboxMessage.next_attempt_at <= now + soon,
+            or_(OutboxMessage.leased_until.is_(None), OutboxMessage.leased_until < now),
+            OutboxMessage.id != row.id,
+            Submission.site == site,
+        )
+        .order_by(OutboxMessage.next_attempt_at)
+        .limit(limit * 2)
+    ).all()
+    leads = {row.lead_id}
+    chosen: list[int] = []
+    for outbox_id, lead_id in candidates:
+        if lead_id not in leads and len(chosen) < limit:
+            leads.add(lead_id)
+            chosen.append(outbox_id)
+    if not chosen:
+        return []
+    taken = session.scalars(
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.id.in_(chosen),
+            OutboxMessage.state == OutboxState.PENDING,
+            or_(OutboxMessage.leased_until.is_(None), OutboxMessage.leased_until < now),
+        )
+        .values(leased_until=now + LEASE, attempts=OutboxMessage.attempts + 1)
+        .returning(OutboxMessage.id)
+    ).all()
+    session.commit()
+    return list(session.scalars(select(OutboxMessage).where(OutboxMessage.id.in_(taken))
+                                .execution_options(populate_existing=True)))
+
+
+def _batch_crm(session: Session, row: OutboxMessage, services: Services) -> tuple[str, BatchCRM] | None:
+    if row.kind != OutboxKind.CRM_SYNC:
+        return None
+    site = session.get_one(Submission, row.submission_id).site
+    crm = batching(services.crm_for(site))
+    return (site, crm) if crm is not None else None
+
+
+def _lingering(row: OutboxMessage, settings: Settings, now: datetime) -> timedelta | None:
+    """How much longer a new sync for a batching CRM waits for others to share its batch; None: no longer."""
+    if row.attempts or row.state != OutboxState.PENDING:
+        return None
+    wait = row.created_at + timedelta(seconds=settings.crm_batch_linger_seconds) - now
+    return wait if wait > timedelta(0) else None
+
+
+def _deliver_batch(session: Session, row: OutboxMessage, site: str, crm: BatchCRM, services: Services,
+                   now: datetime) -> Delivery:
+    soon = timedelta(seconds=max(1.0, services.settings.crm_batch_linger_seconds))
+    rows = [row, *lease_batch_mates(session, row, site, crm.batch_size - 1, now, soon)]
+    try:
+        errors = sync_batch(session, rows, crm, services.roster, services.settings, now)
+    except Exception as exc:
+        session.rollback()
+        failure = _internal_error(exc, f"a CRM batch of {len(rows)} row(s)")
+        errors = {each.id: failure for each in rows}
+    outcomes = {}
+    for each in rows:
+        error = errors.get(each.id)
+        outcomes[each.id] = _failed(session, each.id, error, services.settings) if error else _delivered(session, each)
+    others = tuple((outbox_id, outcome.retry_in) for outbox_id, outcome in outcomes.items()
+                   if outbox_id != row.id and outcome.retry_in is not None)
+    if len(rows) > 1:
+        log.info("CRM batch of %d lead(s): %d delivered", len(rows),
+                 sum(outcome.state == OutboxState.DELIVERED for outcome in outcomes.values()))
+    return Delivery(outcomes[row.id].state, outcomes[row.id].retry_in, others)
+
+
+def _delivered(session: Session, row: OutboxMessage) -> Delivery:
+    row = session.get_one(OutboxMessage, row.id, populate_existing=True)
+    row.state, row.delivered_at, row.leased_until, row.last_error = OutboxState.DELIVERED, utcnow(), None, None
+    session.commit()
+    return Delivery(OutboxState.DELIVERED)
+
+
+def _do(session: Session, row: OutboxMessage, services: Services, now: datetime) -> None:
+    crm = services.crm_for(session.get_one(Submission, row.submission_id).site)
+    if row.kind == OutboxKind.CRM_SYNC:
+        sync_lead(session, row, crm, services.roster, services.settings, now)
+    elif row.kind == OutboxKind.STAFF_ALERT:
+        alert_staff(session, row, services, now)
+    elif row.kind == OutboxKind.CRM_ASSIGN:
+        assign_claimed_task(session, row, crm)
+    elif row.kind == OutboxKind.CRM_CALL_LOG:
+        log_bridged_call(session, row, crm)
+    elif row.kind == OutboxKind.PERSON_ACK:
+        acknowledge_person(session, row, services)
+    else:
+        raise IntegrationError(f"unknown outbox kind {row.kind!r}: upgrade admitflow", permanent=True)
+
+
+def deliver(session: Session, outbox_id: int, services: Services, now: datetime | None = None, *,
+            batches: bool = True) -> Delivery:
+    """Deliver one row. With `batches`, a CRM sync for a CRM that takes batches waits a moment for others (the
+    returned `retry_in`), then carries as many waiting syncs of its site as one call takes."""
+    now = now or utcnow()
+    target = None
+    if batches and (found := session.get(OutboxMessage, outbox_id)) is not None:
+        target = _batch_crm(session, found, services)
+        if target is not None and (wait := _lingering(found, services.settings, now)) is not None:
+            return Delivery(None, retry_in=wait)
+    row = lease(session, outbox_id, now)
+    if row is None:
+        return Delivery(None)
+    if target is not None:
+        return _deliver_batch(session, row, *target, services, now)
+    try:
+        _do(session, row, services, now)
+    except IntegrationError as exc:
+        session.rollback()
+        return _failed(session, outbox_id, exc, services.settings)
+    except Exception as exc:
+        session.rollback()
+        return _failed(session, outbox_id, _internal_error(exc, f"outbox {outbox_id} ({row.kind})"), services.settings)
+    return _delivered(session, row)
+
+
+def _internal_error(exc: Exception, what: str) -> IntegrationError:
+    """Our own bug or a database hiccup, retried like any transient failure. The exception text may quote
+    PHI-bearing values, so only its type is logged and recorded."""
+    log.error("%s failed with %s", what, type(exc).__name__)
+    return IntegrationError(f"internal error {type(exc).__name__}; see the worker log", permanent=False)
+
+
+def _failed(session: Session, outbox_id: int, error: IntegrationError, settings: Settings) -> Delivery:
+    row = session.get_one(OutboxMessage, outbox_id, populate_existing=True)
+    row.last_error, row.leased_until = error.message[:1000], None
+    if isinstance(error, LeadBusy):
+        row.attempts -= 1
+        delay = timedelta(seconds=random.uniform(0.5, 2.0))  # noqa: S311 (jitter, not security)
+        row.next_attempt_at = utcnow() + delay
+        session.commit()
+        return Delivery(OutboxState.PENDING, retry_in=delay)
+    if isinstance(error, RateLimited):
+        # Waiting for a provider's Retry-After or a shared budget is not this row failing: not counted, so a long
+        # burst (or a used-up daily limit) delays the work but never parks it as dead.
+        row.attempts -= 1
+    if error.permanent or row.attempts >= settings.max_delivery_attempts:
+        row.state = OutboxState.DEAD
+        log.error("outbox %s (%s) dead after %d attempt(s): %s", row.id, row.kind, row.attempts, error.message)
+        session.commit()
+        return Delivery(OutboxState.DEAD)
+    delay = backoff(row.attempts, error, timedelta(seconds=settings.retry_first_seconds),
+                    timedelta(seconds=settings.retry_max_seconds))
+    row.next_attempt_at = utcnow() + delay
+    log.warning("outbox %s (%s) attempt %d failed, retrying in %ss: %s",
+                row.id, row.kind, row.attempts, int(delay.total_seconds()), error.message)
+    session.commit()
+    return Delivery(OutboxState.PENDING, retry_in=delay)
+
+
+def due_outbox_ids(session: Session, now: datetime, *, due_before: datetime, limit: int = 500) -> list[int]:
+    """Pending rows due before `due_before` and not under a live lease: lost from the broker, or whose backoff
+    was too long to wait for in the broker."""
+    return list(
+        session.scalars(
+            select(OutboxMessage.id)
+            .where(
+                OutboxMessage.state == OutboxState.PENDING,
+                OutboxMessage.next_attempt_at <= due_before,
+                or_(OutboxMessage.leased_until.is_(None), OutboxMessage.leased_until < now),
+            )
+            .order_by(OutboxMessage.next_attempt_at)
+            .limit(limit)
+        )
+    )
+
+
+class OutboxCommandError(ValueError):
+    """An operator command that cannot apply to this row; the message says why."""
+
+
+def retry_now(session: Session, outbox_id: int) -> OutboxMessage:
+    """Put a dead (or waiting) row back in line for delivery now, with a fresh attempt count. Commits."""
+    row = session.get(OutboxMessage, outbox_id)
+    if row is None:
+        raise OutboxCommandError(f"no outbox row {outbox_id}")
+    if row.state not in (OutboxState.DEAD, OutboxState.PENDING):
+        raise OutboxCommandError(f"outbox row {outbox_id} is {row.state}; only dead or pending rows are retried")
+    row.state, row.attempts, row.next_attempt_at, row.leased_until = OutboxState.PENDING, 0, utcnow(), None
+    session.commit()
+    return row
+
+
+def drop(session: Session, outbox_id: int) -> OutboxMessage:
+    """Stop trying to deliver a row (an operator's decision, e.g. the lead was handled by phone). Commits."""
+    row = session.get(OutboxMessage, outbox_id)
+    if row is None:
+        raise OutboxCommandError(f"no outbox row {outbox_id}")
+    if row.state == OutboxState.DELIVERED:
+        raise OutboxCommandError(f"outbox row {outbox_id} was delivered already; nothing to drop")
+    row.state, row.leased_until = OutboxState.DROPPED, None
+    row.last_error = f"dropped by an operator after {row.attempts} attempt(s)"
+    session.commit()
+    return row

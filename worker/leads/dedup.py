@@ -1,0 +1,481 @@
+"""Which lead a submission belongs to.
+
+Precision comes first: merging two people means one of them is never called. So:
+- A submission joins the most recent lead, active within the dedup window, that shares its normalized phone or
+  email, unless the first names disagree: a couple or a parent and child can share a phone or an inbox.
+  First names agree when equal, when one is an initial of the other, when one is a known nickname of the other
+  (Bob and Robert), or when a longer name differs by a single typo (Jordan and Jordna).
+- A person who resubmits within minutes to correct a mistyped phone or email shares neither with their first
+  submission, so the device (IP and browser) and the full name are the evidence: same device, same full name,
+  moments apart, is the same lead, and the corrected contact replaces the mistyped one.
+- Names alone never merge anyone.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import unicodedata
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import lru_cache
+
+from nicknames import NickNamer
+from rapidfuzz.distance import DamerauLevenshtein
+from sqlalchemy import ARRAY, ColumnElement, String, any_, func, literal, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import QueryableAttribute, Session
+
+from worker.store.models import Lead, LeadKey, LeadStatus, OutboxMessage, OutboxState, Submission
+from worker.store.phi import PhiVault
+
+log = logging.getLogger(__name__)
+
+REF_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U to misread in an SMS
+REF_LENGTH = 5
+# A typo is only forgiven in names this long: "Maria" and "Mario" are two people.
+TYPO_MIN_LENGTH = 6
+# A second request this soon after the last one marks the lead high priority: the person is waiting.
+URGENT_WITHIN = timedelta(hours=6)
+
+
+@dataclass(frozen=True)
+class Applicant:
+    """A submitter after normalization. PHI: never log."""
+
+    first_name: str | None
+    last_name: str | None
+    phone: str | None  # E.164
+    email: str | None  # normalized
+    consent_to_text: bool | None = None
+    consent: bool | None = None
+    device: str | None = None  # "ip|user agent", only as evidence for corrections
+
+
+@dataclass(frozen=True)
+class Assignment:
+    lead: Lead
+    created: bool
+    corrected: bool = False  # joined on device evidence, with a corrected phone or email
+
+
+def name_key(name: str | None) -> str:
+    """Lower-case letters and digits only, accents removed: how two spellings of a name are compared."""
+    if not name:
+        return ""
+    decomposed = unicodedata.normalize("NFKD", name.casefold())
+    return "".join(ch for ch in decomposed if ch.isalnum())
+
+
+@lru_cache(maxsize=1)
+def _nicknamer() -> NickNamer:
+    return NickNamer()
+
+
+def _nicknames_agree(a: str, b: str) -> bool:
+    """One is a nickname of the other (Bob, Robert), or both shorten one longer name (Liz, Beth: Elizabeth).
+    The dataset also links full names through shared nicknames (Robert and William both via "Bill"), which
+    must not count: that is two people."""
+    namer = _nicknamer()
+    if b in namer.nicknames_of(a) or a in namer.nicknames_of(b):
+        return True
+    longest = max(len(a), len(b))
+    return any(len(common) > longest for common in namer.canonicals_of(a) & namer.canonicals_of(b))
+
+
+def first_names_agree(a: str | None, b: str | None) -> bool:
+    """Could these first names be one person's? Unknown names agree with anything."""
+    key_a, key_b = name_key(a), name_key(b)
+    if not key_a or not key_b or key_a == key_b:
+        return True
+    short, long = sorted((key_a, key_b), key=len)
+    if len(short) == 1:
+        return long.startswith(short)
+    if _nicknames_agree(key_a, key_b):
+        return True
+    return (
+        len(short) >= TYPO_MIN_LENGTH and key_a[0] == key_b[0] and DamerauLevenshtein.distance(key_a, key_b) <= 1
+    )
+
+
+def full_names_match(a_first: str | None, a_last: str | None, b_first: str | None, b_last: str | None) -> bool:
+    """Both full names known and the same person's: the bar for merging on device evidence alone."""
+    if not all((name_key(a_first), name_key(a_last), name_key(b_first), name_key(b_last))):
+        return False
+    return first_names_agree(a_first, b_first) and _last_names_agree(a_last, b_last)
+
+
+def _last_names_agree(a: str | None, b: str | None) -> bool:
+    key_a, key_b = name_key(a), name_key(b)
+    if key_a == key_b:
+        return True
+    return min(len(key_a), len(key_b)) >= TYPO_MIN_LENGTH and DamerauLevenshtein.distance(key_a, key_b) <= 1
+
+
+def lookup_digests(applicant: Applicant, vault: PhiVault) -> dict[str, tuple[str, ...]]:
+    """The applicant's phone, email and device digests under every configured blind-index key, newest first:
+    during a key rotation a stored digest may still be under an older key."""
+    values = {"phone": applicant.phone, "email": applicant.email, "device": applicant.device}
+    return {kind: vault.blind_indexes(kind, value) for kind, value in values.items() if value}
+
+
+def among(
+    session: Session, column: QueryableAttribute[str | None] | QueryableAttribute[str], values: Collection[str]
+) -> ColumnElement[bool]:
+    """`column IN values`; on PostgreSQL as one array parameter, so the statement's text stays the same however
+    many values a page brings (a text that grows with them is compiled and parsed anew each time)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(literal(sorted(values), ARRAY(String)))
+    return column.in_(sorted(values))
+
+
+def lock_identity(session: Session, lookups: dict[str, tuple[str, ...]]) -> None:
+    """Serialize every transaction that is deciding about the same phone, email or device, in the database.
+    Locks the digests under every configured key, so a process still on the old key list serializes too."""
+    wanted = {(kind, digest) for kind, digests in lookups.items() for digest in digests}
+    if not wanted:
+        return
+    if session.get_bind().dialect.name != "postgresql":
+        # SQLite has one writer at a time: this INSERT makes the transaction that writer until it commits.
+        rows = [{"kind": kind, "digest": digest} for kind, digest in sorted(wanted)]
+        session.execute(sqlite_insert(LeadKey).values(rows).on_conflict_do_nothing())
+        return
+    # A row this transaction inserts is its own until it commits: another inserting the same key waits for it.
+    # The rows that existed already are locked, in one sorted order so that two transactions cannot deadlock.
+    # `admitflow keys rotate` deletes lock rows: one deleted between the insert and the lock is inserted again.
+    while wanted:
+        keys = sorted(wanted)
+        pairs = func.unnest(
+            literal([kind for kind, _ in keys], ARRAY(String)), literal([digest for _, digest in keys], ARRAY(String))
+        ).table_valued("kind", "digest").render_derived()
+        in_order = select(pairs.c.kind, pairs.c.digest).order_by(pairs.c.kind, pairs.c.digest)
+        inserted = session.execute(
+            pg_insert(LeadKey)
+            .from_select(["kind", "digest"], in_order)
+            .on_conflict_do_nothing()
+            .returning(LeadKey.kind, LeadKey.digest)
+        ).all()
+        wanted -= {(kind, digest) for kind, digest in inserted}
+        if not wanted:
+            return
+        locked = session.execute(
+            select(LeadKey.kind, LeadKey.digest)
+            .where(
+                among(session, LeadKey.kind, {kind for kind, _ in wanted}),
+                among(session, LeadKey.digest, {digest for _, digest in wanted}),
+            )
+            .order_by(LeadKey.kind, LeadKey.digest)
+            .with_for_update()
+        ).all()
+        wanted -= {(kind, digest) for kind, digest in locked}
+
+
+def fresh_refs(session: Session, count: int) -> list[str]:
+    """`count` lead references that no lead has yet, checked in one query."""
+    refs: set[str] = set()
+    while len(refs) < count:
+        drawn = {"R-" + "".join(secrets.choice(REF_ALPHABET) for _ in range(REF_LENGTH))
+                 for _ in range(count - len(refs))} - refs
+        taken = set(session.scalars(select(Lead.ref).where(among(session, Lead.ref, drawn))))
+        refs |= drawn - taken
+    return sorted(refs)
+
+
+def lead_first_names(lead: Lead) -> list[str | None]:
+    return list(lead.known_first_names or []) or [lead.first_name]
+
+
+def _agrees_with_lead(lead: Lead, first_name: str | None) -> bool:
+    return any(first_names_agree(known, first_name) for known in lead_first_names(lead))
+
+
+def _same_person(a: Lead, b: Lead, applicant: Applicant) -> bool:
+    """May two leads that one submission matched be merged? Only if their last names do not disagree, and
+    their first names agree with each other, or the submission's own full first name bridges them (Uliess and
+    Ulsies are both one typo from Ulises): what processing in time order would have concluded. An initial or
+    a missing name bridges nothing."""
+    if not _last_names_consistent(a, b):
+        return False
+    if any(_agrees_with_lead(a, name) for name in lead_first_names(b)):
+        return True
+    return len(name_key(applicant.first_name)) > 1
+
+
+def _active_around(lead: Lead, at: datetime, window: timedelta) -> bool:
+    return lead.status != LeadStatus.MERGED and lead.last_request_at >= at - window and lead.created_at <= at + window
+
+
+class KnownLeads:
+    """The leads one transaction can match, read from the database once per phone, email or device digest and
+    kept current in memory from then on: these are the session's own objects, so a lead created, joined or merged
+    earlier in the transaction is seen as it now is. A page of entries is deduplicated with a few queries this
+    way instead of a few per entry.
+
+    Only leads active within `window` of [earliest, latest] are read (and device evidence within
+    `correction_window`): no entry of the transaction can match any other, and a lead only changes by matching.
+    """
+
+    def __init__(self, session: Session, *, earliest: datetime, latest: datetime, window: timedelta,
+                 correction_window: timedelta) -> None:
+        self.session = session
+        self.earliest, self.latest = earliest, latest
+        self.window, self.correction_window = window, correction_window
+        self._leads: dict[Lead, None] = {}  # an ordered set
+        self._read: set[tuple[str, str]] = set()
+        # (device digest, when, lead) of each submission already assigned to a lead.
+        self._devices: list[tuple[str, datetime, Lead]] = []
+
+    def read(self, lookups: list[dict[str, tuple[str, ...]]]) -> None:
+        """Read the leads sharing any of these digests, unless read already."""
+        wanted = {(kind, digest) for each in lookups for kind, digests in each.items() for digest in digests}
+        wanted -= self._read
+        if not wanted:
+            return
+        self._read |= wanted
+        contacts = [among(self.session, column, {digest for kind, digest in wanted if kind == name})
+                    for name, column in (("phone", Lead.phone_index), ("email", Lead.email_index))
+                    if any(kind == name for kind, _ in wanted)]
+        if contacts:
+            for lead in self.session.scalars(select(Lead).where(
+                or_(*contacts),
+                Lead.status != LeadStatus.MERGED,
+                Lead.last_request_at >= self.earliest - self.window,
+                Lead.created_at <= self.latest + self.window,
+            )):
+                self._leads[lead] = None
+        devices = sorted(digest for kind, digest in wanted if kind == "device")
+        if devices:
+            for device, requested_at, lead in self.session.execute(
+                select(Submission.device_index, Submission.requested_at, Lead)
+                .join(Lead, Submission.lead_id == Lead.id)
+                .where(
+                    among(self.session, Submission.device_index, devices),
+                    Submission.requested_at >= self.earliest - self.correction_window,
+                    Submission.requested_at <= self.latest + self.correction_window,
+                )
+            ):
+                if device is not None and requested_at is not None:
+                    self._devices.append((device, requested_at, lead))
+                    self._leads[lead] = None
+
+    def add(self, lead: Lead) -> None:
+        self._leads[lead] = None
+
+    def leads(self) -> list[Lead]:
+        return list(self._leads)
+
+    def add_submission(self, device: str | None, requested_at: datetime, lead: Lead) -> None:
+        if device is not None:
+            self._devices.append((device, requested_at, lead))
+
+    def sharing(self, phones: tuple[str, ...], emails: tuple[str, ...]) -> list[Lead]:
+        """Unmerged leads whose phone or email digest is one of these (read first if need be)."""
+        self.read([{"phone": phones, "email": emails}])
+        return [lead for lead in self._leads if lead.status != LeadStatus.MERGED
+                and ((lead.phone_index is not None and lead.phone_index in phones)
+                     or (lead.email_index is not None and lead.email_index in emails))]
+
+    def from_device(self, devices: tuple[str, ...], at: datetime) -> list[Lead]:
+        """Unmerged leads now holding a submission sent from this device within the correction window of `at`."""
+        self.read([{"device": devices}])
+        found: dict[Lead, None] = {}
+        for device, requested_at, lead in self._devices:
+            if device in devices and at - self.correction_window <= requested_at <= at + self.correction_window:
+                survivor = self._survivor(lead)
+                if survivor.status != LeadStatus.MERGED:
+                    found[survivor] = None
+        return list(found)
+
+    def _survivor(self, lead: Lead) -> Lead:
+        """The lead a merged lead's submissions moved to (the session's copy: no query)."""
+        while lead.status == LeadStatus.MERGED and lead.merged_into_id is not None:
+            lead = self.session.get_one(Lead, lead.merged_into_id)
+        return lead
+
+
+class Deduplicator:
+    """Assigns applicants to leads within one transaction, which the caller commits.
+
+    `prepare` locks every phone, email and device of the transaction's applicants at once and reads the leads
+    they could match; `assign` then decides one applicant at a time, in the order the caller gives (time order),
+    creating leads without a round trip each. A batch of one is the webhook's case.
+    """
+
+    def __init__(self, session: Session, vault: PhiVault, *, window: timedelta, correction_window: timedelta,
+                 earliest: datetime, latest: datetime) -> None:
+        self.session, self.vault = session, vault
+        self.window, self.correction_window = window, correction_window
+        self.known = KnownLeads(session, earliest=earliest, latest=latest, window=window,
+                                correction_window=correction_window)
+        self._lookups: dict[Applicant, dict[str, tuple[str, ...]]] = {}
+        self._refs: list[str] = []
+
+    def lookups(self, applicant: Applicant) -> dict[str, tuple[str, ...]]:
+        if applicant not in self._lookups:
+            self._lookups[applicant] = lookup_digests(applicant, self.vault)
+        return self._lookups[applicant]
+
+    def prepare(self, applicants: list[Applicant]) -> None:
+        every: dict[str, tuple[str, ...]] = {}
+        for applicant in applicants:
+            for kind, digests in self.lookups(applicant).items():
+                every[kind] = (*every.get(kind, ()), *digests)
+        lock_identity(self.session, {kind: tuple(set(digests)) for kind, digests in every.items()})
+        self.known.read([self.lookups(applicant) for applicant in applicants])
+        # A join can make a matched lead's other phone or email matter (`_absorb_now_agreeing`): read those too.
+        self.known.read([self._own_lookups(lead) for lead in self.known.leads()])
+        self._refs = fresh_refs(self.session, len(applicants))
+
+    def assign(self, applicant: Applicant, *, at: datetime) -> Assignment:
+        """The lead this applicant belongs to, created if none.
+
+        When the submission links leads that were created apart (entries processed out of order), those that
+        are the same person are merged into the strongest match, so the result does not depend on arrival order.
+        """
+        lookups = self.lookups(applicant)
+        digests = {kind: under_each_key[0] for kind, under_each_key in lookups.items()}  # stored: the newest key
+        contact = [lead for lead in self.known.sharing(lookups.get("phone", ()), lookups.get("email", ()))
+                   if _active_around(lead, at, self.window) and _agrees_with_lead(lead, applicant.first_name)]
+        corrections = [
+            lead for lead in self.known.from_device(lookups.get("device", ()), at)
+            if any(full_names_match(known, lead.last_name, applicant.first_name, applicant.last_name)
+                   for known in lead_first_names(lead))
+        ] if "device" in lookups else []
+        candidates = dict.fromkeys([*contact, *corrections])
+        if len(candidates) > 1 and any(lead.id is None for lead in candidates):
+            self.session.flush()  # a lead created earlier in this transaction: ranking and merging need its id
+        matches = _best_first(list(candidates), lookups)
+        if matches:
+            lead = matches[0]
+            for other in matches[1:]:
+                if _same_person(lead, other, applicant):
+                    absorb(self.session, lead, other)
+            corrected = lead not in contact
+            _join(lead, applicant, digests, at, corrected=corrected)
+            self._absorb_now_agreeing(lead, at)
+            return Assignment(lead, created=False, corrected=corrected)
+        lead = Lead(
+            ref=self._refs.pop() if self._refs else fresh_refs(self.session, 1)[0],
+            first_name=applicant.first_name,
+            last_name=applicant.last_name,
+            known_first_names=[applicant.first_name] if applicant.first_name else [],
+            phone=applicant.phone,
+            email=applicant.email,
+            phone_index=digests.get("phone"),
+            email_index=digests.get("email"),
+            consent_to_text=applicant.consent_to_text,
+            consent=applicant.consent,
+            created_at=at,
+            last_request_at=at,
+            priority="normal",
+            status=LeadStatus.NEW,
+            repeat_count=0,
+        )
+        self.session.add(lead)
+        self.known.add(lead)
+        return Assignment(lead, created=True)
+
+    def assigned(self, applicant: Applicant, at: datetime, lead: Lead) -> str | None:
+        """Record that a submission from this applicant now belongs to `lead` (device evidence for the rest of the
+        transaction); returns the device digest to store with the submission (under the newest key)."""
+        device = self.lookups(applicant).get("device", (None,))[0]
+        self.known.add_submission(device, at, lead)
+        return device
+
+    def _own_lookups(self, lead: Lead) -> dict[str, tuple[str, ...]]:
+        """The lead's phone and email digests under every blind-index key."""
+        values = {"phone": lead.phone, "email": lead.email}
+        return {kind: self.vault.blind_indexes(kind, value) for kind, value in values.items() if value}
+
+    def _absorb_now_agreeing(self, lead: Lead, at: datetime) -> None:
+        """A join can teach a lead a name (Elizabeth) that reconciles it with a lead kept apart earlier for the
+        same phone or email (Liz): merge those now, as time-ordered processing would have. Neighbours are looked
+        up under every blind-index key: during a rotation theirs may not be rewritten yet."""
+        own = self._own_lookups(lead)
+        if not own:
+            return
+        neighbours = [other for other in self.known.sharing(own.get("phone", ()), own.get("email", ()))
+                      if other is not lead and _active_around(other, at, self.window)]
+        for other in neighbours:
+            if any(_agrees_with_lead(lead, name) for name in lead_first_names(other)) and _last_names_consistent(
+                lead, other
+            ):
+                if other.id is None or lead.id is None:
+                    self.session.flush()
+                absorb(self.session, lead, other)
+
+
+def _best_first(candidates: list[Lead], lookups: dict[str, tuple[str, ...]]) -> list[Lead]:
+    """The matching leads, the strongest first: more shared identifiers, then the latest request."""
+    def strength(lead: Lead) -> tuple[int, datetime, int]:
+        shared = sum(
+            1 for kind, column in (("phone", lead.phone_index), ("email", lead.email_index))
+            if column is not None and column in lookups.get(kind, ())
+        )
+        return (shared, lead.last_request_at, -lead.id)
+
+    return candidates if len(candidates) < 2 else sorted(candidates, key=strength, reverse=True)
+
+
+def _last_names_consistent(a: Lead, b: Lead) -> bool:
+    return not (name_key(a.last_name) and name_key(b.last_name)) or _last_names_agree(a.last_name, b.last_name)
+
+
+def absorb(session: Session, survivor: Lead, other: Lead) -> None:
+    """Move `other`'s submissions and pending work to `survivor` and mark `other` merged."""
+    session.execute(update(Submission).where(Submission.lead_id == other.id).values(lead_id=survivor.id))
+    session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.lead_id == other.id, OutboxMessage.state == OutboxState.PENDING)
+        .values(lead_id=survivor.id)
+    )
+    survivor.repeat_count += other.repeat_count + 1
+    survivor.created_at = min(survivor.created_at, other.created_at)
+    survivor.last_request_at = max(survivor.last_request_at, other.last_request_at)
+    survivor.known_first_names = _union(lead_first_names(survivor), lead_first_names(other))
+    survivor.phone, survivor.phone_index = survivor.phone or other.phone, survivor.phone_index or other.phone_index
+    survivor.email, survivor.email_index = survivor.email or other.email, survivor.email_index or other.email_index
+    if other.status == LeadStatus.CLAIMED:
+        survivor.status = LeadStatus.CLAIMED
+    if other.crm_contact_id and other.crm_contact_id != survivor.crm_contact_id:
+        if survivor.crm_contact_id is None:
+            survivor.crm_contact_id, survivor.crm_task_id = other.crm_contact_id, other.crm_task_id
+        else:
+            log.warning("lead %s merged into %s; both have a CRM contact: merge them in the CRM", other.ref,
+                        survivor.ref)
+    other.status, other.merged_into_id = LeadStatus.MERGED, survivor.id
+    other.phone_index = other.email_index = None
+    session.flush()
+
+
+def _union(*lists: list[str | None]) -> list[str]:
+    seen: dict[str, str] = {}
+    for names in lists:
+        for name in names:
+            if name and name_key(name) not in seen:
+                seen[name_key(name)] = name
+    return list(seen.values())
+
+
+def _join(lead: Lead, applicant: Applicant, digests: dict[str, str], at: datetime, *, corrected: bool) -> None:
+    """A repeat request: count it, raise urgency if it came soon, fill in (or, for a correction, replace)
+    the contact details."""
+    if abs(at - lead.last_request_at) <= URGENT_WITHIN:
+        lead.priority = "high"
+    lead.repeat_count += 1
+    lead.last_request_at = max(lead.last_request_at, at)
+    lead.created_at = min(lead.created_at, at)
+    newer = at >= lead.last_request_at
+    if applicant.phone and (lead.phone is None or (corrected and newer)):
+        lead.phone, lead.phone_index = applicant.phone, digests["phone"]
+    if applicant.email and (lead.email is None or (corrected and newer)):
+        lead.email, lead.email_index = applicant.email, digests["email"]
+    lead.first_name = lead.first_name or applicant.first_name
+    lead.last_name = lead.last_name or applicant.last_name
+    lead.known_first_names = _union(lead_first_names(lead), [applicant.first_name])
+    if applicant.consent_to_text is not None:
+        lead.consent_to_text = applicant.consent_to_text
+    if applicant.consent is not None:
+        lead.consent = applicant.consent

@@ -1,0 +1,283 @@
+"""Turn a stored submission into a lead, and decide, in the same transaction, what must be sent about it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import flag_modified
+
+from config.settings import Settings
+from config.sites import load_sites, site_named
+from integrations.gravityforms.mapping import ApplicantFields, read_applicant
+from integrations.gravityforms.models import EntryMeta, Form
+from worker.intake.entries import known_form
+from worker.intake.normalize import MAX_MESSAGE_CHARS, clean_text, normalize_email, normalize_phone
+from worker.intake.screening import screen
+from worker.leads.dedup import Applicant, Deduplicator
+from worker.store.db import utcnow
+from worker.store.models import (
+    Lead,
+    LeadStatus,
+    OutboxKind,
+    OutboxMessage,
+    Submission,
+    SubmissionSource,
+    SubmissionState,
+)
+from worker.store.phi import current_vault
+
+GF_NOT_A_PERSON = frozenset({"spam", "trash"})
+# The flag reason of a lead processed normally but not texted about on its own: its device was past
+# ALERT_SOURCE_MAX_PER_HOUR. The first such submission in an hour carries the staff alert that summarizes them.
+SOURCE_FLOOD = "source_flood"
+SOURCE_FLOOD_WINDOW = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What processing did. Counts only; no PHI."""
+
+    state: SubmissionState | None  # None: nothing done, it had been processed already
+    lead_id: int | None = None
+    new_lead: bool = False
+    outbox_ids: list[int] = field(default_factory=list)
+
+
+class FormReader:
+    """Reads entries through their form and the site's configured field roles, each form looked up once."""
+
+    def __init__(self, session: Session, settings: Settings) -> None:
+        self.session, self.settings = session, settings
+        self._forms: dict[tuple[str, str], tuple[Form | None, dict[str, str]]] = {}
+
+    def applicant_fields(self, submission: Submission) -> ApplicantFields | None:
+        """The submission's fields read through its form, or None when the form is not registered."""
+        key = (submission.site, submission.form_id)
+        if key not in self._forms:
+            self._forms[key] = (known_form(self.session, *key), form_overrides(self.settings, *key))
+        form, overrides = self._forms[key]
+        return None if form is None else read_applicant(form, submission.payload, overrides)
+
+
+def applicant_fields(session: Session, submission: Submission, settings: Settings) -> ApplicantFields | None:
+    """The submission's fields read through its form, or None when the form is not registered."""
+    return FormReader(session, settings).applicant_fields(submission)
+
+
+def form_overrides(settings: Settings, site_name: str, form_id: str) -> dict[str, str]:
+    """The per-form field roles configured for this site (SITES_FILE), if any."""
+    site = site_named(load_sites(settings), site_name)
+    form = site.form(form_id) if site else None
+    return {str(role): input_id for role, input_id in form.fields.items()} if form else {}
+
+
+def device_evidence(meta: EntryMeta) -> str | None:
+    """The sender's IP and browser as one string, the device evidence dedup and alert coalescing digest."""
+    return f"{meta.ip}|{meta.user_agent}" if meta.ip and meta.user_agent else None
+
+
+def normalized_applicant(fields: ApplicantFields, meta: EntryMeta, region: str) -> Applicant:
+    device = device_evidence(meta)
+    return Applicant(
+        first_name=clean_text(fields.first_name),
+        last_name=clean_text(fields.last_name),
+        phone=normalize_phone(fields.phone, region),
+        email=normalize_email(fields.email),
+        consent_to_text=fields.consent_to_text,
+        consent=fields.consent,
+        device=device,
+    )
+
+
+def message_text(fields: ApplicantFields) -> str | None:
+    return clean_text(fields.message, limit=MAX_MESSAGE_CHARS)
+
+
+def _flag(submission: Submission, reason: str) -> Outcome:
+    submission.state, submission.flag_reason, submission.processed_at = SubmissionState.FLAGGED, reason, utcnow()
+    return Outcome(SubmissionState.FLAGGED)
+
+
+def _too_old_to_alert(submission: Submission, requested_at: datetime, settings: Settings) -> bool:
+    """History imported by a backfill goes to the CRM, but does not text staff about last month's requests."""
+    if submission.source != SubmissionSource.BACKFILL:
+        return False
+    return utcnow() - requested_at > timedelta(hours=settings.backfill_alert_max_age_hours)
+
+
+def _staff_should_hear_again(session: Session, lead: Lead, settings: Settings) -> bool:
+    """A repeat request re-alerts staff unless the lead is claimed or was alerted moments ago (a burst of
+    resubmissions must not flood a phone). Runs under the dedup lock, so concurrent repeats decide in turn."""
+    if lead.status == LeadStatus.CLAIMED:
+        return False
+    since = utcnow() - timedelta(minutes=settings.alert_coalesce_minutes)
+    recent = session.scalar(
+        select(OutboxMessage.id).where(
+            OutboxMessage.lead_id == lead.id,
+            OutboxMessage.kind == OutboxKind.STAFF_ALERT,
+            OutboxMessage.created_at >= since,
+        ).limit(1)
+    )
+    return recent is None
+
+
+def _alerts_from_device(session: Session, devices: tuple[str, ...], now: datetime) -> tuple[int, int]:
+    """Staff alerts decided within the flood window for submissions from this device (its digests under every
+    blind-index key): (one per lead, flood summaries). Runs under the dedup lock on the device."""
+    reasons = session.scalars(
+        select(Submission.flag_reason)
+        .join(OutboxMessage, OutboxMessage.submission_id == Submission.id)
+        .where(
+            Submission.device_index.in_(devices),
+            OutboxMessage.kind == OutboxKind.STAFF_ALERT,
+            OutboxMessage.created_at >= now - SOURCE_FLOOD_WINDOW,
+        )
+    ).all()
+    summaries = sum(1 for reason in reasons if reason and reason.startswith(SOURCE_FLOOD))
+    return len(reasons) - summaries, summaries
+
+
+def _alert_or_coalesce(session: Session, submission: Submission, device: str | None, settings: Settings) -> bool:
+    """Does this submission get a staff alert? Past ALERT_SOURCE_MAX_PER_HOUR alerts from one device in an hour,
+    its leads are marked instead, and only the first of them alerts staff, with a summary of the flood."""
+    limit = settings.alert_source_max_per_hour
+    if not (limit and device):
+        return True
+    per_lead, summaries = _alerts_from_device(session, current_vault().blind_indexes("device", device), utcnow())
+    if per_lead < limit:
+        return True
+    submission.flag_reason = (
+        f"{SOURCE_FLOOD}: over ALERT_SOURCE_MAX_PER_HOUR={limit} staff alerts in an hour from this device, so staff "
+        "got one summary text instead of one per lead; the lead is in the CRM with its callback task"
+    )
+    return summaries == 0
+
+
+@dataclass(frozen=True)
+class _Ready:
+    """A submission that is a person with a way to reach them: what dedup decides about."""
+
+    submission: Submission
+    applicant: Applicant
+    requested_at: datetime
+
+
+def _triage(submission: Submission, forms: FormReader, settings: Settings) -> Outcome | _Ready:
+    """Spam, an unknown form, a screened entry or one without contact details end here, kept and flagged."""
+    meta = EntryMeta.model_validate(submission.payload)
+    if meta.status in GF_NOT_A_PERSON:
+        submission.state = SubmissionState.SPAM
+        return Outcome(SubmissionState.SPAM)
+    fields = forms.applicant_fields(submission)
+    if fields is None:
+        return _flag(
+            submission,
+            f"unknown_form: form {submission.form_id} is not registered for site {submission.site}; run "
+            "`admitflow forms add FORM.json` and it is processed automatically",
+        )
+    reason = None if submission.released else screen(fields)
+    if reason is not None:
+        return _flag(
+            submission,
+            f"screened_{reason}: looks automated; review with `admitflow submissions show {submission.id} --reveal`"
+            f" and release a real person with `admitflow submissions release {submission.id}`",
+        )
+    applicant = normalized_applicant(fields, meta, settings.phone_default_region)
+    if applicant.phone is None and applicant.email is None:
+        return _flag(
+            submission,
+            "no_contact: neither a valid phone number nor a valid email; review it with "
+            f"`admitflow submissions show {submission.id} --reveal`",
+        )
+    return _Ready(submission, applicant, meta.date_created or submission.received_at)
+
+
+def process_submission(session: Session, submission_id: int, settings: Settings) -> Outcome:
+    """Assign the submission to a lead and write the outbox rows for CRM sync and the staff alert.
+
+    Safe to run any number of times: only a submission still in `received` is touched, and the row is locked
+    first, so two workers racing on it do the work once. The caller commits, then dispatches `outbox_ids`.
+    """
+    return process_submissions(session, [submission_id], settings)[0]
+
+
+def process_submissions(session: Session, submission_ids: list[int], settings: Settings) -> list[Outcome]:
+    """`process_submission` for many submissions in one transaction (a page of history), with a few queries
+    for all of them: their phones, emails and devices are locked at once, and they are assigned to leads in the
+    order the people sent them. One outcome per id, in the order given."""
+    claimed = set(session.scalars(
+        update(Submission)
+        .where(Submission.id.in_(submission_ids), Submission.state == SubmissionState.RECEIVED)
+        .values(processed_at=utcnow())
+        .returning(Submission.id)
+        .execution_options(synchronize_session=False)
+    ))
+    outcomes = {submission_id: Outcome(None) for submission_id in submission_ids}
+    if not claimed:
+        return list(outcomes.values())
+    forms = FormReader(session, settings)
+    ready: list[_Ready] = []
+    for submission in session.scalars(
+        select(Submission).where(Submission.id.in_(claimed)).execution_options(populate_existing=True)
+    ):
+        triaged = _triage(submission, forms, settings)
+        if isinstance(triaged, Outcome):
+            outcomes[submission.id] = triaged
+        else:
+            ready.append(triaged)
+    if ready:
+        decided = _assign_all(session, ready, settings)
+        session.flush()
+        for submission_id, (lead, created, rows) in decided.items():
+            outcomes[submission_id] = Outcome(SubmissionState.PROCESSED, lead.id, created, [row.id for row in rows])
+    return [outcomes[submission_id] for submission_id in submission_ids]
+
+
+def _assign_all(
+    session: Session, ready: list[_Ready], settings: Settings
+) -> dict[int, tuple[Lead, bool, list[OutboxMessage]]]:
+    """Each ready submission's lead (found or created) and outbox rows, decided in the order the people sent them."""
+    in_time_order = sorted(ready, key=lambda item: (item.requested_at, item.submission.id))
+    dedup = Deduplicator(
+        session, current_vault(),
+        window=timedelta(days=settings.dedup_window_days),
+        correction_window=timedelta(minutes=settings.correction_window_minutes),
+        earliest=in_time_order[0].requested_at,
+        latest=in_time_order[-1].requested_at,
+    )
+    dedup.prepare([item.applicant for item in in_time_order])
+    decided = {}
+    for item in in_time_order:
+        submission, applicant = item.submission, item.applicant
+        submission.requested_at = item.requested_at
+        assignment = dedup.assign(applicant, at=item.requested_at)
+        lead, created = assignment.lead, assignment.created
+        submission.device_index = dedup.assigned(applicant, item.requested_at, lead)
+        submission.state, submission.lead, submission.is_repeat = SubmissionState.PROCESSED, lead, not created
+        # The same columns written for every row, changed or not: the page's updates then go as one batch.
+        flag_modified(submission, "is_repeat")
+        flag_modified(submission, "device_index")
+        rows = [OutboxMessage(kind=kind, lead=lead, submission_id=submission.id)
+                for kind in _outbox_kinds(session, item, lead, created, settings)]
+        session.add_all(rows)
+        decided[submission.id] = (lead, created, rows)
+    return decided
+
+
+def _outbox_kinds(session: Session, item: _Ready, lead: Lead, created: bool, settings: Settings) -> list[OutboxKind]:
+    """What must be sent about this submission: always the CRM sync; the staff alert and the person's
+    acknowledgement unless it is old history, a repeat staff heard about moments ago, or part of a flood."""
+    kinds = [OutboxKind.CRM_SYNC]
+    current = not _too_old_to_alert(item.submission, item.requested_at, settings)
+    if (
+        current
+        and (created or _staff_should_hear_again(session, lead, settings))
+        and _alert_or_coalesce(session, item.submission, item.applicant.device, settings)
+    ):
+        kinds.append(OutboxKind.STAFF_ALERT)
+    if current and created and settings.person_ack_sms and lead.consent_to_text and lead.phone:
+        kinds.append(OutboxKind.PERSON_ACK)
+    return kinds

@@ -1,0 +1,161 @@
+"""Speed to lead: how fast the admissions team claims and calls back, from the claim records. Lead references
+and staff names only, never PHI. `admitflow report speed` and the status page both render `speed_report()`."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Select, exists, func, select
+from sqlalchemy.orm import Session
+
+from worker.staff.escalation import CALL_FAILED, MESSAGE_FAILED
+from worker.store.models import Claim, Lead, LeadStatus, OutboxKind, OutboxMessage, StaffAlert
+
+UNDELIVERED_ALERT_STATUSES = MESSAGE_FAILED | CALL_FAILED
+
+
+def percentile(values: list[float], fraction: float) -> float | None:
+    """The nearest-rank percentile (0.5: median, 0.9: p90); None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]
+
+
+@dataclass(frozen=True)
+class Speed:
+    """Median and 90th percentile, in seconds, of time-to-claim and time-to-call over `claims` claims."""
+
+    claims: int
+    claim_p50: float | None
+    claim_p90: float | None
+    calls: int
+    call_p50: float | None
+    call_p90: float | None
+
+
+@dataclass(frozen=True)
+class DaySpeed:
+    day: date  # in the center's time zone, by when the person submitted
+    speed: Speed
+
+
+@dataclass(frozen=True)
+class StaffSpeed:
+    staff_name: str
+    speed: Speed
+
+
+@dataclass(frozen=True)
+class UnclaimedLead:
+    ref: str
+    age: timedelta
+
+
+@dataclass(frozen=True)
+class SpeedReport:
+    """Everything the admissions manager sees; times are seconds from the person's submission."""
+
+    generated_at: datetime
+    timezone: str
+    days: list[DaySpeed]  # oldest first, one per day, days without claims included
+    staff: list[StaffSpeed]  # fastest median first
+    leads_today: int
+    unclaimed: list[UnclaimedLead]  # oldest first
+    alerts_sent: int
+    alerts_undelivered: int
+
+
+def _speed(claims: list[Claim]) -> Speed:
+    to_claim = [(c.claimed_at - c.submitted_at).total_seconds() for c in claims]
+    to_call = [(c.bridged_at - c.submitted_at).total_seconds() for c in claims if c.bridged_at is not None]
+    return Speed(len(to_claim), percentile(to_claim, 0.5), percentile(to_claim, 0.9),
+                 len(to_call), percentile(to_call, 0.5), percentile(to_call, 0.9))
+
+
+def unclaimed_leads_query(since: datetime | None = None) -> Select[str, datetime]:
+    """Leads staff were (or are being) told about that nobody has claimed: a backfilled lead too old to alert
+    about is not waiting on anyone."""
+    alerted = exists().where(OutboxMessage.lead_id == Lead.id, OutboxMessage.kind == OutboxKind.STAFF_ALERT)
+    query = select(Lead.ref, Lead.created_at).where(Lead.status == LeadStatus.NEW, alerted)
+    if since is not None:
+        query = query.where(Lead.created_at >= since)
+    return query
+
+
+def speed_report(session: Session, *, days: int, now: datetime, timezone: str) -> SpeedReport:
+    """The last `days` days (today included) in `timezone`, per day and per staff member, and the state now."""
+    zone = ZoneInfo(timezone)
+    today = now.astimezone(zone).date()
+    first_day = today - timedelta(days=days - 1)
+    start = datetime.combine(first_day, time.min, zone)
+    midnight = datetime.combine(today, time.min, zone)
+
+    claims = list(session.scalars(select(Claim).where(Claim.submitted_at >= start, Claim.submitted_at <= now)))
+    by_day: dict[date, list[Claim]] = defaultdict(list)
+    by_staff: dict[str, list[Claim]] = defaultdict(list)
+    for claim in claims:
+        by_day[claim.submitted_at.astimezone(zone).date()].append(claim)
+        by_staff[claim.staff_name].append(claim)
+    day_rows = [DaySpeed(first_day + timedelta(days=n), _speed(by_day[first_day + timedelta(days=n)]))
+                for n in range(days)]
+    staff_rows = sorted((StaffSpeed(name, _speed(rows)) for name, rows in by_staff.items()),
+                        key=lambda row: (row.speed.claim_p50 or 0.0, row.staff_name))
+
+    leads_today = session.scalar(
+        select(func.count()).select_from(Lead).where(Lead.created_at >= midnight, Lead.status != LeadStatus.MERGED)
+    ) or 0
+    unclaimed = [UnclaimedLead(ref, now - created)
+                 for ref, created in session.execute(unclaimed_leads_query(start).order_by(Lead.created_at))]
+    sent = session.scalar(select(func.count()).select_from(StaffAlert).where(StaffAlert.created_at >= start)) or 0
+    undelivered = session.scalar(
+        select(func.count()).select_from(StaffAlert).where(
+            StaffAlert.created_at >= start, StaffAlert.status.in_(UNDELIVERED_ALERT_STATUSES)
+        )
+    ) or 0
+    return SpeedReport(now, timezone, day_rows, staff_rows, leads_today, unclaimed, sent, undelivered)
+
+
+def format_duration(seconds: float | None) -> str:
+    """`42s`, `3m05s`, `2h14m`, or `-` for no value: short enough for a table cell."""
+    if seconds is None:
+        return "-"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    lines = ["  ".join(cell.ljust(width) if index == 0 else cell.rjust(width)
+                       for index, (cell, width) in enumerate(zip(line, widths, strict=True)))
+             for line in [header, *rows]]
+    return [line.rstrip() for line in lines]
+
+
+def _speed_cells(speed: Speed) -> list[str]:
+    fd = format_duration
+    return [str(speed.claims), fd(speed.claim_p50), fd(speed.claim_p90), str(speed.calls), fd(speed.call_p50),
+            fd(speed.call_p90)]
+
+
+def format_speed_report(report: SpeedReport) -> str:
+    """The report as plain-text tables for a terminal."""
+    columns = ["claims", "claim p50", "claim p90", "calls", "call p50", "call p90"]
+    lines = [f"speed to lead, last {len(report.days)} days ({report.timezone}), from the person's submission",
+             f"leads today {report.leads_today}, unclaimed now {len(report.unclaimed)}, "
+             f"alerts sent {report.alerts_sent}, undelivered {report.alerts_undelivered}", ""]
+    lines += _table(["day", *columns], [[f"{d.day:%a %Y-%m-%d}", *_speed_cells(d.speed)] for d in report.days])
+    lines += ["", *_table(["staff member", *columns], [[s.staff_name, *_speed_cells(s.speed)] for s in report.staff])]
+    if report.unclaimed:
+        lines += ["", *_table(["unclaimed lead", "waiting"],
+                              [[u.ref, format_duration(u.age.total_seconds())] for u in report.unclaimed])]
+    return "\n".join(lines)

@@ -1,0 +1,194 @@
+"""Telling admissions staff that someone is waiting for a callback, without a word of PHI in the message."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from integrations.errors import IntegrationError, RateLimited, Unauthorized
+from integrations.messaging import SentMessage
+from worker.leads.best_time import call_time_of
+from worker.leads.processing import SOURCE_FLOOD, SOURCE_FLOOD_WINDOW
+from worker.staff.roster import StaffMember
+from worker.staff.services import Services
+from worker.staff.templates import AlertFacts
+from worker.store.models import EscalationTimer, Lead, LeadStatus, OutboxMessage, StaffAlert, Submission, TimerState
+
+log = logging.getLogger(__name__)
+
+# A flood summary names at most this many lead references, to stay within one or two SMS segments.
+FLOOD_SUMMARY_REFS = 6
+
+
+def alert_facts(lead: Lead, services: Services, now: datetime) -> AlertFacts:
+    """The only facts about a lead a staff text or call may use."""
+    return AlertFacts(
+        ref=lead.ref,
+        repeat_count=lead.repeat_count,
+        requested_at=lead.created_at,
+        now=now,
+        timezone=services.roster.timezone,
+    )
+
+
+def record_attempt(
+    session: Session, lead: Lead, outbox_id: int, staff: StaffMember, channel: str, body: str, now: datetime
+) -> StaffAlert:
+    attempt = StaffAlert(
+        lead_id=lead.id, outbox_id=outbox_id, staff_name=staff.name, staff_phone=staff.phone, channel=channel,
+        body=body, status="sending" if channel == "sms" else "calling", created_at=now,
+    )
+    session.add(attempt)
+    session.flush()
+    return attempt
+
+
+def start_escalation(
+    session: Session, lead_id: int, outbox_id: int, *, due_at: datetime, now: datetime, sms_sid: str | None = None
+) -> None:
+    """Give the lead an escalation timer due at `due_at`, or bring its existing one forward to it: the first
+    alert starts the ladder, and a repeat request never pushes a reminder back."""
+    timer = session.scalar(select(EscalationTimer).where(EscalationTimer.lead_id == lead_id))
+    if timer is None:
+        session.add(EscalationTimer(
+            lead_id=lead_id, outbox_id=outbox_id, due_at=due_at, waiting_sms_sid=sms_sid, created_at=now,
+            updated_at=now,
+        ))
+    elif timer.state == TimerState.PENDING and due_at < timer.due_at:
+        timer.due_at, timer.updated_at = due_at, now
+
+
+def alert_staff(session: Session, row: OutboxMessage, services: Services, now: datetime) -> None:
+    """Text the on-call staff member about the lead and start its escalation timer, recording the attempt
+    whatever its outcome. A lead someone has claimed gets no more alerts."""
+    lead = session.get_one(Lead, row.lead_id, populate_existing=True)
+    submission = session.get_one(Submission, row.submission_id)
+    if (submission.flag_reason or "").startswith(SOURCE_FLOOD):
+        summarize_flood(session, row, lead, submission, services, now)
+        return
+    if lead.status != LeadStatus.NEW:
+        log.info("lead %s is already claimed: staff alert %s not sent", lead.ref, row.id)
+        return
+    template = services.templates.repeat_sms if submission.is_repeat else services.templates.alert_sms
+    body = services.templates.render(template, alert_facts(lead, services, now))
+    try:
+        sent = text_staff(session, lead, row, body, services, now)
+    except IntegrationError as exc:
+        if exc.permanent:
+            # This text can never arrive (an opted-out or invalid staff phone): the reminder call goes out now.
+            start_escalation(session, lead.id, row.id, due_at=now, now=now)
+            session.commit()
+        raise
+    _remind_later(session, lead, submission, row, services, now, sent.sid)
+
+
+def text_staff(
+    session: Session, lead: Lead, row: OutboxMessage, body: str, services: Services, now: datetime
+) -> SentMessage:
+    """Text `body` about the outbox row to the on-call staff member, recording the attempt whatever its outcome.
+
+    The attempt is committed before the text goes out. One still `sending` when the row is tried again lost its
+    answer (a timeout, a crash, the database gone before the commit): Twilio is asked whether that text went out
+    before another is sent, so staff are not texted twice for one row. Raises `IntegrationError` with the failed
+    attempt committed."""
+    unanswered = session.scalars(
+        select(StaffAlert)
+        .where(StaffAlert.outbox_id == row.id, StaffAlert.channel == "sms", StaffAlert.status == "sending")
+        .order_by(StaffAlert.id.desc())
+    ).first()
+    if unanswered is not None:
+        found = services.messenger.find_sms(unanswered.staff_phone, unanswered.body)
+        if found is not None:
+            unanswered.status, unanswered.provider_id, unanswered.error = found.status, found.sid, None
+            return found
+        unanswered.status = "failed"
+        unanswered.error = f"{unanswered.error or 'no answer'}; the provider has no such text, so it is sent again"
+    staff = services.roster.on_call_staff(now)[0]
+    attempt = record_attempt(session, lead, row.id, staff, "sms", body, now)
+    session.commit()
+    try:
+        sent = services.messenger.send_sms(staff.phone, body)
+    except IntegrationError as exc:
+        attempt.error = exc.message
+        if exc.permanent or isinstance(exc, RateLimited):
+            attempt.status = "failed"  # refused, so certainly not sent; otherwise it stays `sending` until known
+        session.commit()
+        raise
+    attempt.status, attempt.provider_id = sent.status, sent.sid
+    return sent
+
+
+def _remind_later(session: Session, lead: Lead, submission: Submission, row: OutboxMessage, services: Services,
+                  now: datetime, sms_sid: str) -> None:
+    reminder_at = now + timedelta(minutes=services.settings.alert_reminder_minutes)
+    # A person who asked to be called in the evening is reminded about then, not in five minutes.
+    call_at = call_time_of(session, submission, services.settings)
+    if call_at is not None and call_at > reminder_at:
+        reminder_at = call_at
+    start_escalation(session, lead.id, row.id, due_at=reminder_at, now=now, sms_sid=sms_sid)
+
+
+def flood_summary_body(refs: list[str], limit: int) -> str:
+    """The one text about a flood from one device: a count and lead references, never who or why."""
+    shown = ", ".join(refs[:FLOOD_SUMMARY_REFS]) + (" and more" if len(refs) > FLOOD_SUMMARY_REFS else "")
+    return (
+        f"admitflow: {len(refs)} more callback request(s) from one device within an hour, past the limit of {limit}"
+        f" texts: not texted one by one. Each has a CRM callback task: {shown}."
+    )
+
+
+def flood_refs(session: Session, submission: Submission, now: datetime) -> list[str]:
+    """The leads of this device's submissions marked as a flood within the window, oldest first."""
+    return list(session.scalars(
+        select(Lead.ref)
+        .join(Submission, Submission.lead_id == Lead.id)
+        .where(
+            Submission.device_index == submission.device_index,
+            Submission.flag_reason.startswith(SOURCE_FLOOD),
+            Submission.processed_at >= now - SOURCE_FLOOD_WINDOW,
+        )
+        .group_by(Lead.ref)
+        .order_by(func.min(Submission.id))
+    ))
+
+
+def summarize_flood(
+    session: Session, row: OutboxMessage, lead: Lead, submission: Submission, services: Services, now: datetime
+) -> None:
+    """Text the on-call staff member once about a flood of requests from one device. No reminder call follows:
+    each lead has its CRM callback task, and a flood is more often a bot than people."""
+    body = flood_summary_body(flood_refs(session, submission, now), services.settings.alert_source_max_per_hour)
+    text_staff(session, lead, row, body, services, now)
+
+
+def acknowledgement_body(center_number: str | None) -> str:
+    """What the person reads on their own phone: nothing about why they wrote, whom they asked, or treatment."""
+    via = f" from {_spoken_number(center_number)}" if center_number else ""
+    return f"We received your request and will call you{via} soon. Reply STOP to stop texts."
+
+
+def _spoken_number(e164: str) -> str:
+    digits = e164.removeprefix("+1")
+    return f"{digits[:3]}-{digits[3:6]}-{digits[6:]}" if len(digits) == 10 else e164
+
+
+def acknowledge_person(session: Session, row: OutboxMessage, services: Services) -> None:
+    """Text the person who asked (and consented to texts) that their request arrived."""
+    lead = session.get_one(Lead, row.lead_id)
+    if not (lead.consent_to_text and lead.phone):
+        return
+    try:
+        services.messenger.send_sms(lead.phone, acknowledgement_body(services.settings.twilio_from_number))
+    except IntegrationError as exc:
+        if not exc.permanent or isinstance(exc, Unauthorized):
+            raise
+        # The messenger words a refused recipient for staff phones ("the staff number ending in 42 ... fix
+        # ROSTER_FILE"): here the recipient is the person, whose digits are PHI and who is not in the roster.
+        raise IntegrationError(
+            f"Twilio refused the acknowledgement text for lead {lead.ref} (HTTP {exc.status}); it is not sent, and "
+            "staff call the person as usual. If every acknowledgement fails, check TWILIO_FROM_NUMBER",
+            permanent=True, status=exc.status,
+        ) from None

@@ -1,0 +1,4 @@
+"""The HTTP door: Gravity Forms webhooks (`app`), Twilio's webhooks (`twilio_hooks`), health and metrics.
+
+A request is verified, stored, handed on and answered; the work itself happens in the rooms.
+"""

@@ -1,0 +1,195 @@
+"""Twilio's webhooks: staff SMS replies, message and call status callbacks, and the reminder call's TwiML.
+
+Every request is checked first: X-Twilio-Signature must match the URL Twilio called (rebuilt from
+ADMITFLOW_PUBLIC_URL) and the form parameters, or the answer is 403 and nothing is read. Then the database work
+is done in one short transaction, outbox rows are handed on after it commits, and TwiML goes back at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from fastapi import APIRouter, BackgroundTasks, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import PlainTextResponse, Response
+from sqlalchemy.orm import Session
+
+from config.settings import Settings
+from integrations.twilio import twiml
+from integrations.twilio.webhooks import SIGNATURE_HEADER, SIGNATURE_SETTINGS_HEADER, TwilioSignatures, public_url
+from worker.delivery.dispatch import Dispatcher, InlineDispatcher
+from worker.staff.claims import answer_sms
+from worker.staff.escalation import record_call_status, record_message_status
+from worker.staff.services import Services
+from worker.staff.twilio_urls import (
+    CALL_STATUS_PATH,
+    DIAL_STATUS_PATH,
+    KEYPRESS_PATH,
+    MESSAGE_STATUS_PATH,
+    REMINDER_PATH,
+    SMS_PATH,
+)
+from worker.staff.voice import NO_LONGER_VALID, dial_status_twiml, keypress_twiml, pending_call_log, reminder_twiml
+from worker.store.db import session_scope, utcnow
+
+log = logging.getLogger(__name__)
+
+# Twilio's webhook bodies are a few hundred bytes; anything much larger is not Twilio.
+MAX_TWILIO_BODY = 64 * 1024
+
+
+def _xml(document: str, background: BackgroundTasks | None = None) -> Response:
+    return Response(document, media_type="application/xml", background=background)
+
+
+def _in_transaction(work: Callable[[Session, datetime], str]) -> str:
+    with session_scope() as session:
+        return work(session, utcnow())
+
+
+def twilio_router(settings: Settings, services: Services, dispatcher: Dispatcher) -> APIRouter:
+    """The routes Twilio calls. Without TWILIO_AUTH_TOKEN and ADMITFLOW_PUBLIC_URL every one answers 403."""
+    router = APIRouter()
+    token = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else ""
+    signatures = TwilioSignatures(token) if token else None
+    if signatures is None or settings.public_url is None:
+        log.error("Twilio webhooks are refused with 403 until TWILIO_AUTH_TOKEN and ADMITFLOW_PUBLIC_URL are set")
+
+    async def verified(request: Request) -> dict[str, str] | None:
+        """The form parameters of a genuine Twilio request, or None."""
+        if signatures is None or settings.public_url is None:
+            return None
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_TWILIO_BODY:
+            return None
+        form = await request.form()
+        params = {key: value for key, value in form.items() if isinstance(value, str)}
+        url = public_url(settings.public_url, request.url.path, request.url.query)
+        if signatures.is_valid(url, params, request.headers.get(SIGNATURE_HEADER),
+                               request.headers.get(SIGNATURE_SETTINGS_HEADER)):
+            return params
+        log.warning("refused a request to %s: missing or invalid X-Twilio-Signature for %s (is ADMITFLOW_PUBLIC_URL "
+                    "the address Twilio calls?)", request.url.path, settings.public_url)
+        return None
+
+    def forbidden() -> Response:
+        return PlainTextResponse("missing or invalid X-Twilio-Signature", status_code=403)
+
+    async def hand_on(outbox_ids: list[int], background: BackgroundTasks) -> None:
+        if not outbox_ids:
+            return
+        if isinstance(dispatcher, InlineDispatcher):
+            background.add_task(dispatcher.outbox_ready, outbox_ids)
+        else:
+            await run_in_threadpool(dispatcher.outbox_ready, outbox_ids)
+
+    def query_id(request: Request, name: str) -> int | None:
+        value = request.query_params.get(name, "")
+        return int(value) if value.isdigit() else None
+
+    @router.post(SMS_PATH)
+    async def inbound_sms(request: Request, background: BackgroundTasks) -> Response:
+        """A text to the center's number (Twilio's incoming-message webhook): a staff reply claims a lead."""
+        params = await verified(request)
+        if params is None:
+            return forbidden()
+        sender, body = params.get("From", ""), params.get("Body", "")
+        outbox_ids: list[int] = []
+
+        def work(session: Session, now: datetime) -> str:
+            answer = answer_sms(session, services.roster, sender, body, now)
+            outbox_ids.extend(answer.outbox_ids)
+            return twiml.message_reply(answer.text)
+
+        document = await run_in_threadpool(_in_transaction, work)
+        await hand_on(outbox_ids, background)
+        return _xml(document, background)
+
+    @router.post(MESSAGE_STATUS_PATH)
+    async def message_status(request: Request) -> Response:
+        """Twilio's report on a staff text (queued, sent, delivered, undelivered, failed)."""
+        params = await verified(request)
+        if params is None:
+            return forbidden()
+        sid, status = params.get("MessageSid", ""), params.get("MessageStatus", "")
+
+        def work(session: Session, now: datetime) -> str:
+            record_message_status(session, sid, status, params.get("ErrorCode"), now)
+            return twiml.message_reply(None)
+
+        return _xml(await run_in_threadpool(_in_transaction, work))
+
+    @router.post(CALL_STATUS_PATH)
+    async def call_status(request: Request) -> Response:
+        """Twilio's final report on a reminder call (completed, busy, no-answer, failed, canceled)."""
+        params = await verified(request)
+        if params is None:
+            return forbidden()
+        sid, status = params.get("CallSid", ""), params.get("CallStatus", "")
+
+        def work(session: Session, now: datetime) -> str:
+            record_call_status(session, sid, status, now)
+            return twiml.message_reply(None)
+
+        return _xml(await run_in_threadpool(_in_transaction, work))
+
+    @router.post(REMINDER_PATH)
+    async def reminder(request: Request) -> Response:
+        """The TwiML a reminder call plays when staff answer: the prompt and "press 1"."""
+        params = await verified(request)
+        if params is None:
+            return forbidden()
+        alert_id = query_id(request, "alert")
+        if alert_id is None:
+            return _xml(twiml.spoken(NO_LONGER_VALID))
+        return _xml(await run_in_threadpool(
+            _in_transaction, lambda session, now: reminder_twiml(session, alert_id, services, now)
+        ))
+
+    @router.post(KEYPRESS_PATH)
+    async def keypress(request: Request, background: BackgroundTasks) -> Response:
+        """The key staff pressed (<Gather> action): 1 claims and bridges them to the person."""
+        params = await verified(request)
+        if params is None:
+            return forbidden()
+        alert_id = query_id(request, "alert")
+        if alert_id is None:
+            return _xml(twiml.spoken(NO_LONGER_VALID))
+        digits = params.get("Digits", "")
+        outbox_ids: list[int] = []
+
+        def work(session: Session, now: datetime) -> str:
+            document, queued = keypress_twiml(session, alert_id, digits, services, now)
+            outbox_ids.extend(queued)
+            return document
+
+        document = await run_in_threadpool(_in_transaction, work)
+        await hand_on(outbox_ids, background)
+        return _xml(document, background)
+
+    @router.post(DIAL_STATUS_PATH)
+    async def dial_status(request: Request, background: BackgroundTasks) -> Response:
+        """How the bridge to the person ended (<Dial> action): recorded on the claim."""
+        params = await verified(request)
+        if params is None:
+            return forbidden()
+        claim_id = query_id(request, "claim")
+        if claim_id is None:
+            return _xml(twiml.spoken(NO_LONGER_VALID))
+        status, duration = params.get("DialCallStatus", ""), params.get("DialCallDuration")
+        sid = params.get("DialCallSid")
+        call_logs: list[int] = []
+
+        def record(session: Session, now: datetime) -> str:
+            document = dial_status_twiml(session, claim_id, status, duration, sid, services, now)
+            session.flush()
+            call_logs.extend(pending_call_log(session, claim_id))
+            return document
+
+        document = await run_in_threadpool(_in_transaction, record)
+        await hand_on(call_logs, background)
+        return _xml(document, background)
+
+    return router
