@@ -172,7 +172,8 @@ class RedisTap:
     def __init__(self, url: str) -> None:
         self.db = urlsplit(url).path.strip("/") or "0"
         self.commands: list[str] = []
-        self._monitor = redis.Redis.from_url(url).monitor()
+        # MONITOR waits for commands as long as Redis is idle: no read timeout (redis-py 8 defaults to 5 s).
+        self._monitor = redis.Redis.from_url(url, socket_timeout=None).monitor()
         self._monitor.__enter__()
         self._thread = threading.Thread(target=self._listen, daemon=True)
         self._thread.start()
