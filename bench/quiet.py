@@ -78,7 +78,8 @@ class Watch:
         before = ", ".join(f"{value:.2f}" for value in self.load_before)
         after = ", ".join(f"{value:.2f}" for value in self.load_after)
         return (f"load average before {before}; after {after}; other processes used {self.other_cores:.2f} of a "
-                f"core on average (at most {self.busiest_other_cores:.2f} in one second) over {self.wall_seconds:.0f} s")
+                f"core on average (at most {self.busiest_other_cores:.2f} in one second) over "
+                f"{self.wall_seconds:.0f} s")
 
     def verdict(self) -> str:
         """The line to print with the figure; raises BusyMachine when the machine was not quiet enough."""

@@ -73,21 +73,26 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def wait_ready(process: subprocess.Popen[bytes], ready_url: str) -> None:
+    """Wait until the process answers 200 at ready_url; raise when it exits or 30 s pass."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(ready_url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline or process.poll() is not None:
+            raise RuntimeError(f"{' '.join(map(str, process.args))} did not become ready")  # type: ignore[arg-type]
+        time.sleep(0.2)
+
+
 @contextmanager
 def running(args: list[str], env: dict[str, str], ready_url: str | None = None) -> Iterator[subprocess.Popen[bytes]]:
     process = subprocess.Popen([*admitflow(), *args], env=env, cwd=REPO, stdout=subprocess.DEVNULL)
     try:
         if ready_url is not None:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(ready_url, timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError(f"{' '.join(args)} did not become ready")
-                time.sleep(0.2)
+            wait_ready(process, ready_url)
         yield process
     finally:
         process.terminate()

@@ -1,17 +1,21 @@
-"""Webhook accept latency and throughput against the real `admitflow web` on PostgreSQL, with a Redis broker.
+"""Webhook accept latency of `admitflow web` against a reference receiver, in the same run, on PostgreSQL and Redis.
 
-    python bench/webhook_latency.py [--rate 200] [--count 2000] [--concurrency 32] [--web-workers 1]
+    python bench/webhook_latency.py [--rate 200] [--count 2000] [--runs 5] [--idle 60] [--web-workers 1]
 
-Two runs on a fresh database: an open loop at a fixed rate (latency from each request's scheduled send time, so a
-slow server cannot hide its queueing) and a closed loop at saturation. Every entry is new: stored and committed
-before the 202, its task published after it. No worker runs, so the measure is the intake alone. Loopback only;
-bounded in count. Failed requests are counted by status code or transport error.
+The reference (bench/reference_receiver.py) does the least a safe receiver can: check the secret, commit one
+INSERT of the raw body, LPUSH its id, answer 202. Both servers run at once on a fresh database; after a warm-up
+both sit idle for --idle seconds (stalls showed after idle), then --runs rounds each post --count entries at a
+fixed rate to one server and then the other (admitflow first in the first round, alternating after), latency
+measured from each request's scheduled send time so a slow server cannot hide its queueing. A closed loop at
+saturation follows. No admitflow worker runs: the measure is the intake alone. Every entry is new.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -21,7 +25,11 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.quiet import watched
 from bench.stack import (
+    POSTGRES_URL,
+    REDIS_URL,
+    REPO,
     SECRET,
     children,
     entry,
@@ -31,6 +39,7 @@ from bench.stack import (
     peak_rss_mb,
     percentile,
     running,
+    wait_ready,
 )
 
 HEADERS = {"X-Admitflow-Secret": SECRET}
@@ -94,33 +103,73 @@ async def saturation(url: str, concurrency: int, count: int, first_id: int) -> t
     return latencies, elapsed, errors
 
 
+Result = tuple[list[float], float, int]
+
+
+def row(name: str, result: Result) -> str:
+    latencies, elapsed, errors = result
+    return (f"{name:<34} {len(latencies) + errors:>8} {errors:>6} {len(latencies) / elapsed:>8.1f} "
+            f"{percentile(latencies, 0.5) * 1000:>7.1f} {percentile(latencies, 0.99) * 1000:>7.1f} "
+            f"{max(latencies) * 1000:>7.1f}")
+
+
+def p99(result: Result) -> float:
+    return percentile(result[0], 0.99)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--count", type=int, default=2000)
+    parser.add_argument("--runs", type=int, default=5, help="rounds, each one run per server")
+    parser.add_argument("--idle", type=float, default=60.0, help="seconds both servers sit idle before round 1")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--web-workers", type=int, default=1, help="admitflow web --workers")
     args = parser.parse_args()
     fresh_database()
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
+    port, reference_port = free_port(), free_port()
+    base, reference_base = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{reference_port}"
     command = ["web", "--host", "127.0.0.1", "--port", str(port), "--workers", str(args.web_workers)]
-    with running(command, environment(), f"{base}/healthz") as web:
-        url = f"{base}/hooks/gravityforms"
-        asyncio.run(saturation(url, 8, 200, 10_000_000))  # warm up the pool and the code paths
-        runs = [(f"fixed {args.rate:g} req/s", asyncio.run(fixed_rate(url, args.rate, args.count, 1))),
-                (f"saturation, {args.concurrency} conns",
-                 asyncio.run(saturation(url, args.concurrency, args.count, 1_000_000)))]
-        # With several workers, the server processes are the supervisor's children.
-        rss = max(peak_rss_mb(pid) for pid in (children(web.pid) if args.web_workers > 1 else [web.pid]))
-    print(f"{'run':<24} {'requests':>8} {'errors':>6} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7}")
-    for name, (latencies, elapsed, errors) in runs:
-        print(f"{name:<24} {len(latencies) + errors:>8} {errors:>6} {len(latencies) / elapsed:>8.1f} "
-              f"{percentile(latencies, 0.5) * 1000:>7.1f} {percentile(latencies, 0.99) * 1000:>7.1f} "
-              f"{max(latencies) * 1000:>7.1f}")
+    reference = subprocess.Popen(
+        [sys.executable, str(REPO / "bench" / "reference_receiver.py"), "--port", str(reference_port),
+         "--database-url", POSTGRES_URL, "--redis-url", REDIS_URL, "--secret", SECRET], cwd=REPO)
+    rounds: list[tuple[Result, Result]] = []
+    try:
+        wait_ready(reference, f"{reference_base}/healthz")
+        with running(command, environment(), f"{base}/healthz") as web:
+            urls = {"admitflow": f"{base}/hooks/gravityforms", "reference": f"{reference_base}/hooks/gravityforms"}
+            for url in urls.values():
+                asyncio.run(saturation(url, 8, 200, 10_000_000))  # warm up pools and code paths
+            print(f"both servers warmed up; idle for {args.idle:g} s", flush=True)
+            time.sleep(args.idle)
+            with watched() as watch:
+                for number in range(args.runs):
+                    first = 1 + number * 2 * args.count
+                    order = ["admitflow", "reference"] if number % 2 == 0 else ["reference", "admitflow"]
+                    results = {name: asyncio.run(fixed_rate(urls[name], args.rate, args.count, first + offset))
+                               for offset, name in zip((0, args.count), order, strict=True)}
+                    rounds.append((results["admitflow"], results["reference"]))
+                saturated = {name: asyncio.run(saturation(url, args.concurrency, args.count, 5_000_000 + offset))
+                             for offset, (name, url) in zip((0, args.count), urls.items(), strict=True)}
+            # With several workers, the server processes are the supervisor's children.
+            rss = max(peak_rss_mb(pid) for pid in (children(web.pid) if args.web_workers > 1 else [web.pid]))
+    finally:
+        reference.terminate()
+        reference.wait(timeout=15)
+    print(f"{'run':<34} {'requests':>8} {'errors':>6} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7}")
+    ratios = []
+    for number, (ours, theirs) in enumerate(rounds, start=1):
+        print(row(f"round {number} admitflow {args.rate:g} req/s", ours))
+        print(row(f"round {number} reference {args.rate:g} req/s", theirs))
+        ratios.append(p99(ours) / p99(theirs))
+    for name, result in saturated.items():
+        print(row(f"{name} saturation, {args.concurrency} conns", result))
+    print("p99 admitflow / reference by round: " + ", ".join(f"{ratio:.2f}" for ratio in ratios)
+          + f"; worst {max(ratios):.2f}, median {statistics.median(ratios):.2f} (target <= 1.5 in every round)")
     print(f"web peak RSS {rss:.0f} MiB" + (" (the largest server process)" if args.web_workers > 1 else ""))
     if ERRORS:
         print("errors: " + ", ".join(f"{kind} x{count}" for kind, count in ERRORS.most_common()))
+    print(watch.verdict())
 
 
 if __name__ == "__main__":
