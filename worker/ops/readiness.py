@@ -52,6 +52,7 @@ class Check:
     ok: bool
     detail: str
     fix: str = ""
+    skipped: bool = False  # nothing to check: the thing is not configured (e.g. a log-only CRM)
 
     def line(self) -> str:
         return f"{self.detail}: {self.fix}" if self.fix else self.detail
