@@ -81,9 +81,10 @@ def running(args: list[str], env: dict[str, str], ready_url: str | None = None) 
             deadline = time.monotonic() + 30
             while True:
                 try:
-                    if httpx.get(ready_url, timeout=1).status_code == 200:
+                    # Benches run no beat: the web server is ready once it can store a webhook.
+                    if httpx.get(ready_url, timeout=1).json().get("accepting_webhooks"):
                         break
-                except httpx.TransportError:
+                except (httpx.TransportError, ValueError):
                     pass
                 if time.monotonic() > deadline or process.poll() is not None:
                     raise RuntimeError(f"{' '.join(args)} did not become ready")

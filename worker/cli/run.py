@@ -20,10 +20,9 @@ from worker.store.schema import schema_state, upgrade
 def migrate() -> None:
     """Bring the database schema up to date (Alembic)."""
     settings = command_settings()
-    for name in ("alembic", "alembic.runtime.migration"):
-        logging.getLogger(name).setLevel(logging.INFO)
     before = schema_state(settings)
-    upgrade(settings)
+    logging.getLogger("alembic").setLevel(logging.INFO)
+    upgrade(settings, before)
     if before.current:
         click.echo(f"database schema is up to date ({before.head}); nothing to do")
     else:

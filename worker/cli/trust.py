@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import click
 
-from worker.cli.common import command_settings, open_store
+from worker.cli.common import command_settings, open_store, print_table
 from worker.store.db import session_scope
 from worker.store.phi import current_vault, generate_keys
 from worker.trust import audit, retention
@@ -24,12 +24,10 @@ def audit_command(lead_ref: str | None, since: datetime | None) -> None:
     with session_scope() as session:
         found = audit.events(session, lead_ref=lead_ref.strip().upper() if lead_ref else None,
                              since=since.replace(tzinfo=UTC) if since else None)
-        for event in found:
-            click.echo(f"{event.at.isoformat(timespec='seconds')}\t{event.actor_kind}:{event.actor}\t{event.action}\t"
-                       f"{event.lead_ref or '-'}\t{event.submission_id or '-'}\t{event.outbox_id or '-'}\t"
-                       f"{event.detail or ''}")
-    if not found:
-        click.echo("no audit events match", err=True)
+        print_table(("WHEN", "WHO", "ACTION", "LEAD", "SUBMISSION", "OUTBOX", "DETAIL"),
+                    ((event.at.isoformat(timespec="seconds"), f"{event.actor_kind}:{event.actor}", event.action,
+                      event.lead_ref or "-", event.submission_id or "-", event.outbox_id or "-", event.detail)
+                     for event in found), empty="no audit events match")
 
 
 @click.command()

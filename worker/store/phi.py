@@ -192,8 +192,8 @@ LEGACY_KEY_FILE = ".admitflow-keys.json"  # where versions before ADMITFLOW_HOME
 def _read_key_file(path: Path) -> dict[str, str]:
     if not path.exists():
         raise KeyConfigurationError(
-            f"the key file {path} is missing, and the database was made with it: restore it from your backup (or "
-            "set ADMITFLOW_HOME to the directory that holds it); a new key could not read what is stored"
+            f"the key file {path} is missing: restore it from your backup, or set ADMITFLOW_HOME to the directory "
+            "that holds it (only a new database gets a new key file: a new key could not read what is stored)"
         )
     try:
         stored: dict[str, str] = json.loads(path.read_text(encoding="utf-8"))

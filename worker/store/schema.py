@@ -63,9 +63,10 @@ def alembic_config(database_url: str) -> Config:
     return config
 
 
-def upgrade(settings: Settings) -> None:
-    """Migrate to this version's head; a database being created gets the embedded default's key file with it."""
-    if schema_state(settings).revision is None:
+def upgrade(settings: Settings, state: SchemaState | None = None) -> None:
+    """Migrate to this version's head; a database being created gets the embedded default's key file with it.
+    `state` is the schema's state if the caller has just read it."""
+    if (state or schema_state(settings)).revision is None:
         create_local_key_file(settings)
     command.upgrade(alembic_config(settings.database_url), "head")
 
@@ -98,6 +99,6 @@ def ensure_schema(settings: Settings) -> None:
             log.warning("the database schema is %s", state.describe())
         return
     if settings.is_sqlite:
-        upgrade(settings)
+        upgrade(settings, state)
         return
     raise SchemaOutOfDate(f"the database schema is {state.describe()}")
