@@ -55,7 +55,7 @@ def test_production_without_keys_refuses_every_door(settings: Settings, monkeypa
 def test_web_refuses_to_start_without_a_webhook_secret(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     without = reload(monkeypatch, GRAVITYFORMS_WEBHOOK_SECRET="")
 
-    with pytest.raises(NotReady, match="site main has no webhook secret.*set GRAVITYFORMS_WEBHOOK_SECRET"):
+    with pytest.raises(NotReady, match=r"site main has no webhook secret.*set GRAVITYFORMS_WEBHOOK_SECRET"):
         preflight(without, "web")
 
 
