@@ -50,7 +50,8 @@ def everything(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
     return configure(
         monkeypatch, GRAVITYFORMS_BASE_URL=SITE, GRAVITYFORMS_CONSUMER_KEY="ck_test",
         GRAVITYFORMS_CONSUMER_SECRET="cs_x", GRAVITYFORMS_FORM_IDS="1", HUBSPOT_TOKEN="pat-na1-doctor-token",
-        TWILIO_ACCOUNT_SID=SID, TWILIO_AUTH_TOKEN="twilio-token", TWILIO_FROM_NUMBER=CENTER, ADMITFLOW_PUBLIC_URL=PUBLIC,
+        TWILIO_ACCOUNT_SID=SID, TWILIO_AUTH_TOKEN="twilio-token", TWILIO_FROM_NUMBER=CENTER,
+        ADMITFLOW_PUBLIC_URL=PUBLIC,
     )
 
 
