@@ -117,8 +117,8 @@ def protect_all_handlers() -> None:
 
 
 class QuietRoutineTasks(logging.Filter):
-    """Drops the INFO lines Celery writes for each run of a routine task (received, succeeded, sent by beat): an
-    idle worker would otherwise log a few lines for every beat tick. Warnings and errors about them still pass."""
+    """Drops the INFO lines Celery writes for each run of a routine task (received, succeeded, expired, sent by
+    beat): an idle worker would otherwise log a few lines for every beat tick. Warnings and errors still pass."""
 
     def __init__(self, task_names: frozenset[str]) -> None:
         super().__init__()
@@ -136,7 +136,7 @@ class QuietRoutineTasks(logging.Filter):
 
 def quiet_routine_tasks(task_names: frozenset[str]) -> None:
     """Keep routine tasks out of the worker's and beat's INFO lines (see `QuietRoutineTasks`)."""
-    for name in ("celery.worker.strategy", "celery.app.trace", "celery.beat"):
+    for name in ("celery.worker.strategy", "celery.worker.request", "celery.app.trace", "celery.beat"):
         logging.getLogger(name).addFilter(QuietRoutineTasks(task_names))
 
 

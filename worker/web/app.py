@@ -98,6 +98,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         await run_in_threadpool(rejections.flush)
 
     app = FastAPI(title="admitflow intake", version="0.1.0", lifespan=lifespan)
+    app.state.rejections = rejections
     app.include_router(twilio_router(settings, services, dispatcher, rejections))
     app.include_router(observability_router(settings))
 
