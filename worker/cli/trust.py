@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime
 
 import click
 
 from worker.cli.common import command_settings, open_store, print_table
 from worker.store.db import session_scope
-from worker.store.phi import current_vault, generate_keys
+from worker.store.phi import current_vault, generate_keys, key_id
 from worker.trust import audit, retention
 from worker.trust.key_rotation import rotate_blind_indexes, rotate_keys
 
@@ -87,5 +88,9 @@ def keys_rotate(batch: int) -> None:
 @keys.command("generate")
 def keys_generate() -> None:
     """Print a new ADMITFLOW_ENCRYPTION_KEYS and ADMITFLOW_BLIND_INDEX_KEY for your secret store."""
-    for name, value in generate_keys().items():
+    generated = generate_keys()
+    for name, value in generated.items():
         click.echo(f"{name}={value}")
+    ids = {name: key_id(base64.urlsafe_b64decode(value)) for name, value in generated.items()}
+    click.echo(f"key ids (fingerprints, for your records; `admitflow doctor` shows them): encryption "
+               f"{ids['ADMITFLOW_ENCRYPTION_KEYS']}, blind index {ids['ADMITFLOW_BLIND_INDEX_KEY']}", err=True)
