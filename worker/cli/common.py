@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from config.logging import configure_logging
 from config.settings import Settings, get_settings
-from worker.ops.readiness import CONFIGURATION_ERRORS, open_keys
+from worker.ops.readiness import CONFIGURATION_ERRORS, configuration_cause, open_keys
 from worker.store.failures import database_problem
 from worker.store.schema import ensure_schema
 
@@ -118,6 +118,9 @@ class AdmitflowGroup(click.Group):
         except ValidationError as exc:
             raise CannotRun(_invalid_settings(exc)) from None
         except SQLAlchemyError as exc:
+            cause = configuration_cause(exc)
+            if cause is not None:
+                raise CannotRun(str(cause)) from None
             raise CannotRun(database_problem(exc, get_settings().database_url)) from None
         except BrokenPipeError:
             _quiet_broken_pipe()

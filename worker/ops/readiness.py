@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Literal
 
 from sqlalchemy import Text, select, text, type_coerce
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError, StatementError
 from sqlalchemy.orm import Session
 
 from config.settings import Settings
@@ -42,6 +42,15 @@ CONFIGURATION_ERRORS = (
     CrmConfigurationError, KeyConfigurationError, NotReady, RosterError, SchemaOutOfDate, SitesError, TemplateError,
     UndecryptableValue,
 )
+
+
+def configuration_cause(exc: BaseException) -> BaseException | None:
+    """The configuration error behind `exc`: itself, or what SQLAlchemy wrapped (a key error while a PHI column is
+    written arrives as a StatementError)."""
+    cause = exc.orig if isinstance(exc, StatementError) else exc
+    return cause if isinstance(cause, CONFIGURATION_ERRORS) else None
+
+
 # What a process needs to store a webhook; the rest (broker, beat) is what the stack needs to act on it.
 INTAKE_CHECKS = frozenset({"database", "schema", "keys", "webhook_secret"})
 

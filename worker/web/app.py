@@ -19,7 +19,7 @@ from anyio import to_thread
 from fastapi import BackgroundTasks, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, StatementError
 
 from config.logging import configure_logging
 from config.settings import Settings, get_settings
@@ -28,7 +28,7 @@ from worker.delivery.dispatch import Dispatcher, dispatcher_for
 from worker.intake.entries import RejectedEntry, StoredEntry, entry_meta, form_registered, store_entry
 from worker.intake.webhook_signing import SignatureRejected, record_delivery
 from worker.intake.webhook_signing import verify as verify_signature
-from worker.ops.readiness import CONFIGURATION_ERRORS, health_checks
+from worker.ops.readiness import CONFIGURATION_ERRORS, configuration_cause, health_checks
 from worker.ops.rejections import FLUSH_SECONDS, Rejections
 from worker.ops.status_page import observability_router
 from worker.staff.services import Services, default_services
@@ -105,12 +105,15 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     async def misconfigured(request: Request, exc: Exception) -> JSONResponse:
         """A configuration problem found while answering (start-up checks catch them first): one log line, and a
         503 the sender retries, never a 500 and a lost entry."""
-        log.error("cannot answer %s %s: %s", request.method, request.url.path, exc)
+        cause = configuration_cause(exc)
+        if cause is None:
+            raise exc
+        log.error("cannot answer %s %s: %s", request.method, request.url.path, cause)
         if request.url.path.startswith("/hooks/gravityforms"):
             rejections.refused("gravityforms", 503, "misconfigured", "admitflow is misconfigured")
         return _error(503, "admitflow is misconfigured; retry later")
 
-    for error in CONFIGURATION_ERRORS:
+    for error in (*CONFIGURATION_ERRORS, StatementError):
         app.add_exception_handler(error, misconfigured)
 
     def refuse(site: str, status: int, message: str, reason: str | None = None) -> JSONResponse:

@@ -136,3 +136,25 @@ def test_healthz_is_503_when_the_broker_is_unreachable(settings: Settings) -> No
     assert body["status"] == "not ready" and body["accepting_webhooks"] is True
     assert body["checks"]["broker"] == {"ok": False, "detail": "the broker is unreachable (OperationalError): "
                                         "check CELERY_BROKER_URL and that Redis is running"}
+
+
+def test_a_configuration_problem_found_while_answering_is_a_503_and_one_log_line_never_a_500(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from config.settings import get_settings
+    from worker.store.phi import reset_vault
+
+    monkeypatch.delenv("ADMITFLOW_ENCRYPTION_KEYS")
+    monkeypatch.setenv("ADMITFLOW_ENV", "production")
+    get_settings.cache_clear()
+    reset_vault()
+    with TestClient(create_app(get_settings()), raise_server_exceptions=False) as client:
+        response = client.post("/hooks/gravityforms", json=make_entry(1), headers=AUTH)
+        health = client.get("/healthz")
+
+    assert response.status_code == 503 and response.json() == {"error": "admitflow is misconfigured; retry later"}
+    errors = [record for record in caplog.records if record.levelname == "ERROR" and "cannot answer" in
+              record.getMessage()]
+    assert len(errors) == 1 and "ADMITFLOW_ENCRYPTION_KEYS" in errors[0].getMessage() and not errors[0].exc_info
+    assert health.status_code == 503 and not health.json()["checks"]["keys"]["ok"]
+    assert health.json()["accepting_webhooks"] is False
