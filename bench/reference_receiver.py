@@ -32,8 +32,8 @@ def create_app(database_url: str, redis_url: str, secret: str) -> FastAPI:
     app = FastAPI()
 
     @app.get("/healthz")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    def healthz() -> dict[str, bool]:
+        return {"accepting_webhooks": True}
 
     def commit(body: bytes) -> int:
         with engine.begin() as connection:

@@ -13,7 +13,8 @@ Rooms, lowest first; a room imports only rooms below it, then `integrations/` an
     staff/     the admissions team: roster, alert words, alerts, claims, escalation, reminder calls, call-backs,
                and the CRM and messenger a workflow is handed (services)
     delivery/  the outbox: CRM sync and staff alerts delivered at least once, handed to the broker, swept
-    ops/       what managers and operators read: metrics, speed-to-lead reports, the status page
+    ops/       what managers and operators read: metrics, speed-to-lead reports, the status page, and whether the
+               stack can run: start-up checks and /healthz, heartbeats, refused webhooks, `admitflow doctor`
 
 tests/test_architecture.py holds these rules.
 """

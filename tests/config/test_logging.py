@@ -126,3 +126,40 @@ def test_a_celery_task_failure_line_and_its_traceback_are_masked(output: io.Stri
     assert failure and "canary.fails" in str(failure[0]["message"])
     assert "[email]" in output.getvalue() and "Traceback" in output.getvalue()
     assert CANARY_EMAIL not in output.getvalue() and CANARY_PHONES[0] not in output.getvalue()
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_logs_are_text_on_a_terminal_and_json_lines_otherwise_unless_chosen() -> None:
+    from config.logging import chosen_format
+
+    assert chosen_format("auto", Terminal()) == "text"
+    assert chosen_format("auto", io.StringIO()) == "json"
+    assert chosen_format("json", Terminal()) == "json"
+    assert chosen_format("text", io.StringIO()) == "text"
+
+
+def test_routine_task_runs_are_not_logged_but_other_tasks_and_warnings_are() -> None:
+    from config.logging import QuietRoutineTasks
+
+    quiet = QuietRoutineTasks(frozenset({"admitflow.heartbeat"}))
+
+    def record(level: int, message: str, args: tuple[object, ...] = (), data: object = None) -> logging.LogRecord:
+        made = logging.makeLogRecord({"levelno": level, "msg": message, "args": args})
+        if data is not None:
+            made.data = data
+        return made
+
+    assert not quiet.filter(record(logging.INFO, "Task %(name)s received", data={"name": "admitflow.heartbeat"}))
+    assert not quiet.filter(record(logging.INFO, "Sending due task %s (%s)", ("heartbeat", "admitflow.heartbeat")))
+    assert quiet.filter(record(logging.INFO, "Task %(name)s received", data={"name": "admitflow.process_submission"}))
+    assert quiet.filter(record(logging.ERROR, "Task %(name)s raised", data={"name": "admitflow.heartbeat"}))
+
+
+def test_alembic_says_nothing_unless_migrating(output: io.StringIO) -> None:
+    logging.getLogger("alembic.runtime.migration").info("Context impl SQLiteImpl.")
+
+    assert output.getvalue() == ""

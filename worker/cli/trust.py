@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime
 
 import click
 
-from worker.cli.common import command_settings
+from worker.cli.common import command_settings, open_store, print_table
 from worker.store.db import session_scope
-from worker.store.phi import current_vault, generate_keys
-from worker.store.schema import ensure_schema
+from worker.store.phi import current_vault, generate_keys, key_id
 from worker.trust import audit, retention
 from worker.trust.key_rotation import rotate_blind_indexes, rotate_keys
 
@@ -21,16 +21,14 @@ from worker.trust.key_rotation import rotate_blind_indexes, rotate_keys
 def audit_command(lead_ref: str | None, since: datetime | None) -> None:
     """The audit trail, oldest first: when, who, what, lead, submission, outbox row, detail (no PHI)."""
     settings = command_settings()
-    ensure_schema(settings)
+    open_store(settings)
     with session_scope() as session:
         found = audit.events(session, lead_ref=lead_ref.strip().upper() if lead_ref else None,
                              since=since.replace(tzinfo=UTC) if since else None)
-        for event in found:
-            click.echo(f"{event.at.isoformat(timespec='seconds')}\t{event.actor_kind}:{event.actor}\t{event.action}\t"
-                       f"{event.lead_ref or '-'}\t{event.submission_id or '-'}\t{event.outbox_id or '-'}\t"
-                       f"{event.detail or ''}")
-    if not found:
-        click.echo("no audit events match", err=True)
+        print_table(("WHEN", "WHO", "ACTION", "LEAD", "SUBMISSION", "OUTBOX", "DETAIL"),
+                    ((event.at.isoformat(timespec="seconds"), f"{event.actor_kind}:{event.actor}", event.action,
+                      event.lead_ref or "-", event.submission_id or "-", event.outbox_id or "-", event.detail)
+                     for event in found), empty="no audit events match")
 
 
 @click.command()
@@ -41,7 +39,7 @@ def purge(dry_run: bool) -> None:
     Leads whose CRM sync is not delivered keep everything. Each purge is recorded in the audit trail.
     """
     settings = command_settings()
-    ensure_schema(settings)
+    open_store(settings)
     now = datetime.now(UTC)
     with session_scope() as session:
         counts = retention.purge_counts(session, now, settings.retention_days)
@@ -73,7 +71,7 @@ def keys_rotate(batch: int) -> None:
     Keep the old keys after the new one until this reports nothing left to rotate.
     """
     settings = command_settings()
-    ensure_schema(settings)
+    open_store(settings)
     vault = current_vault()
 
     def progress(table: str, rows: int) -> None:
@@ -90,5 +88,9 @@ def keys_rotate(batch: int) -> None:
 @keys.command("generate")
 def keys_generate() -> None:
     """Print a new ADMITFLOW_ENCRYPTION_KEYS and ADMITFLOW_BLIND_INDEX_KEY for your secret store."""
-    for name, value in generate_keys().items():
+    generated = generate_keys()
+    for name, value in generated.items():
         click.echo(f"{name}={value}")
+    ids = {name: key_id(base64.urlsafe_b64decode(value)) for name, value in generated.items()}
+    click.echo(f"key ids (fingerprints, for your records; `admitflow doctor` shows them): encryption "
+               f"{ids['ADMITFLOW_ENCRYPTION_KEYS']}, blind index {ids['ADMITFLOW_BLIND_INDEX_KEY']}", err=True)

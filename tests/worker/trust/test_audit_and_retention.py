@@ -37,14 +37,16 @@ def audit_rows() -> list[tuple[str, str, str | None]]:
         return [(event.actor_kind, event.action, event.lead_ref) for event in events]
 
 
-def test_exporting_leads_is_audited_with_the_count_and_no_phi(settings: Settings) -> None:
+def test_exporting_leads_is_audited_before_and_after_with_the_count_and_no_phi(settings: Settings) -> None:
     run("ingest", "--form", FORM, ENTRIES)
     exported = run("leads", "export")
 
     with session_scope() as session:
-        (event,) = session.scalars(select(AuditEvent)).all()
-        assert (event.actor_kind, event.action, event.detail) == ("operator", "export", "2 leads exported")
-        assert event.actor
+        started, finished = session.scalars(select(AuditEvent).order_by(AuditEvent.id)).all()
+        assert (started.actor_kind, started.action, started.detail) == (
+            "operator", "export", "export of 2 leads to stdout started")
+        assert (finished.action, finished.detail) == ("export", "2 of 2 leads exported")
+        assert started.actor
     first = json.loads(exported.splitlines()[0])
     assert first["email"] not in run("audit")
 
@@ -62,7 +64,10 @@ def test_revealing_releasing_retrying_and_dropping_are_audited(settings: Setting
 
     run("submissions", "show", str(processed_id))
     run("submissions", "show", str(processed_id), "--reveal")
-    run("submissions", "release", str(flagged_id))
+    from worker.cli import main
+
+    released = CliRunner().invoke(main, ["submissions", "release", str(flagged_id)])
+    assert released.exit_code == 1 and "flagged again: no_contact" in released.stdout
     run("outbox", "retry", str(first))
     run("outbox", "drop", str(second))
 
@@ -80,9 +85,10 @@ def test_audit_lists_one_leads_events_and_events_since_a_date(settings: Settings
     run("submissions", "show", str(sub_id), "--reveal")
     run("leads", "export")
 
-    for_lead = run("audit", "--lead", ref)
-    assert for_lead.count("\n") == 1 and f"\tread\t{ref}\t{sub_id}\t" in for_lead
-    assert run("audit", "--since", "2000-01-01").count("\n") == 2
+    header, *rows = run("audit", "--lead", ref).splitlines()
+    assert header.split() == ["WHEN", "WHO", "ACTION", "LEAD", "SUBMISSION", "OUTBOX", "DETAIL"]
+    assert len(rows) == 1 and rows[0].split()[2:5] == ["read", ref, str(sub_id)]
+    assert len(run("audit", "--since", "2000-01-01").splitlines()) == 1 + 3  # a read, an export's start and end
     assert run("audit", "--since", "2999-01-01") == ""
 
 
@@ -106,7 +112,7 @@ def test_the_audit_trail_cannot_be_changed_or_deleted(settings: Settings) -> Non
     for statement in ("UPDATE audit_events SET actor = 'someone else'", "DELETE FROM audit_events"):
         with pytest.raises(DatabaseError, match="append-only"), session_scope() as session:
             session.execute(text(statement))
-    assert len(audit_rows()) == 1
+    assert len(audit_rows()) == 2  # the export's start and end
 
 
 def test_purge_dry_run_prints_counts_and_changes_nothing(settings: Settings) -> None:

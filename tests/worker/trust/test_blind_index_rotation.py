@@ -55,7 +55,7 @@ def test_a_key_list_writes_digests_under_the_first_key_and_looks_them_up_under_e
     assert vault.blind_index("phone", "+16175550141") != old_digest
 
 
-def test_a_key_listed_twice_is_refused_with_what_to_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_key_listed_twice_is_refused_with_what_to_fix(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     use_index_keys(monkeypatch, OLD_KEY, OLD_KEY)
     with pytest.raises(KeyConfigurationError, match="same key twice"):
         current_vault()

@@ -115,11 +115,16 @@ def test_error_answers_never_echo_what_the_person_typed(client: TestClient) -> N
     assert "Zebulon" not in response.text
 
 
-def test_healthz_reports_the_database_and_that_work_runs_inline(client: TestClient) -> None:
+def test_healthz_reports_each_dependency_and_that_work_runs_inline(client: TestClient) -> None:
     response = client.get("/healthz")
 
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "database": "ok", "broker": "none (work runs inline)"}
+    body = response.json()
+    assert body["status"] == "ready" and body["accepting_webhooks"] is True
+    assert list(body["checks"]) == ["database", "schema", "keys", "webhook_secret", "broker", "beat"]
+    assert all(check["ok"] for check in body["checks"].values())
+    assert body["checks"]["schema"]["detail"].startswith("current (")
+    assert body["checks"]["broker"]["detail"].startswith("none: work runs inline")
 
 
 def test_healthz_is_503_when_the_broker_is_unreachable(settings: Settings) -> None:
@@ -127,4 +132,29 @@ def test_healthz_is_503_when_the_broker_is_unreachable(settings: Settings) -> No
     with TestClient(create_app(broken)) as client:
         response = client.get("/healthz")
     assert response.status_code == 503
-    assert response.json()["broker"].startswith("unreachable")
+    body = response.json()
+    assert body["status"] == "not ready" and body["accepting_webhooks"] is True
+    assert body["checks"]["broker"] == {"ok": False, "detail": "the broker is unreachable (OperationalError): "
+                                        "check CELERY_BROKER_URL and that Redis is running"}
+
+
+def test_a_configuration_problem_found_while_answering_is_a_503_and_one_log_line_never_a_500(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from config.settings import get_settings
+    from worker.store.phi import reset_vault
+
+    monkeypatch.delenv("ADMITFLOW_ENCRYPTION_KEYS")
+    monkeypatch.setenv("ADMITFLOW_ENV", "production")
+    get_settings.cache_clear()
+    reset_vault()
+    with TestClient(create_app(get_settings()), raise_server_exceptions=False) as client:
+        response = client.post("/hooks/gravityforms", json=make_entry(1), headers=AUTH)
+        health = client.get("/healthz")
+
+    assert response.status_code == 503 and response.json() == {"error": "admitflow is misconfigured; retry later"}
+    errors = [record for record in caplog.records if record.levelname == "ERROR" and "cannot answer" in
+              record.getMessage()]
+    assert len(errors) == 1 and "ADMITFLOW_ENCRYPTION_KEYS" in errors[0].getMessage() and not errors[0].exc_info
+    assert health.status_code == 503 and not health.json()["checks"]["keys"]["ok"]
+    assert health.json()["accepting_webhooks"] is False
