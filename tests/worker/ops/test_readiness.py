@@ -103,6 +103,7 @@ def test_a_door_refuses_a_blind_index_key_that_would_make_returning_people_new_l
 def test_the_embedded_default_makes_its_key_file_with_a_new_database_and_never_a_second_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings: Settings
 ) -> None:
+    monkeypatch.chdir(tmp_path)  # an old key file where the tests were started from is not this test's
     home = tmp_path / "home"
     monkeypatch.delenv("ADMITFLOW_ENCRYPTION_KEYS")
     monkeypatch.delenv("ADMITFLOW_BLIND_INDEX_KEY")
