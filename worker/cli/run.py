@@ -39,7 +39,9 @@ def web(host: str | None, port: int | None, workers: int | None) -> None:
 
 @click.command()
 @click.option("--concurrency", type=int, default=2, show_default=True)
-def worker(concurrency: int) -> None:
+@click.option("--events/--no-events", default=False, show_default=True,
+              help="Send task events (celery -E), for a monitor such as Flower.")
+def worker(concurrency: int, events: bool) -> None:
     """Run a Celery worker."""
     settings = command_settings()
     require_broker(settings)
@@ -47,7 +49,8 @@ def worker(concurrency: int) -> None:
     from config.celery_app import app
 
     app.worker_main(["worker", "--loglevel", settings.log_level, "--concurrency", str(concurrency),
-                     "--queues", "admitflow", "--without-gossip", "--without-mingle"])
+                     "--queues", "admitflow", "--without-gossip", "--without-mingle",
+                     *(["--task-events"] if events else [])])
 
 
 @click.command()
