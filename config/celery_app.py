@@ -5,7 +5,10 @@ Settings reference: https://docs.celeryq.dev/en/stable/userguide/configuration.h
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import Celery
+from celery.signals import beat_init
 
 from config.settings import get_settings
 
@@ -40,5 +43,19 @@ app.conf.update(
         "poll": {"task": "admitflow.poll", "schedule": min(15.0, settings.poll_interval_seconds)},
         # Reminder and escalation timers are rows with due times; this only takes the due ones.
         "escalate": {"task": "admitflow.escalate_due", "schedule": settings.escalation_interval_seconds},
+        # A worker writes a heartbeat row; a heartbeat not run within its interval is pointless, so it expires.
+        "heartbeat": {"task": "admitflow.heartbeat", "schedule": settings.heartbeat_seconds,
+                      "options": {"expires": settings.heartbeat_seconds}},
     },
 )
+
+# Tasks beat sends on a timer: a run of one is routine, not news, so the worker and beat do not log each one.
+ROUTINE_TASKS = frozenset(entry["task"] for entry in app.conf.beat_schedule.values())
+
+
+def _heartbeat_at_start(sender: Any = None, **_: Any) -> None:
+    """The first heartbeat as beat starts, not one interval later: /healthz is ready as soon as the stack is."""
+    app.send_task("admitflow.heartbeat", expires=settings.heartbeat_seconds)
+
+
+beat_init.connect(_heartbeat_at_start, weak=False)

@@ -17,9 +17,11 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
-LogFormat = Literal["json", "text"]
+LogFormat = Literal["auto", "json", "text"]
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# Loggers whose INFO lines are for the one command that asks for them (`admitflow migrate` turns Alembic's on).
+QUIET_UNLESS_ASKED = ("alembic",)
 # `extra` keys copied into JSON lines: references, never PHI.
 REFERENCE_FIELDS = (
     "request_id", "lead_ref", "lead_id", "submission_id", "outbox_id", "site", "form_id", "entry_id", "task_id",
@@ -114,16 +116,52 @@ def protect_all_handlers() -> None:
                 handler.addFilter(RedactPHI())
 
 
-def configure_logging(level: str = "INFO", log_format: LogFormat = "json", stream: TextIO | None = None) -> None:
+class QuietRoutineTasks(logging.Filter):
+    """Drops the INFO lines Celery writes for each run of a routine task (received, succeeded, sent by beat): an
+    idle worker would otherwise log a few lines for every beat tick. Warnings and errors about them still pass."""
+
+    def __init__(self, task_names: frozenset[str]) -> None:
+        super().__init__()
+        self.task_names = task_names
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO:
+            return True
+        data = getattr(record, "data", None)
+        if isinstance(data, dict):  # celery.worker.strategy and celery.app.trace pass the task in `extra`
+            return data.get("name") not in self.task_names
+        args = record.args if isinstance(record.args, tuple) else ()
+        return not any(isinstance(arg, str) and arg in self.task_names for arg in args)  # celery.beat
+
+
+def quiet_routine_tasks(task_names: frozenset[str]) -> None:
+    """Keep routine tasks out of the worker's and beat's INFO lines (see `QuietRoutineTasks`)."""
+    for name in ("celery.worker.strategy", "celery.app.trace", "celery.beat"):
+        logging.getLogger(name).addFilter(QuietRoutineTasks(task_names))
+
+
+def chosen_format(log_format: LogFormat, stream: TextIO) -> Literal["json", "text"]:
+    """`auto` is text for a person at a terminal and JSON lines for everything else (a file, a log shipper)."""
+    if log_format != "auto":
+        return log_format
+    isatty = getattr(stream, "isatty", None)
+    return "text" if isatty is not None and isatty() else "json"
+
+
+def configure_logging(level: str = "INFO", log_format: LogFormat = "auto", stream: TextIO | None = None) -> None:
     """Log to stderr (or `stream`) as JSON lines or human-readable text, always through the PHI filter."""
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonLines() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
+    stream = stream or sys.stderr
+    handler = logging.StreamHandler(stream)
+    json_lines = chosen_format(log_format, stream) == "json"
+    handler.setFormatter(JsonLines() if json_lines else logging.Formatter(TEXT_FORMAT))
     handler.addFilter(RedactPHI())
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     # Python warnings (Celery's, libraries') become log lines too, so stderr stays one JSON object per line.
     logging.captureWarnings(True)
     # The twilio client logs request URLs and headers at INFO.
     logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
+    for name in QUIET_UNLESS_ASKED:
+        logging.getLogger(name).setLevel(logging.WARNING)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "celery", "celery.task", "celery.redirected"):
         logger = logging.getLogger(name)
         logger.handlers, logger.propagate = [], True

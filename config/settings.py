@@ -10,10 +10,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_CONFIG_DIR = Path(__file__).resolve().parent
+SQLITE_FILE = "admitflow.db"
+KEY_FILE = "phi-keys.json"
 
 
 class Settings(BaseSettings):
@@ -21,7 +23,11 @@ class Settings(BaseSettings):
 
     environment: Literal["development", "production"] = Field("development", alias="ADMITFLOW_ENV")
 
-    database_url: str = Field("sqlite:///admitflow.db", alias="DATABASE_URL")
+    # The embedded default's SQLite database and PHI key file live here, whatever the current directory; relative
+    # paths in DATABASE_URL (sqlite) and ADMITFLOW_KEY_FILE are read from it. Unset: the per-user data directory.
+    home: Path | None = Field(None, alias="ADMITFLOW_HOME")
+    # Unset: a SQLite file in ADMITFLOW_HOME (the embedded default).
+    database_url: str = Field("", alias="DATABASE_URL")
     # Empty means no broker: work runs inline in the process that received it (the embedded default).
     celery_broker_url: str = Field("", alias="CELERY_BROKER_URL")
     # Redis hands a task to another worker when it is not acknowledged this long after it was taken.
@@ -60,7 +66,7 @@ class Settings(BaseSettings):
     # first) are for dedup digests.
     encryption_keys: SecretStr | None = Field(None, alias="ADMITFLOW_ENCRYPTION_KEYS")
     blind_index_key: SecretStr | None = Field(None, alias="ADMITFLOW_BLIND_INDEX_KEY")
-    key_file: Path = Field(Path(".admitflow-keys.json"), alias="ADMITFLOW_KEY_FILE")
+    key_file: Path = Field(Path(KEY_FILE), alias="ADMITFLOW_KEY_FILE")
 
     # auto: HubSpot when HUBSPOT_TOKEN is set, else Salesforce when its credentials are set, else log-only.
     crm_backend: Literal["auto", "hubspot", "salesforce", "log"] = Field("auto", alias="CRM_BACKEND")
@@ -107,6 +113,10 @@ class Settings(BaseSettings):
     # A submission or outbox row untouched this long is handed to a worker again by the sweeper.
     stale_after_seconds: int = Field(120, alias="ADMITFLOW_STALE_AFTER_SECONDS", ge=10)
     sweep_interval_seconds: float = Field(30.0, alias="ADMITFLOW_SWEEP_INTERVAL_SECONDS", gt=0)
+    # Beat has a worker write a heartbeat row this often; /healthz and `admitflow health beat` call beat dead when
+    # the row is older than the maximum age.
+    heartbeat_seconds: float = Field(60.0, alias="ADMITFLOW_HEARTBEAT_SECONDS", gt=0)
+    heartbeat_max_age_seconds: float = Field(150.0, alias="ADMITFLOW_HEARTBEAT_MAX_AGE_SECONDS", gt=0)
 
     web_host: str = Field("127.0.0.1", alias="ADMITFLOW_WEB_HOST")
     web_port: int = Field(8000, alias="ADMITFLOW_WEB_PORT", gt=0, lt=65536)
@@ -141,8 +151,8 @@ class Settings(BaseSettings):
     person_ack_sms: bool = Field(False, alias="PERSON_ACK_SMS")
 
     # --- trust: log format, signed webhooks, retention ---
-    # json: one JSON object per line (for log shippers); text: for humans at a terminal. Both mask PHI.
-    log_format: Literal["json", "text"] = Field("json", alias="ADMITFLOW_LOG_FORMAT")
+    # auto: text on a terminal, JSON lines otherwise (for log shippers); json or text to choose. Both mask PHI.
+    log_format: Literal["auto", "json", "text"] = Field("auto", alias="ADMITFLOW_LOG_FORMAT")
     # Standard Webhooks signing secret ("whsec_<base64>") for the default site; set, it replaces the static header.
     gravityforms_signing_secret: SecretStr | None = Field(None, alias="GRAVITYFORMS_SIGNING_SECRET")
     # Raw entries and messages of leads the CRM holds are purged this many days after they arrived.
@@ -198,7 +208,7 @@ class Settings(BaseSettings):
         return value.rstrip("/")
 
     @field_validator(
-        "sites_file", "salesforce_private_key_file", "twilio_api_base_url", "gravityforms_base_url",
+        "home", "sites_file", "salesforce_private_key_file", "twilio_api_base_url", "gravityforms_base_url",
         "gravityforms_consumer_key", "gravityforms_consumer_secret", "webhook_secret", "encryption_keys",
         "blind_index_key", "hubspot_token", "twilio_account_sid", "twilio_auth_token", "twilio_from_number",
         "salesforce_client_id", "salesforce_client_secret", "salesforce_username", "gravityforms_signing_secret",
@@ -218,11 +228,34 @@ class Settings(BaseSettings):
     @classmethod
     def _psycopg3_driver(cls, value: str) -> str:
         # Accept the plain URLs ops paste from their provider; we ship psycopg 3, not psycopg2.
+        value = value.strip()
         if value.startswith("postgres://"):
             value = "postgresql://" + value.removeprefix("postgres://")
         if value.startswith("postgresql://"):
             value = "postgresql+psycopg://" + value.removeprefix("postgresql://")
         return value
+
+    @model_validator(mode="after")
+    def _local_state_in_home(self) -> Settings:
+        """The SQLite database and the key file in the data directory, never wherever the command was run."""
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / SQLITE_FILE}"
+        elif self.database_url.startswith("sqlite:///") and not self.database_url.startswith("sqlite:///:memory:"):
+            path, _, query = self.database_url.removeprefix("sqlite:///").partition("?")
+            if path and not Path(path).is_absolute():
+                self.database_url = f"sqlite:///{self.data_dir / path}" + (f"?{query}" if query else "")
+        if not self.key_file.is_absolute():
+            self.key_file = self.data_dir / self.key_file
+        return self
+
+    @property
+    def data_dir(self) -> Path:
+        """Where the embedded default keeps its state: ADMITFLOW_HOME, else the per-user data directory."""
+        if self.home is not None:
+            return self.home.expanduser().resolve()
+        from platformdirs import user_data_path
+
+        return user_data_path("admitflow", appauthor=False)
 
     @property
     def uses_broker(self) -> bool:

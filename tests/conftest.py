@@ -40,6 +40,14 @@ REDIS_URL = os.environ.get("ADMITFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/1
 REQUIRE_SERVICES = os.environ.get("ADMITFLOW_REQUIRE_SERVICES") == "1"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_data_directory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Nothing a test runs (its subprocesses included) touches the real per-user data directory."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ADMITFLOW_HOME", str(tmp_path_factory.mktemp("admitflow-home")))
+        yield
+
+
 _fresh_databases: dict[str, str | None] = {}
 
 

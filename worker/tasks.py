@@ -15,6 +15,7 @@ from worker.delivery.outbox import deliver
 from worker.delivery.sweeper import sweep
 from worker.intake.poller import run_due_polls
 from worker.leads.processing import process_submission
+from worker.ops import liveness
 from worker.staff.escalation import escalate, lease_due_timers
 from worker.staff.roster import RosterError
 from worker.staff.services import default_services
@@ -65,11 +66,19 @@ def deliver_outbox_task(outbox_id: int) -> None:
             deliver_outbox_task.apply_async((row_id,), countdown=retry_in.total_seconds())
 
 
+@app.task(name="admitflow.heartbeat")
+def heartbeat_task() -> None:
+    """Beat sends this every ADMITFLOW_HEARTBEAT_SECONDS: its row's age says beat, the broker and a worker work."""
+    with session_scope() as session:
+        liveness.record_run(session, liveness.HEARTBEAT, utcnow())
+
+
 @app.task(name="admitflow.poll")
 def poll_task() -> None:
     settings = default_services().settings
     with session_scope() as session:
         results = run_due_polls(session, load_sites(settings), settings)
+        liveness.record_run(session, liveness.POLL, utcnow(), sum(len(result.new_submission_ids) for result in results))
     dispatcher = CeleryDispatcher()
     for result in results:
         dispatcher.submissions_stored(result.released_submission_ids + result.new_submission_ids)
@@ -80,6 +89,7 @@ def sweep_task() -> None:
     settings = default_services().settings
     with session_scope() as session:
         found = sweep(session, utcnow(), stale_after=timedelta(seconds=settings.stale_after_seconds))
+        liveness.record_run(session, liveness.SWEEP, utcnow(), len(found.submission_ids) + len(found.outbox_ids))
     dispatcher = CeleryDispatcher()
     dispatcher.submissions_stored(found.submission_ids)
     dispatcher.outbox_ready(found.outbox_ids)
@@ -104,6 +114,7 @@ def escalate_due_task() -> None:
     (two minutes), after which the next run takes the timer again."""
     with session_scope() as session:
         timer_ids = lease_due_timers(session, utcnow())
+        liveness.record_run(session, liveness.ESCALATE, utcnow(), len(timer_ids))
     for timer_id in timer_ids:
         escalate_task.apply_async((timer_id,))
 

@@ -9,13 +9,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from config.settings import Settings
-from worker.cli.common import command_settings
+from worker.cli.common import command_settings, open_store, print_table
 from worker.delivery import outbox as outbox_rows
 from worker.delivery.dispatch import dispatcher_for
 from worker.staff.services import default_services
 from worker.store.db import session_scope
 from worker.store.models import Lead, OutboxMessage, OutboxState
-from worker.store.schema import ensure_schema
 from worker.trust import audit
 
 
@@ -29,7 +28,7 @@ def _operator_outbox_change(
 ) -> Settings:
     """Apply an operator's change to one outbox row and audit it; a row it cannot apply to is a clean error."""
     settings = command_settings()
-    ensure_schema(settings)
+    open_store(settings)
     with session_scope() as session:
         try:
             change(session, outbox_id)
@@ -61,14 +60,17 @@ def outbox_drop(outbox_id: int) -> None:
 def outbox_list(state: str | None) -> None:
     """One line per outbox row: id, kind, lead, state, attempts, next attempt, last error."""
     settings = command_settings()
-    ensure_schema(settings)
+    open_store(settings)
     with session_scope() as session:
         query = select(OutboxMessage, Lead.ref).join(Lead, Lead.id == OutboxMessage.lead_id).order_by(OutboxMessage.id)
         if state:
             query = query.where(OutboxMessage.state == state)
-        for row, ref in session.execute(query):
-            click.echo(f"{row.id}\t{row.kind}\t{ref}\t{row.state}\t{row.attempts}\t"
-                       f"{row.next_attempt_at.isoformat()}\t{row.last_error or ''}")
+        print_table(
+            ("ID", "KIND", "LEAD", "STATE", "ATTEMPTS", "NEXT ATTEMPT", "LAST ERROR"),
+            ((row.id, row.kind, ref, row.state, row.attempts, row.next_attempt_at.isoformat(timespec="seconds"),
+              row.last_error) for row, ref in session.execute(query)),
+            empty=f"no {state} outbox rows" if state else "no outbox rows",
+        )
         totals = dict(session.execute(select(OutboxMessage.state, func.count()).group_by(OutboxMessage.state)).all())
         click.echo(", ".join(f"{key} {value}" for key, value in sorted(totals.items())) or "outbox is empty",
                    err=True)

@@ -12,7 +12,14 @@ import click
 from config.sites import load_sites, site_named
 from integrations.errors import IntegrationError
 from integrations.gravityforms.client import PAGE_SIZE
-from worker.cli.common import command_settings, read_entries, read_json_file, require_broker
+from worker.cli.common import (
+    command_settings,
+    open_store,
+    print_table,
+    read_entries,
+    read_json_file,
+    require_broker,
+)
 from worker.delivery.dispatch import CeleryDispatcher, InlineDispatcher, dispatcher_for
 from worker.delivery.outbox import deliver
 from worker.intake import backfill as backfill_runs
@@ -36,7 +43,7 @@ def forms() -> None:
 def forms_add(form_file: Path, site: str | None) -> None:
     """Register a form object as GET /wp-json/gf/v2/forms/{id} returns it."""
     settings = command_settings()
-    ensure_schema(settings)
+    open_store(settings)
     with session_scope() as session:
         try:
             form_object = read_json_file(form_file)
@@ -110,7 +117,7 @@ def poll() -> None:
 def poll_run() -> None:
     """Poll every due form once (what beat does every minute), e.g. from cron on the embedded default."""
     settings = command_settings()
-    ensure_schema(settings)
+    open_store(settings)
     dispatcher = dispatcher_for(settings, default_services())
     with session_scope() as session:
         results = run_due_polls(session, load_sites(settings), settings)
@@ -127,14 +134,22 @@ def poll_run() -> None:
 def poll_status_command() -> None:
     """Per form: last success, failures in a row, next poll, last error."""
     settings = command_settings()
-    ensure_schema(settings)
+    open_store(settings)
+    polled = [f"{site.name} form {form.id}" for site in load_sites(settings) if site.can_poll for form in site.forms]
     with session_scope() as session:
-        for row in poll_status(session):
-            success = row.last_success_at.isoformat(timespec="seconds") if row.last_success_at else "never"
-            health = "OK" if row.consecutive_failures == 0 else f"FAILING x{row.consecutive_failures}"
-            click.echo(f"{row.site}\tform {row.form_id}\t{health}\tlast success {success}\t"
-                       f"next {row.next_poll_at.isoformat(timespec='seconds')}\tnew {row.entries_new}\t"
-                       f"{row.last_error or ''}")
+        rows = [
+            (row.site, row.form_id, "OK" if row.consecutive_failures == 0 else f"FAILING x{row.consecutive_failures}",
+             row.last_success_at.isoformat(timespec="seconds") if row.last_success_at else "never",
+             row.next_poll_at.isoformat(timespec="seconds"), row.entries_new, row.last_error)
+            for row in poll_status(session)
+        ]
+    print_table(("SITE", "FORM", "HEALTH", "LAST SUCCESS", "NEXT POLL", "NEW", "LAST ERROR"), rows,
+                empty="no form has been polled yet" if polled else
+                "no form is polled: set GRAVITYFORMS_BASE_URL, the consumer key and secret and GRAVITYFORMS_FORM_IDS "
+                "(or a site's forms in SITES_FILE)")
+    if not rows and polled:
+        click.echo(f"configured for polling: {', '.join(polled)}; beat polls them (or run `admitflow poll run`)",
+                   err=True)
 
 
 @click.command()
@@ -149,7 +164,7 @@ def backfill(site_name: str | None, form_id: str, since: datetime, enqueue: bool
     Entries older than BACKFILL_ALERT_MAX_AGE_HOURS go to the CRM without texting staff.
     """
     settings = command_settings()
-    ensure_schema(settings)
+    open_store(settings)
     sites = load_sites(settings)
     site = site_named(sites, site_name) if site_name else sites[0]
     if site is None or not (site.base_url and site.consumer_key and site.consumer_secret):

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import TextIO
 
 import click
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.orm import selectinload
 
-from worker.cli.common import command_settings
+from worker.cli.common import command_settings, open_store, print_table
 from worker.delivery.dispatch import dispatcher_for
 from worker.leads.export import lead_record
+from worker.leads.processing import process_submission
 from worker.staff.services import default_services
 from worker.store.db import session_scope
 from worker.store.models import Lead, Submission, SubmissionState
-from worker.store.schema import ensure_schema
 from worker.trust import audit
 
 
@@ -32,13 +34,24 @@ def leads_export(output: TextIO) -> None:
     keep it on, and delete it when done.
     """
     settings = command_settings()
-    ensure_schema(settings)
-    exported = 0
+    open_store(settings)
+    destination = "stdout" if output.name == "<stdout>" else "a file"
+    # The export is on the record before its first line goes out, whatever happens to it after.
     with session_scope() as session:
-        for lead in session.scalars(select(Lead).order_by(Lead.id)):
-            output.write(json.dumps(lead_record(lead), ensure_ascii=False) + "\n")
-            exported += 1
-        audit.operator_did(session, audit.AuditAction.EXPORT, detail=f"{exported} leads exported")
+        total = session.scalar(select(func.count()).select_from(Lead)) or 0
+        audit.operator_did(session, audit.AuditAction.EXPORT,
+                           detail=f"export of {total} leads to {destination} started")
+    exported = 0
+    try:
+        with session_scope() as session:
+            leads = session.scalars(select(Lead).options(selectinload(Lead.submissions)).order_by(Lead.id))
+            for lead in leads:
+                output.write(json.dumps(lead_record(lead), ensure_ascii=False) + "\n")
+                exported += 1
+            output.flush()
+    finally:
+        with session_scope() as session:
+            audit.operator_did(session, audit.AuditAction.EXPORT, detail=f"{exported} of {total} leads exported")
 
 
 @click.group()
@@ -49,17 +62,19 @@ def submissions() -> None:
 @submissions.command("list")
 @click.option("--state", type=click.Choice([s.value for s in SubmissionState]), default=None)
 def submissions_list(state: str | None) -> None:
-    """One line per submission: id, site, form, entry, source, state, lead, flag reason."""
+    """One line per submission: id, site, form, entry, source, state, lead, flag reason (nothing encrypted is read)."""
     settings = command_settings()
-    ensure_schema(settings)
+    open_store(settings)
     with session_scope() as session:
-        query = select(Submission).order_by(Submission.id)
+        query = (
+            select(Submission.id, Submission.site, Submission.form_id, Submission.entry_id, Submission.source,
+                   Submission.state, Lead.ref, Submission.flag_reason)
+            .outerjoin(Lead, Lead.id == Submission.lead_id).order_by(Submission.id)
+        )
         if state:
             query = query.where(Submission.state == state)
-        for sub in session.scalars(query):
-            lead_ref = sub.lead.ref if sub.lead else "-"
-            click.echo(f"{sub.id}\t{sub.site}\tform {sub.form_id}\tentry {sub.entry_id}\t{sub.source}\t"
-                       f"{sub.state}\t{lead_ref}\t{sub.flag_reason or ''}")
+        print_table(("ID", "SITE", "FORM", "ENTRY", "SOURCE", "STATE", "LEAD", "FLAG REASON"),
+                    session.execute(query), empty=f"no {state} submissions" if state else "no submissions")
 
 
 @submissions.command("show")
@@ -68,7 +83,7 @@ def submissions_list(state: str | None) -> None:
 def submissions_show(submission_id: int, reveal: bool) -> None:
     """One submission's record; with --reveal, its raw entry (PHI: only on a screen you may show it on)."""
     settings = command_settings()
-    ensure_schema(settings)
+    open_store(settings)
     with session_scope() as session:
         sub = session.get(Submission, submission_id)
         if sub is None:
@@ -85,17 +100,33 @@ def submissions_show(submission_id: int, reveal: bool) -> None:
 @submissions.command("release")
 @click.argument("submission_id", type=int)
 def submissions_release(submission_id: int) -> None:
-    """Process a flagged submission as a person after all (an operator's decision)."""
+    """Process a flagged submission as a person after all (an operator's decision), and say how it ended.
+
+    Release overrides the screen for automated-looking entries and Gravity Forms' spam mark; an entry with no valid
+    phone or email, or of an unregistered form, is flagged again, with the reason.
+    """
     settings = command_settings()
-    ensure_schema(settings)
+    open_store(settings)
     with session_scope() as session:
         sub = session.get(Submission, submission_id)
         if sub is None:
             raise click.ClickException(f"no submission {submission_id}")
         if sub.state not in (SubmissionState.FLAGGED, SubmissionState.SPAM):
             raise click.ClickException(f"submission {submission_id} is {sub.state}, not flagged or spam")
-        audit_note = f"released by operator from {sub.state}"
-        audit.operator_did(session, audit.AuditAction.RELEASE, submission_id=sub.id, detail=f"from {sub.state}")
+        was = sub.state
+        audit.operator_did(session, audit.AuditAction.RELEASE, submission_id=sub.id, detail=f"from {was}")
         sub.state, sub.flag_reason, sub.released = SubmissionState.RECEIVED, None, True
-    dispatcher_for(settings, default_services()).submission_stored(submission_id)
-    click.echo(f"submission {submission_id} {audit_note}; processing it now")
+        session.flush()
+        # Processed in the same transaction, so no sweeper or worker can take it in between.
+        outcome = process_submission(session, submission_id, settings)
+        session.flush()
+        ended, reason, lead = sub.state, sub.flag_reason, sub.lead.ref if sub.lead else None
+    dispatcher_for(settings, default_services()).outbox_ready(outcome.outbox_ids)
+    if ended == SubmissionState.PROCESSED:
+        joined = "a new lead" if outcome.new_lead else "an existing lead (a repeat request)"
+        click.echo(f"submission {submission_id} released from {was}: processed as {joined}, {lead}; "
+                   f"{len(outcome.outbox_ids)} deliveries handed on (CRM sync, staff alert)")
+        return
+    click.echo(f"submission {submission_id} released from {was}, but it is {ended} again: "
+               f"{reason or 'no reason given'}")
+    sys.exit(1)

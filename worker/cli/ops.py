@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import click
 
-from worker.cli.common import command_settings
+from worker.cli.common import command_settings, open_store
 from worker.store.db import session_scope
-from worker.store.schema import ensure_schema
 
 
 @click.group()
@@ -22,7 +21,7 @@ def report_speed(days: int) -> None:
     from worker.store.db import utcnow
 
     settings = command_settings()
-    ensure_schema(settings)
+    open_store(settings)
     with session_scope() as session:
         figures = speed_report(session, days=days, now=utcnow(), timezone=settings.center_timezone)
     click.echo(format_speed_report(figures))

@@ -1,21 +1,33 @@
-"""Running the stack: migrate the schema, serve the HTTP intake, run a Celery worker or beat."""
+"""Running the stack: migrate the schema, serve the HTTP intake, run a Celery worker or beat.
+
+`web`, `worker` and `beat` check their configuration before they take anything in (worker/ops/readiness.py) and
+refuse to start with one line naming the setting and the fix.
+"""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import click
 
-from worker.cli.common import command_settings, require_broker
-from worker.store.schema import ensure_schema, upgrade
+from worker.cli.common import command_settings
+from worker.ops.readiness import preflight
+from worker.store.schema import schema_state, upgrade
 
 
 @click.command()
 def migrate() -> None:
     """Bring the database schema up to date (Alembic)."""
     settings = command_settings()
+    for name in ("alembic", "alembic.runtime.migration"):
+        logging.getLogger(name).setLevel(logging.INFO)
+    before = schema_state(settings)
     upgrade(settings)
-    click.echo("database schema is up to date")
+    if before.current:
+        click.echo(f"database schema is up to date ({before.head}); nothing to do")
+    else:
+        click.echo(f"database schema migrated from {before.revision or 'empty'} to {before.head}")
 
 
 @click.command()
@@ -30,7 +42,7 @@ def web(host: str | None, port: int | None, workers: int | None) -> None:
     from worker.web.app import create_app
 
     settings = command_settings()
-    ensure_schema(settings)
+    preflight(settings, "web")
     workers = workers or settings.web_workers
     # Several processes import the app by name and build it each (worker.web.app.served_app); one serves it from here.
     uvicorn.run("worker.web.app:served_app" if workers > 1 else create_app(settings), factory=workers > 1,
@@ -44,22 +56,28 @@ def web(host: str | None, port: int | None, workers: int | None) -> None:
 def worker(concurrency: int, events: bool) -> None:
     """Run a Celery worker."""
     settings = command_settings()
-    require_broker(settings)
-    ensure_schema(settings)
-    from config.celery_app import app
+    preflight(settings, "worker")
+    from config.celery_app import ROUTINE_TASKS, app
+    from config.logging import quiet_routine_tasks
 
+    quiet_routine_tasks(ROUTINE_TASKS)
     app.worker_main(["worker", "--loglevel", settings.log_level, "--concurrency", str(concurrency),
                      "--queues", "admitflow", "--without-gossip", "--without-mingle",
                      *(["--task-events"] if events else [])])
 
 
 @click.command()
-@click.option("--schedule", type=click.Path(path_type=Path), default=Path("celerybeat-schedule"),
-              show_default=True, help="Where beat keeps its last-run times.")
-def beat(schedule: Path) -> None:
-    """Run Celery beat (the sweeper that re-sends stalled work)."""
+@click.option("--schedule", type=click.Path(path_type=Path), default=None,
+              help="Where beat keeps its last-run times (default: celerybeat-schedule in ADMITFLOW_HOME).")
+def beat(schedule: Path | None) -> None:
+    """Run Celery beat: the heartbeat, the sweeper that re-sends stalled work, polling and escalation timers."""
     settings = command_settings()
-    require_broker(settings)
-    from config.celery_app import app
+    preflight(settings, "beat")
+    if schedule is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        schedule = settings.data_dir / "celerybeat-schedule"
+    from config.celery_app import ROUTINE_TASKS, app
+    from config.logging import quiet_routine_tasks
 
+    quiet_routine_tasks(ROUTINE_TASKS)
     app.start(["beat", "--loglevel", settings.log_level, "--schedule", str(schedule)])

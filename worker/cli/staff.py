@@ -21,14 +21,11 @@ def roster_show(at: datetime | None) -> None:
     """Who is on call now (or --at), in escalation order, and who takes over next."""
     from zoneinfo import ZoneInfo
 
-    from worker.staff.roster import RosterError, load_roster
+    from worker.staff.roster import load_roster
 
     settings = command_settings()
     zone = ZoneInfo(settings.center_timezone)
-    try:
-        loaded = load_roster(settings.roster_file, zone)
-    except RosterError as exc:
-        raise click.ClickException(str(exc)) from None
+    loaded = load_roster(settings.roster_file, zone)
     moment = at.replace(tzinfo=zone) if at else datetime.now(UTC).astimezone(zone)
     click.echo(f"roster {settings.roster_file}, times in {settings.center_timezone}")
     handover = loaded.next_handover(moment)

@@ -6,10 +6,9 @@ from datetime import UTC, datetime
 
 import click
 
-from worker.cli.common import command_settings
+from worker.cli.common import command_settings, open_store
 from worker.store.db import session_scope
 from worker.store.phi import current_vault, generate_keys
-from worker.store.schema import ensure_schema
 from worker.trust import audit, retention
 from worker.trust.key_rotation import rotate_blind_indexes, rotate_keys
 
@@ -21,7 +20,7 @@ from worker.trust.key_rotation import rotate_blind_indexes, rotate_keys
 def audit_command(lead_ref: str | None, since: datetime | None) -> None:
     """The audit trail, oldest first: when, who, what, lead, submission, outbox row, detail (no PHI)."""
     settings = command_settings()
-    ensure_schema(settings)
+    open_store(settings)
     with session_scope() as session:
         found = audit.events(session, lead_ref=lead_ref.strip().upper() if lead_ref else None,
                              since=since.replace(tzinfo=UTC) if since else None)
@@ -41,7 +40,7 @@ def purge(dry_run: bool) -> None:
     Leads whose CRM sync is not delivered keep everything. Each purge is recorded in the audit trail.
     """
     settings = command_settings()
-    ensure_schema(settings)
+    open_store(settings)
     now = datetime.now(UTC)
     with session_scope() as session:
         counts = retention.purge_counts(session, now, settings.retention_days)
@@ -73,7 +72,7 @@ def keys_rotate(batch: int) -> None:
     Keep the old keys after the new one until this reports nothing left to rotate.
     """
     settings = command_settings()
-    ensure_schema(settings)
+    open_store(settings)
     vault = current_vault()
 
     def progress(table: str, rows: int) -> None:

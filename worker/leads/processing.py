@@ -168,7 +168,7 @@ class _Ready:
 def _triage(submission: Submission, forms: FormReader, settings: Settings) -> Outcome | _Ready:
     """Spam, an unknown form, a screened entry or one without contact details end here, kept and flagged."""
     meta = EntryMeta.model_validate(submission.payload)
-    if meta.status in GF_NOT_A_PERSON:
+    if meta.status in GF_NOT_A_PERSON and not submission.released:
         submission.state = SubmissionState.SPAM
         return Outcome(SubmissionState.SPAM)
     fields = forms.applicant_fields(submission)

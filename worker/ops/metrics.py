@@ -21,9 +21,19 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from config.settings import Settings
+from worker.ops.liveness import HEARTBEAT, last_runs
 from worker.ops.reports import unclaimed_leads_query
-from worker.store.db import session_scope
-from worker.store.models import Claim, Lead, OutboxMessage, OutboxState, StaffAlert, Submission
+from worker.store.db import session_scope, utcnow
+from worker.store.models import (
+    Claim,
+    Lead,
+    OutboxMessage,
+    OutboxState,
+    PollCursor,
+    StaffAlert,
+    Submission,
+    WebhookRejection,
+)
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +128,42 @@ def database_metrics(session: Session) -> list[Metric]:
     known = GaugeMetricFamily("admitflow_leads", "Leads by status", labels=["status"])
     for status, count in session.execute(select(Lead.status, func.count()).group_by(Lead.status)):
         known.add_metric([status], count)
-    return [received, by_state, attempts, backlog, dead, alerts, to_alert, to_claim, leads, known]
+    return [received, by_state, attempts, backlog, dead, alerts, to_alert, to_claim, leads, known,
+            *liveness_metrics(session, utcnow())]
+
+
+def liveness_metrics(session: Session, now: datetime) -> list[Metric]:
+    """Beat's heartbeat, the routine tasks' runs, each polled form's health, and refused webhooks by reason."""
+    runs = CounterMetricFamily("admitflow_routine_runs", "Runs of the tasks beat schedules (heartbeat, sweep, poll, "
+                               "escalate), counted when a worker finished one", labels=["task"])
+    found = CounterMetricFamily("admitflow_routine_items", "What those runs found: rows the sweep re-sent, entries "
+                                "polling stored, escalation timers taken", labels=["task"])
+    age = GaugeMetricFamily("admitflow_routine_last_run_age_seconds", "Seconds since each routine task last ran",
+                            labels=["task"])
+    metrics: list[Metric] = [runs, found, age]
+    for row in last_runs(session):
+        seconds = max(0.0, (now - row.at).total_seconds())
+        runs.add_metric([row.name], row.runs)
+        found.add_metric([row.name], row.items)
+        age.add_metric([row.name], seconds)
+        if row.name == HEARTBEAT:
+            metrics.append(GaugeMetricFamily(
+                "admitflow_beat_heartbeat_age_seconds",
+                "Seconds since beat's heartbeat ran: beat, the broker and a worker all work while it stays low",
+                value=seconds))
+    failing = GaugeMetricFamily("admitflow_poll_consecutive_failures", "Failed polls in a row, per polled form",
+                                labels=["site", "form"])
+    success = GaugeMetricFamily("admitflow_poll_last_success_age_seconds",
+                                "Seconds since each polled form was last read successfully", labels=["site", "form"])
+    for cursor in session.scalars(select(PollCursor)):
+        failing.add_metric([cursor.site, cursor.form_id], cursor.consecutive_failures)
+        if cursor.last_success_at is not None:
+            success.add_metric([cursor.site, cursor.form_id], max(0.0, (now - cursor.last_success_at).total_seconds()))
+    rejected = CounterMetricFamily("admitflow_webhooks_rejected", "Webhooks refused, by door, status and reason",
+                                   labels=["door", "status", "reason"])
+    for rejection in session.scalars(select(WebhookRejection)):
+        rejected.add_metric([rejection.door, str(rejection.status), rejection.reason], rejection.count)
+    return [*metrics, failing, success, rejected]
 
 
 def queue_depth(broker_url: str) -> int | None:

@@ -7,9 +7,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Dialect, Engine, Text, create_engine, event
+from sqlalchemy import Dialect, Engine, Text, create_engine, event, inspect, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -82,9 +83,16 @@ POOL_RECYCLE_SECONDS = 1800
 PING_AFTER_IDLE_SECONDS = 10.0
 
 
+# A database host that drops packets answers nothing: give up connecting after this long rather than hang.
+CONNECT_TIMEOUT_SECONDS = 10
+
+
 def make_engine(url: str) -> Engine:
     """An engine that never puts statement parameters into error messages: they can hold PHI."""
     if url.startswith("sqlite"):
+        database = make_url(url).database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True
         )
@@ -98,8 +106,9 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
+    connect_args = {} if "connect_timeout" in url else {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
     engine = create_engine(url, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW, pool_recycle=POOL_RECYCLE_SECONDS,
-                           hide_parameters=True)
+                           hide_parameters=True, connect_args=connect_args)
     _ping_connections_left_idle(engine)
     return engine
 
@@ -163,6 +172,16 @@ def _session_factory(url: str) -> sessionmaker[Session]:
 
 def new_session() -> Session:
     return _session_factory(get_settings().database_url)()
+
+
+def upsert(session: Session, model: type[Base], values: dict[str, Any], on_conflict: dict[str, Any]) -> None:
+    """Insert a row, or when its primary key exists, apply `on_conflict` (column expressions) to it instead."""
+    from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    key = [column.name for column in inspect(model).primary_key]
+    session.execute(insert(model).values(**values).on_conflict_do_update(index_elements=key, set_=on_conflict))
 
 
 @contextmanager

@@ -6,7 +6,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from worker.store.db import Base, EncryptedJSON, EncryptedText, UTCDateTime, utcnow
@@ -314,3 +314,27 @@ class PayloadPurge(Base):
 
     submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id"), primary_key=True)
     purged_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Heartbeat(Base):
+    """The last run of a routine task beat schedules (its own heartbeat, the sweep, polling, escalation), with how
+    many runs and items: how /healthz, `admitflow health beat` and /metrics tell that beat and the workers live."""
+
+    __tablename__ = "heartbeats"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    runs: Mapped[int] = mapped_column(BigInteger, default=0)
+    items: Mapped[int] = mapped_column(BigInteger, default=0)  # what the runs found: re-dispatched rows, entries
+
+
+class WebhookRejection(Base):
+    """Webhooks refused, counted by door, status and reason code (nothing of the request is kept)."""
+
+    __tablename__ = "webhook_rejections"
+
+    door: Mapped[str] = mapped_column(String(16), primary_key=True)  # gravityforms or twilio
+    status: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    reason: Mapped[str] = mapped_column(String(32), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -5,6 +5,8 @@ Nothing here parses a person's details: that happens in the worker, after the en
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import hmac
 import json
@@ -17,7 +19,6 @@ from anyio import to_thread
 from fastapi import BackgroundTasks, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from config.logging import configure_logging
@@ -27,10 +28,13 @@ from worker.delivery.dispatch import Dispatcher, dispatcher_for
 from worker.intake.entries import RejectedEntry, StoredEntry, entry_meta, form_registered, store_entry
 from worker.intake.webhook_signing import SignatureRejected, record_delivery
 from worker.intake.webhook_signing import verify as verify_signature
+from worker.ops.readiness import CONFIGURATION_ERRORS, health_checks
+from worker.ops.rejections import FLUSH_SECONDS, Rejections
 from worker.ops.status_page import observability_router
 from worker.staff.services import Services, default_services
 from worker.store.db import POOL_SIZE, session_scope, utcnow
 from worker.store.models import SubmissionSource
+from worker.store.schema import head_revision, known_revisions
 from worker.web.twilio_hooks import twilio_router
 
 log = logging.getLogger(__name__)
@@ -48,16 +52,10 @@ def _store(site: str, entry: dict[str, Any]) -> tuple[StoredEntry, bool]:
     return stored, form_known
 
 
-def _check_database() -> None:
-    with session_scope() as session:
-        session.execute(text("SELECT 1"))
-
-
-def _check_broker(url: str) -> None:
-    from kombu import Connection  # type: ignore[attr-defined]
-
-    with Connection(url, connect_timeout=2) as connection:  # type: ignore[no-untyped-call]
-        connection.ensure_connection(max_retries=1)
+# What a refused Gravity Forms webhook is counted as, by the answer's status (401 and 409 can also come from a
+# signature: see `accept`).
+REASONS = {400: "not_json", 401: "bad_secret", 404: "unknown_site", 413: "too_large", 422: "invalid_entry",
+           503: "storage_unavailable"}
 
 
 def served_app() -> FastAPI:
@@ -75,6 +73,14 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     for site in sites:
         if not site.webhook_secret and not site.signing_secret:
             log.error("site %s has no webhook secret: its webhooks are refused with 401 until one is set", site.name)
+    rejections = Rejections()
+    # The migrations this version knows cannot change while it runs: read them once, not on every health check.
+    head, known = head_revision(settings.database_url), known_revisions(settings.database_url)
+
+    async def record_rejections() -> None:
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS)
+            await run_in_threadpool(rejections.flush)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -84,11 +90,31 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         # otherwise walk every module's objects and stall requests for tens of milliseconds.
         gc.collect()
         gc.freeze()
+        recorder = asyncio.create_task(record_rejections())
         yield
+        recorder.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await recorder
+        await run_in_threadpool(rejections.flush)
 
     app = FastAPI(title="admitflow intake", version="0.1.0", lifespan=lifespan)
-    app.include_router(twilio_router(settings, services, dispatcher))
+    app.include_router(twilio_router(settings, services, dispatcher, rejections))
     app.include_router(observability_router(settings))
+
+    async def misconfigured(request: Request, exc: Exception) -> JSONResponse:
+        """A configuration problem found while answering (start-up checks catch them first): one log line, and a
+        503 the sender retries, never a 500 and a lost entry."""
+        log.error("cannot answer %s %s: %s", request.method, request.url.path, exc)
+        if request.url.path.startswith("/hooks/gravityforms"):
+            rejections.refused("gravityforms", 503, "misconfigured", "admitflow is misconfigured")
+        return _error(503, "admitflow is misconfigured; retry later")
+
+    for error in CONFIGURATION_ERRORS:
+        app.add_exception_handler(error, misconfigured)
+
+    def refuse(site: str, status: int, message: str, reason: str | None = None) -> JSONResponse:
+        rejections.refused("gravityforms", status, reason or REASONS[status], f"site {site}: {message}")
+        return _error(status, message)
 
     @app.post("/hooks/gravityforms", status_code=202)
     async def gravityforms_webhook(request: Request, background: BackgroundTasks) -> JSONResponse:
@@ -100,6 +126,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         """Accept one Gravity Forms entry for the named site."""
         site = site_named(sites, site_name)
         if site is None:
+            rejections.refused("gravityforms", 404, REASONS[404], "no such site")
             return _error(404, "no such site")
         return await accept(site, request, background)
 
@@ -108,45 +135,48 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             secret = (site.webhook_secret or "").encode()
             presented = request.headers.get(settings.webhook_secret_header, "").encode()
             if not secret or not hmac.compare_digest(presented, secret):
-                return _error(401, f"missing or wrong {settings.webhook_secret_header} header")
+                return refuse(site.name, 401, f"missing or wrong {settings.webhook_secret_header} header")
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > settings.max_body_bytes:
-            return _error(413, f"body over {settings.max_body_bytes} bytes")
+            return refuse(site.name, 413, f"body over {settings.max_body_bytes} bytes")
         body = await request.body()
         if len(body) > settings.max_body_bytes:
-            return _error(413, f"body over {settings.max_body_bytes} bytes")
+            return refuse(site.name, 413, f"body over {settings.max_body_bytes} bytes")
         if site.signing_secret:
             # Standard Webhooks: verify before parsing, then refuse a webhook-id already seen.
             try:
                 delivery = verify_signature(site.signing_secret, request.headers, body, utcnow())
                 await run_in_threadpool(record_delivery, site.name, delivery.webhook_id, utcnow())
             except SignatureRejected as exc:
-                return _error(exc.status, str(exc))
+                return refuse(site.name, exc.status, str(exc), "replayed" if exc.status == 409 else "bad_signature")
             except OperationalError:
                 log.error("webhook could not record a delivery id: the database is unreachable")
-                return _error(503, "storage unavailable; retry later")
+                return refuse(site.name, 503, "storage unavailable; retry later")
         try:
             entry = json.loads(body.decode("utf-8"))
         except UnicodeDecodeError:
-            return _error(400, "body is not UTF-8 text")
+            return refuse(site.name, 400, "body is not UTF-8 text")
         except json.JSONDecodeError as exc:
-            return _error(400, f"body is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})")
+            return refuse(site.name, 400,
+                          f"body is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})")
         except RecursionError:
-            return _error(400, "body is nested too deeply")
+            return refuse(site.name, 400, "body is nested too deeply")
         try:
             entry_meta(entry)
         except RejectedEntry as exc:
-            return _error(422, str(exc))
+            return refuse(site.name, 422, str(exc))
         try:
             stored, form_known = await run_in_threadpool(_store, site.name, entry)
         except OperationalError:
             log.error("webhook could not store an entry: the database is unreachable")
-            return _error(503, "storage unavailable; retry later")
+            return refuse(site.name, 503, "storage unavailable; retry later")
         if stored.created:
             # Handed on after the response: the entry is committed, and the sweeper re-sends one whose task
             # message never reached the broker.
             background.add_task(dispatcher.submission_stored, stored.submission_id)
         if not form_known:
+            rejections.refused("gravityforms", 422, "unknown_form",
+                               f"site {site.name}: form {entry['form_id']} is not registered; the entry was kept")
             return JSONResponse(
                 {
                     "error": f"form {entry['form_id']} is not registered for this site; the entry was kept and is "
@@ -163,24 +193,14 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
-        """Database and broker reachability, for load balancers and compose health checks."""
-        checks: dict[str, str] = {}
-        try:
-            await run_in_threadpool(_check_database)
-            checks["database"] = "ok"
-        except Exception as exc:
-            checks["database"] = f"unreachable ({type(exc).__name__})"
-        if settings.uses_broker:
-            try:
-                await run_in_threadpool(_check_broker, settings.celery_broker_url)
-                checks["broker"] = "ok"
-            except Exception as exc:
-                checks["broker"] = f"unreachable ({type(exc).__name__})"
-        else:
-            checks["broker"] = "none (work runs inline)"
-        healthy = all(value == "ok" or value.startswith("none") for value in checks.values())
-        return JSONResponse({"status": "ok" if healthy else "degraded", **checks},
-                            status_code=200 if healthy else 503)
+        """Each dependency and whether the stack can take a lead (503 if not), for load balancers, compose and
+        `admitflow health web`. `accepting_webhooks` says whether this process can store a webhook right now."""
+        health = await run_in_threadpool(health_checks, settings, sites, head, known, utcnow())
+        return JSONResponse(
+            {"status": "ready" if health.ready else "not ready", "accepting_webhooks": health.accepting_webhooks,
+             "checks": {check.name: {"ok": check.ok, "detail": check.line()} for check in health.checks}},
+            status_code=200 if health.ready else 503,
+        )
 
     return app
 

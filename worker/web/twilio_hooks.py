@@ -20,6 +20,7 @@ from config.settings import Settings
 from integrations.twilio import twiml
 from integrations.twilio.webhooks import SIGNATURE_HEADER, SIGNATURE_SETTINGS_HEADER, TwilioSignatures, public_url
 from worker.delivery.dispatch import Dispatcher, InlineDispatcher
+from worker.ops.rejections import Rejections
 from worker.staff.claims import answer_sms
 from worker.staff.escalation import record_call_status, record_message_status
 from worker.staff.services import Services
@@ -49,8 +50,9 @@ def _in_transaction(work: Callable[[Session, datetime], str]) -> str:
         return work(session, utcnow())
 
 
-def twilio_router(settings: Settings, services: Services, dispatcher: Dispatcher) -> APIRouter:
-    """The routes Twilio calls. Without TWILIO_AUTH_TOKEN and ADMITFLOW_PUBLIC_URL every one answers 403."""
+def twilio_router(settings: Settings, services: Services, dispatcher: Dispatcher, refused: Rejections) -> APIRouter:
+    """The routes Twilio calls. Without TWILIO_AUTH_TOKEN and ADMITFLOW_PUBLIC_URL every one answers 403; refusals
+    are counted in `refused`."""
     router = APIRouter()
     token = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else ""
     signatures = TwilioSignatures(token) if token else None
@@ -60,9 +62,12 @@ def twilio_router(settings: Settings, services: Services, dispatcher: Dispatcher
     async def verified(request: Request) -> dict[str, str] | None:
         """The form parameters of a genuine Twilio request, or None."""
         if signatures is None or settings.public_url is None:
+            refused.refused("twilio", 403, "not_configured",
+                            f"{request.url.path}: TWILIO_AUTH_TOKEN or ADMITFLOW_PUBLIC_URL is not set")
             return None
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > MAX_TWILIO_BODY:
+            refused.refused("twilio", 403, "too_large", f"{request.url.path}: body over {MAX_TWILIO_BODY} bytes")
             return None
         form = await request.form()
         params = {key: value for key, value in form.items() if isinstance(value, str)}
@@ -70,8 +75,9 @@ def twilio_router(settings: Settings, services: Services, dispatcher: Dispatcher
         if signatures.is_valid(url, params, request.headers.get(SIGNATURE_HEADER),
                                request.headers.get(SIGNATURE_SETTINGS_HEADER)):
             return params
-        log.warning("refused a request to %s: missing or invalid X-Twilio-Signature for %s (is ADMITFLOW_PUBLIC_URL "
-                    "the address Twilio calls?)", request.url.path, settings.public_url)
+        refused.refused("twilio", 403, "bad_signature",
+                        f"{request.url.path}: missing or invalid X-Twilio-Signature for {settings.public_url} (is "
+                        "ADMITFLOW_PUBLIC_URL the address Twilio calls?)")
         return None
 
     def forbidden() -> Response:

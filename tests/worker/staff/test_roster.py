@@ -245,5 +245,5 @@ def test_roster_show_refuses_an_invalid_roster_with_the_fix(
 
     result = CliRunner().invoke(main, ["roster", "show"])
 
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "shifts: Field required" in result.output

@@ -115,11 +115,16 @@ def test_error_answers_never_echo_what_the_person_typed(client: TestClient) -> N
     assert "Zebulon" not in response.text
 
 
-def test_healthz_reports_the_database_and_that_work_runs_inline(client: TestClient) -> None:
+def test_healthz_reports_each_dependency_and_that_work_runs_inline(client: TestClient) -> None:
     response = client.get("/healthz")
 
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "database": "ok", "broker": "none (work runs inline)"}
+    body = response.json()
+    assert body["status"] == "ready" and body["accepting_webhooks"] is True
+    assert list(body["checks"]) == ["database", "schema", "keys", "webhook_secret", "broker", "beat"]
+    assert all(check["ok"] for check in body["checks"].values())
+    assert body["checks"]["schema"]["detail"].startswith("current (")
+    assert body["checks"]["broker"]["detail"].startswith("none: work runs inline")
 
 
 def test_healthz_is_503_when_the_broker_is_unreachable(settings: Settings) -> None:
@@ -127,4 +132,7 @@ def test_healthz_is_503_when_the_broker_is_unreachable(settings: Settings) -> No
     with TestClient(create_app(broken)) as client:
         response = client.get("/healthz")
     assert response.status_code == 503
-    assert response.json()["broker"].startswith("unreachable")
+    body = response.json()
+    assert body["status"] == "not ready" and body["accepting_webhooks"] is True
+    assert body["checks"]["broker"] == {"ok": False, "detail": "the broker is unreachable (OperationalError): "
+                                        "check CELERY_BROKER_URL and that Redis is running"}
