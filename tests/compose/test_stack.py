@@ -195,6 +195,19 @@ def test_a_webhook_becomes_a_processed_lead_and_another_after_the_worker_restart
     wait_for(lambda: stack.healthy("worker"), timeout=120, what="the restarted worker healthy")
 
 
+@pytest.mark.parametrize("service", ["web", "worker", "beat"])
+def test_a_key_missing_from_env_stops_the_service_with_one_line_naming_it(stack: Stack, service: str) -> None:
+    command = stack.inspect(service, "{{json .Config.Cmd}}")
+    refused = stack("run", "--rm", "--no-deps", "-T", "-e", "ADMITFLOW_BLIND_INDEX_KEY=", service,
+                    *json.loads(command), timeout=120, check=False)
+
+    assert refused.returncode != 0
+    # The container's output arrives among compose's own progress lines.
+    output = refused.stdout + refused.stderr
+    assert len([line for line in output.splitlines() if "ADMITFLOW_BLIND_INDEX_KEY" in line]) == 1, output
+    assert "Traceback" not in output
+
+
 def test_flower_shows_the_tasks_workers_ran(stack: Stack) -> None:
     user, password = re.search(r"^FLOWER_BASIC_AUTH=(\S+):(\S+)$", (stack.directory / ".env").read_text(),
                                re.MULTILINE).groups()  # type: ignore[union-attr]
