@@ -71,10 +71,10 @@ def _ensure_rootfs(say: Callable[[str], None]) -> None:
     with tempfile.TemporaryDirectory(prefix="admitflow-rootfs-") as root:
         subprocess.run(["debootstrap", "--variant=minbase", "--include=ca-certificates", "bookworm", root,
                         "http://deb.debian.org/debian"], check=True, stdout=subprocess.DEVNULL)
-        tar = subprocess.Popen(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE)
-        subprocess.run(["docker", "import", "--change", f"LABEL {LABEL}=debootstrap-minbase-bookworm", "-", ROOTFS],
-                       stdin=tar.stdout, check=True, stdout=subprocess.DEVNULL)
-        if tar.wait() != 0:
+        with subprocess.Popen(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE) as tar:
+            subprocess.run(["docker", "import", "--change", f"LABEL {LABEL}=debootstrap-minbase-bookworm", "-",
+                            ROOTFS], stdin=tar.stdout, check=True, stdout=subprocess.DEVNULL)
+        if tar.returncode != 0:
             raise SystemExit("tar of the debootstrap root failed")
     say(f"{ROOTFS}: debootstrap and import in {time.monotonic() - started:.0f} s")
 
