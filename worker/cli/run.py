@@ -50,7 +50,9 @@ def web(host: str | None, port: int | None, workers: int | None) -> None:
 
 @click.command()
 @click.option("--concurrency", type=int, default=2, show_default=True)
-def worker(concurrency: int) -> None:
+@click.option("--events/--no-events", default=False, show_default=True,
+              help="Send task events (celery -E), for a monitor such as Flower.")
+def worker(concurrency: int, events: bool) -> None:
     """Run a Celery worker."""
     settings = command_settings()
     preflight(settings, "worker")
@@ -59,7 +61,8 @@ def worker(concurrency: int) -> None:
 
     quiet_routine_tasks(ROUTINE_TASKS)
     app.worker_main(["worker", "--loglevel", settings.log_level, "--concurrency", str(concurrency),
-                     "--queues", "admitflow", "--without-gossip", "--without-mingle"])
+                     "--queues", "admitflow", "--without-gossip", "--without-mingle",
+                     *(["--task-events"] if events else [])])
 
 
 @click.command()
