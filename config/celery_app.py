@@ -14,6 +14,8 @@ from config.settings import get_settings
 
 settings = get_settings()
 
+ROUTINE_QUEUE = "admitflow-routine"
+
 app = Celery("admitflow")
 app.conf.update(
     broker_url=settings.celery_broker_url or "memory://",
@@ -35,6 +37,10 @@ app.conf.update(
     task_soft_time_limit=60,
     task_time_limit=90,
     task_default_queue="admitflow",
+    # Beat's routines (heartbeat, sweep, poll, escalation check) have a queue of their own, which every worker also
+    # takes from in turn: a backlog of entries (a backfill) neither delays reminders nor makes beat look dead.
+    task_routes={name: {"queue": ROUTINE_QUEUE} for name in
+                 ("admitflow.heartbeat", "admitflow.sweep", "admitflow.poll", "admitflow.escalate_due")},
     worker_hijack_root_logger=False,
     imports=["worker.tasks"],
     beat_schedule={

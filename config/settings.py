@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_CONFIG_DIR = Path(__file__).resolve().parent
@@ -115,8 +115,8 @@ class Settings(BaseSettings):
     sweep_interval_seconds: float = Field(30.0, alias="ADMITFLOW_SWEEP_INTERVAL_SECONDS", gt=0)
     # Beat has a worker write a heartbeat row this often; /healthz and `admitflow health beat` call beat dead when
     # the row is older than the maximum age.
-    heartbeat_seconds: float = Field(60.0, alias="ADMITFLOW_HEARTBEAT_SECONDS", gt=0)
-    heartbeat_max_age_seconds: float = Field(150.0, alias="ADMITFLOW_HEARTBEAT_MAX_AGE_SECONDS", gt=0)
+    heartbeat_seconds: float = Field(30.0, alias="ADMITFLOW_HEARTBEAT_SECONDS", gt=0)
+    heartbeat_max_age_seconds: float = Field(90.0, alias="ADMITFLOW_HEARTBEAT_MAX_AGE_SECONDS", gt=0)
 
     web_host: str = Field("127.0.0.1", alias="ADMITFLOW_WEB_HOST")
     web_port: int = Field(8000, alias="ADMITFLOW_WEB_PORT", gt=0, lt=65536)
@@ -187,11 +187,22 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _blank_is_the_default(cls, value: object, info: ValidationInfo) -> object:
+        """A variable set but blank means its default: compose passes every variable .env.example lists, so one a
+        newer release added arrives blank in an older .env."""
+        if isinstance(value, str) and not value.strip() and info.field_name is not None:
+            return cls.model_fields[info.field_name].get_default(call_default_factory=True)
+        return value
+
     @field_validator("callback_cadence")
     @classmethod
     def _cadence(cls, value: str) -> str:
         import re
 
+        if value.strip().lower() == "none":
+            return ""
         steps = [step.strip().lower() for step in value.split(",") if step.strip()]
         for step in steps:
             if step != "morning" and not re.fullmatch(r"[1-9]\d{0,3}[mh]", step):

@@ -81,3 +81,21 @@ def test_a_key_file_left_in_the_current_directory_by_an_older_version_is_not_rep
     assert "found .admitflow-keys.json in the current directory" in result.output
     assert f"move it to {tmp_path / 'home' / 'phi-keys.json'}" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_blank_variable_means_the_settings_default_as_compose_passes_one_an_old_env_lacks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("ADMITFLOW_HEARTBEAT_SECONDS", "ADMITFLOW_MAX_BODY_BYTES", "ADMITFLOW_SITE", "CALLBACK_CADENCE"):
+        monkeypatch.setenv(name, "")
+
+    settings = Settings()
+
+    assert settings.heartbeat_seconds == Settings.model_fields["heartbeat_seconds"].default
+    assert (settings.max_body_bytes, settings.site, settings.callback_cadence) == (256 * 1024, "main", "15m,2h,morning")
+
+
+def test_call_back_retries_are_turned_off_with_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CALLBACK_CADENCE", "none")
+
+    assert Settings().callback_cadence == ""

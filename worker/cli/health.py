@@ -68,7 +68,7 @@ def health_worker(timeout: float) -> None:
 
 @health.command("beat")
 @click.option("--max-age", type=float, default=None,
-              help="Oldest acceptable heartbeat, seconds (default ADMITFLOW_HEARTBEAT_MAX_AGE_SECONDS, 150).")
+              help="Oldest acceptable heartbeat, seconds (default ADMITFLOW_HEARTBEAT_MAX_AGE_SECONDS, 90).")
 def health_beat(max_age: float | None) -> None:
     """Healthy when beat's heartbeat row is younger than --max-age."""
     from worker.ops.liveness import heartbeat_age
