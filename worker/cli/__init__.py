@@ -1,7 +1,8 @@
 """The terminal door: the `admitflow` command, one module per command group.
 
-`run` starts the stack, `intake` brings entries in by hand, `leads` looks at leads and submissions, `delivery`
-works the outbox, `staff` shows the roster, `trust` keeps the audit trail, retention and keys, `ops` reports.
+`run` starts the stack, `forms` registers and shows forms, `intake` brings entries in by hand, `leads` looks at
+leads and submissions, `delivery` works the outbox, `staff` shows the roster, `trust` keeps the audit trail,
+retention and keys, `ops` reports.
 Commands call the workflows in the rooms below; none holds business logic of its own.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import click
 
-from worker.cli import delivery, intake, leads, ops, run, staff, trust
+from worker.cli import delivery, forms, intake, leads, ops, run, staff, trust
 from worker.cli.common import AdmitflowGroup
 
 
@@ -20,7 +21,7 @@ def main() -> None:
 
 for command in (
     run.migrate, run.web, run.worker, run.beat,
-    intake.forms, intake.ingest, intake.poll, intake.backfill,
+    forms.forms, intake.ingest, intake.poll, intake.backfill,
     leads.leads, leads.submissions,
     delivery.outbox,
     staff.roster,
