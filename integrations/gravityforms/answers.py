@@ -178,8 +178,9 @@ def render(field: FormField, entry: Mapping[str, Any]) -> str | None:
         return _list_rows(own)
     if kind in ("fileupload", "post_image"):
         return _join(_many(own), " ")
-    if field.inputs:
-        return _join(input_value(entry, item.id) for item in field.inputs)
+    if field.inputs and (joined := _join(input_value(entry, item.id) for item in field.inputs)):
+        return joined
+    # Time, date and email-confirmation inputs exist on the page only: the entry keeps one value under the field id.
     text = text_of(own)
     if text is None:
         return None

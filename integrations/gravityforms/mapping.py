@@ -39,6 +39,8 @@ EMAIL_WORDS = re.compile(r"e-?mail", re.IGNORECASE)
 PHONE_WORDS = re.compile(r"phone|mobile|cell|telephone|\btel\b|contact number", re.IGNORECASE)
 FIRST_NAME_WORDS = re.compile(r"first[ _-]?name|given[ _-]?name|\bfname\b", re.IGNORECASE)
 LAST_NAME_WORDS = re.compile(r"last[ _-]?name|surname|family[ _-]?name|\blname\b", re.IGNORECASE)
+_CONTACT_WORDS = re.compile("|".join(pattern.pattern for pattern in (EMAIL_WORDS, PHONE_WORDS, FIRST_NAME_WORDS,
+                                                                     LAST_NAME_WORDS)), re.IGNORECASE)
 
 CONTACT_ROLES = ("first_name", "last_name", "email", "phone")
 CONSENT_ROLES = ("consent", "consent_to_text")
@@ -104,15 +106,20 @@ class FormMapping:
     def read(self, entry: Mapping[str, Any]) -> ApplicantFields:
         used: set[int] = set()
         values: dict[str, Any] = {}
-        first, last = self._name(entry, used)
+        contact_from: set[int | None] = set()
         for role in ("email", "phone", "message", "for_whom", "honeypot"):
-            values[role] = self._first_answer(role, entry, used)
-        times = [value for source in self.roles.get("best_time", ()) if (value := source.value(entry))]
+            values[role] = self._first_answer(role, entry, used, contact_from if role in ("email", "phone") else None)
+        # Contact details taken from a repeater's first item are that item's person's: so is the name.
+        repeater_id = next(iter(contact_from)) if len(contact_from) == 1 else None
+        first, last = self._name(entry, used, repeater_id)
+        if values["for_whom"] is not None:
+            values["for_whom"] = self.roles["for_whom"][0].field.choice_text(values["for_whom"])
+        times = [source.field.choice_text(value) for source in self.roles.get("best_time", ())
+                 if (value := source.value(entry))]
         used.update(source.field.id for source in self.roles.get("best_time", ()) if source.value(entry))
         for role in CONSENT_ROLES:
             sources = self.roles.get(role, [])
-            values[role] = _consent(sources[0], entry) if sources else None
-            used.update(source.field.id for source in sources[:1])
+            values[role] = _consent(sources[0], entry) if sources else None  # the statement agreed to: in the note
         return ApplicantFields(first_name=first, last_name=last, best_time=" ".join(times) or None,
                                used=frozenset(used), **values)
 
@@ -140,17 +147,25 @@ class FormMapping:
     def _usable(self, role: str) -> Iterator[Source]:
         return (source for source in self.roles.get(role, ()) if source.rank < SOMEONE_ELSES)
 
-    def _first_answer(self, role: str, entry: Mapping[str, Any], used: set[int]) -> str | None:
+    def _first_answer(self, role: str, entry: Mapping[str, Any], used: set[int],
+                      origins: set[int | None] | None = None) -> str | None:
         for source in self._usable(role):
             if (value := source.value(entry)) is not None:
                 if source.repeater is None:  # a repeater goes into the note whole, every item of it
                     used.add(source.field.id)
+                if origins is not None:
+                    origins.add(source.repeater.id if source.repeater else None)
                 return value
         return None
 
-    def _name(self, entry: Mapping[str, Any], used: set[int]) -> tuple[str | None, str | None]:
-        """First and last name from one name field (the first answered), else from "first/last name" fields."""
-        for source in self._usable("first_name"):
+    def _name(self, entry: Mapping[str, Any], used: set[int], repeater_id: int | None
+              ) -> tuple[str | None, str | None]:
+        """First and last name from one name field (the first answered), else from "first/last name" fields; from
+        the repeater the contact details came from, when they did."""
+        sources = list(self._usable("first_name"))
+        if repeater_id is not None:
+            sources = [s for s in sources if s.repeater and s.repeater.id == repeater_id] + sources
+        for source in sources:
             name = source.field
             if name.effective_type != "name":
                 first = source.value(entry)
@@ -207,10 +222,6 @@ def _consent(source: Source, entry: Mapping[str, Any]) -> bool | None:
     return answer in ("yes", "y", "1", "true", "ok") if answer else None
 
 
-def _words(field_: FormField, section: str) -> str:
-    return " ".join((field_.label, field_.adminLabel, field_.inputName, field_.cssClass, section))
-
-
 def _rank(field_: FormField, section: str, repeater: FormField | None) -> tuple[int, str]:
     own = " ".join((field_.label, field_.adminLabel, field_.inputName, field_.cssClass))
     if SOMEONE_ELSE.search(own) or SOMEONE_ELSE.search(section):
@@ -232,9 +243,13 @@ class _Builder:
 
     def visit(self, field_: FormField, section: str, repeater: FormField | None) -> None:
         kind = field_.effective_type
-        words = _words(field_, section)
         label_words = " ".join((field_.label, field_.adminLabel, field_.inputName, field_.cssClass))
-        rank, why = _rank(field_, section, repeater)
+        # A section's title ("Emergency contact") says whose the contact fields under it are, not whose consent.
+        contact_kind = kind in ("name", "email", "phone") or (kind == "text" and _CONTACT_WORDS.search(label_words))
+        rank, why = _rank(field_, section if contact_kind else "", repeater)
+        if kind in ("consent", "checkbox", "radio", "select", "date", "time", "hidden") or (
+                kind == "text" and not contact_kind):
+            rank, why = (IN_REPEATER, "in a repeater") if repeater else (OWN, "")
         whole = Source(field_, str(field_.id), rank, repeater, why)
         if kind == "name":
             if field_.inputs:
@@ -245,7 +260,7 @@ class _Builder:
         elif kind in ("email", "phone"):
             self.add(kind, whole)
         elif kind == "textarea":
-            if rank < SOMEONE_ELSES and not MESSAGE_LABEL.search(words):
+            if rank < SOMEONE_ELSES and not MESSAGE_LABEL.search(label_words):
                 rank, why = max(rank, WORK_RANK), "not labelled like a message: used after those that are"
             self.add("message", Source(field_, whole.input_id, rank, repeater, why))
         elif kind == "consent":
