@@ -6,9 +6,9 @@ from typing import Any
 from click.testing import CliRunner
 from sqlalchemy.orm import Session
 
+from config.settings import Settings
 from tests.fakes.speed import alerted_lead, claimed_lead
 from worker.cli import main
-from config.settings import Settings
 from worker.intake.entries import register_form
 from worker.ops.reports import format_duration, format_source_report, percentile, source_report, speed_report
 from worker.store.db import utcnow
@@ -174,4 +174,5 @@ def test_report_sources_prints_the_table(settings: Settings) -> None:
     result = CliRunner().invoke(main, ["report", "sources", "--days", "7"])
 
     assert result.exit_code == 0, result.output
-    assert result.stdout.splitlines()[0] == "leads and time to claim by source, last 7 days, from the person's submission"
+    assert result.stdout.splitlines()[0] == (
+        "leads and time to claim by source, last 7 days, from the person's submission")
