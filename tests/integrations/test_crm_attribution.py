@@ -66,7 +66,7 @@ def test_a_missing_attribution_property_says_to_create_it_or_turn_the_setting_of
     hubspot.post(hs.CONTACTS, status=400, json=hs.hubspot_error(
         "VALIDATION_ERROR", 'Property values were not valid: [{"name":"admitflow_gclid"}]'))
 
-    with pytest.raises(InvalidRequest, match="admitflow_gclid .*HUBSPOT_ATTRIBUTION_PROPERTIES=false") as raised:
+    with pytest.raises(InvalidRequest, match=r"admitflow_gclid .*HUBSPOT_ATTRIBUTION_PROPERTIES=false") as raised:
         HubSpotCRM(hs.TOKEN, attribution_properties=True).upsert_contact(hs.card(attribution=CAME_FROM), None)
     assert raised.value.permanent
 
@@ -86,7 +86,8 @@ def salesforce_crm() -> SalesforceCRM:
 def test_salesforce_writes_mapped_attribution_fields_when_it_creates_the_lead(
     salesforce: responses.RequestsMock,
 ) -> None:
-    salesforce.patch(sf.LEAD_BY_REF, status=201, json={"id": sf.LEAD_ID, "success": True, "errors": [], "created": True},
+    created = {"id": sf.LEAD_ID, "success": True, "errors": [], "created": True}
+    salesforce.patch(sf.LEAD_BY_REF, status=201, json=created,
                      match=[matchers.json_params_matcher({**sf.NEW_LEAD, "UTM_Source__c": "google",
                                                           "GCLID__c": "Cj0KCQ-test"})])
 
