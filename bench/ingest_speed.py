@@ -8,7 +8,9 @@ process without a broker: backfill reads the pages from an in-memory Gravity For
 (`worker.intake.backfill.import_page`) and hands each page to the inline dispatcher; ingest is the `admitflow ingest`
 command itself, reading a JSON file of the same entries. Both then process each page in one transaction and deliver
 its CRM syncs and staff alerts inline, to the log-only CRM and messenger (no provider is configured: nothing leaves
-the machine). The entries are recent, so both text staff about every new lead.
+the machine). The entries are recent, so both text staff about every new lead. With --no-delivery both leave the
+outbox rows pending, as they would for a broker's workers, and measure storing and processing only (what
+bench/backfill_scale.py measures).
 
 The history: 95% new people, 5% people of this history who wrote again with their phone written another way. Every
 phone is a 555-01xx-style fictional number, every address at example.org. The two commands alternate, backfill
@@ -125,6 +127,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--entries", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=2, help="measurements of each command, alternating")
+    parser.add_argument("--no-delivery", action="store_true",
+                        help="leave outbox rows pending (both commands): measure storing and processing only")
     parser.add_argument("--synchronous-commit", action="store_true",
                         help="let each commit wait for its WAL flush, as production does (slow on a shared disk)")
     args = parser.parse_args()
@@ -135,6 +139,16 @@ def main() -> None:
     for name in [name for name in os.environ if name.startswith(("GRAVITYFORMS_", "HUBSPOT_", "TWILIO_",
                                                                    "SALESFORCE_"))]:
         del os.environ[name]
+    if args.no_delivery:
+        import worker.cli.intake
+
+        def pending(*_: Any, **__: Any) -> Any:
+            from worker.delivery.outbox import Delivery
+
+            return Delivery(None)
+
+        worker.cli.intake.deliver = pending  # type: ignore[assignment]
+        InlineDispatcher.outbox_ready = lambda self, outbox_ids: None  # type: ignore[method-assign]
     entries = history(args.entries, datetime.now(UTC))
     load_before = os.getloadavg()
     rates: dict[str, list[float]] = {"backfill": [], "ingest": []}
@@ -150,8 +164,10 @@ def main() -> None:
             rates["ingest"].append(args.entries / seconds)
             print(f"run {run}: ingest {args.entries / seconds:.0f} entries/s", file=sys.stderr, flush=True)
     load_after = os.getloadavg()
+    measured = ("storing and processing; delivery left to workers" if args.no_delivery
+                else "processing and inline delivery to the log-only CRM and messenger")
     print(f"{'command':<9} {'entries':>7} " + " ".join(f"{'run ' + str(n):>7}" for n in range(1, args.runs + 1))
-          + f" {'median':>7}  (entries/s, processing and inline delivery to the log-only CRM and messenger)")
+          + f" {'median':>7}  (entries/s, {measured})")
     for command, values in rates.items():
         print(f"{command:<9} {args.entries:>7} " + " ".join(f"{value:>7.0f}" for value in values)
               + f" {statistics.median(values):>7.0f}")

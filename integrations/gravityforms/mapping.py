@@ -112,8 +112,9 @@ class FormMapping:
         # Contact details taken from a repeater's first item are that item's person's: so is the name.
         repeater_id = next(iter(contact_from)) if len(contact_from) == 1 else None
         first, last = self._name(entry, used, repeater_id)
-        if values["for_whom"] is not None:
-            values["for_whom"] = self.roles["for_whom"][0].field.choice_text(values["for_whom"])
+        if values["for_whom"] is not None:  # the chosen label, not the stored value
+            chosen = next(source for source in self._usable("for_whom") if source.value(entry) is not None)
+            values["for_whom"] = chosen.field.choice_text(values["for_whom"])
         times = [source.field.choice_text(value) for source in self.roles.get("best_time", ())
                  if (value := source.value(entry))]
         used.update(source.field.id for source in self.roles.get("best_time", ()) if source.value(entry))
