@@ -102,6 +102,7 @@ class FormMapping:
 
     roles: dict[str, list[Source]]
     warnings: list[str]
+    pinned: frozenset[str] = frozenset()  # roles an override in SITES_FILE names
 
     def read(self, entry: Mapping[str, Any]) -> ApplicantFields:
         used: set[int] = set()
@@ -168,7 +169,7 @@ class FormMapping:
             sources = [s for s in sources if s.repeater and s.repeater.id == repeater_id] + sources
         for source in sources:
             name = source.field
-            if name.effective_type != "name":
+            if name.effective_type != "name" or "first_name" in self.pinned:
                 first = source.value(entry)
                 if first is not None:
                     if source.repeater is None:
@@ -177,7 +178,9 @@ class FormMapping:
                 continue
             if name.inputs:
                 last_source = Source(name, f"{name.id}.{NAME_LAST}", source.rank, source.repeater)
-                first, last = source.value(entry), last_source.value(entry)
+                first = source.value(entry)
+                last = self._first_answer("last_name", entry, used) if "last_name" in self.pinned else (
+                    last_source.value(entry))
             else:
                 whole = source.value(entry)
                 first, last = _split_full_name(whole) if whole else (None, None)
@@ -320,7 +323,8 @@ def infer_mapping(form: Form, overrides: Mapping[str, str] | None = None) -> For
             pinned.append(f"the override {role} = \"{input_id}\" names no field of this form: fix it in SITES_FILE")
             continue
         roles[role] = [Source(owner, input_id)]
-    return FormMapping(roles, pinned + _warnings(form, roles, walked, set(overrides or {})))
+    return FormMapping(roles, pinned + _warnings(form, roles, walked, set(overrides or {})),
+                       frozenset(overrides or {}))
 
 
 def _warnings(form: Form, roles: dict[str, list[Source]], walked: list[tuple[FormField, str, FormField | None]],

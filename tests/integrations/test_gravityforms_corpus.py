@@ -188,3 +188,9 @@ def test_any_values_under_a_corpus_forms_keys_read_as_text_answers_without_raisi
         assert text is None or (isinstance(text, str) and text)
     for answer in answers(shape.fields, values):
         assert isinstance(answer.value, str) and answer.value
+
+
+def test_name_overrides_read_each_part_from_the_input_they_name() -> None:
+    shape = form("11")
+    fields = read_applicant(shape, entry("1101"), {"first_name": "1.4", "last_name": "16"})
+    assert (fields.first_name, fields.last_name) == ("Q", "Rowan Example")
