@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     salesforce_private_key_file: Path | None = Field(None, alias="SALESFORCE_PRIVATE_KEY_FILE")
     salesforce_api_version: str = Field("60.0", alias="SALESFORCE_API_VERSION")
     salesforce_external_id_field: str = Field("Admitflow_Ref__c", alias="SALESFORCE_EXTERNAL_ID_FIELD")
+    # Lead fields for where the person came from, "key=Field__c" comma-separated; keys: utm_source, utm_medium,
+    # utm_campaign, utm_term, utm_content, gclid, fbclid, msclkid, referrer, landing_page, form_page.
+    salesforce_lead_fields: str = Field("", alias="SALESFORCE_LEAD_FIELDS")
 
     hubspot_token: SecretStr | None = Field(None, alias="HUBSPOT_TOKEN")
     hubspot_base_url: str = Field("https://api.hubapi.com", alias="HUBSPOT_BASE_URL")
@@ -91,6 +94,9 @@ class Settings(BaseSettings):
     # Send admitflow_lead_ref (unique value; new contacts are upserted by it), admitflow_source_form,
     # admitflow_repeat_count and admitflow_consent: create these contact properties in HubSpot first.
     hubspot_custom_properties: bool = Field(False, alias="HUBSPOT_CUSTOM_PROPERTIES")
+    # Send where a new contact came from (admitflow_utm_source ... admitflow_form_page): create these contact
+    # properties in HubSpot first (docs/configuration.md).
+    hubspot_attribution_properties: bool = Field(False, alias="HUBSPOT_ATTRIBUTION_PROPERTIES")
     # With the custom properties on, leads waiting for HubSpot go in batches of up to this many per call (HubSpot
     # takes 100); 0 or 1 sends each lead on its own.
     hubspot_batch_size: int = Field(100, alias="HUBSPOT_BATCH_SIZE", ge=0, le=100)
@@ -229,6 +235,21 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: object) -> object:
         # `NAME=` in an .env file (as .env.example has it) means "not set", not "the current directory".
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("salesforce_lead_fields")
+    @classmethod
+    def _lead_field_pairs(cls, value: str) -> str:
+        for pair in (part.strip() for part in value.split(",") if part.strip()):
+            key, _, name = pair.partition("=")
+            if not key.strip() or not name.strip():
+                raise ValueError(f"{pair!r} is not key=Field__c: write pairs such as utm_source=UTM_Source__c, "
+                                 "separated by commas")
+        return value
+
+    @property
+    def salesforce_lead_field_map(self) -> dict[str, str]:
+        pairs = (part.partition("=") for part in self.salesforce_lead_fields.split(",") if part.strip())
+        return {key.strip(): name.strip() for key, _, name in pairs}
 
     @field_validator("phone_default_region")
     @classmethod

@@ -16,7 +16,8 @@ from config.settings import Settings
 
 FieldRole = Literal[
     "first_name", "last_name", "email", "phone", "message", "consent", "consent_to_text", "best_time", "for_whom",
-    "honeypot",
+    "honeypot", "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content", "gclid", "fbclid", "msclkid",
+    "referrer", "landing_page",
 ]
 
 
@@ -28,7 +29,8 @@ class FormConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: str
-    # Role -> Gravity Forms field or input id ("7", "1.3"), for fields the type-based reading cannot know.
+    # Role -> Gravity Forms field or input id ("7", "1.3"): pins a role that `admitflow forms show` shows read from
+    # another field, or that no field's type, label, admin label, input name or CSS class tells.
     fields: dict[FieldRole, str] = Field(default_factory=dict)
 
     @field_validator("id", mode="before")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, cast
@@ -26,6 +26,27 @@ class ContactCard:
     source: str  # "<site>/form <id>"
     consent_to_text: bool | None
     consent: bool | None = None  # the form's "OK to contact me" box
+    # Where the request came from: utm_source/medium/campaign/term/content, gclid, fbclid, msclkid, referrer,
+    # landing_page and form_page (the page the form was on), those the entry had.
+    attribution: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NoteRoom:
+    """How long a note the CRM keeps: `measure(text)` is the text's length as the CRM stores it, at most `limit`."""
+
+    limit: int
+    measure: Callable[[str], int] = len
+
+
+# A Salesforce Task's Description holds 32,000 characters: what a CRM that does not say holds is taken to hold.
+DEFAULT_NOTE_ROOM = NoteRoom(32_000)
+
+
+def note_room(crm: object) -> NoteRoom:
+    """The CRM's note room, or the default for a CRM that does not say."""
+    room = getattr(crm, "note_room", None)
+    return room if isinstance(room, NoteRoom) else DEFAULT_NOTE_ROOM
 
 
 @dataclass(frozen=True)

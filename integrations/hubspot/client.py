@@ -16,7 +16,7 @@ from urllib.parse import quote, urlsplit
 import requests
 from pydantic import BaseModel, ValidationError
 
-from integrations.crm import BatchResult, CallbackTaskSpec, CallRecord, ContactCard, NoteSpec
+from integrations.crm import BatchResult, CallbackTaskSpec, CallRecord, ContactCard, NoteRoom, NoteSpec
 from integrations.errors import Conflict, InvalidRequest, RateLimited, ServiceUnavailable
 from integrations.http import HttpService
 from integrations.hubspot.models import BatchAnswer, BatchPage, BatchRecord, CrmObject, ErrorBody, SearchPage
@@ -31,6 +31,17 @@ OWNER_PROPERTY = "hubspot_owner_id"
 # unique-value property, so a contact upserted by it is created once however often the push is repeated.
 LEAD_REF_PROPERTY = "admitflow_lead_ref"
 CUSTOM_PROPERTIES = (LEAD_REF_PROPERTY, "admitflow_source_form", "admitflow_repeat_count", "admitflow_consent")
+# Where the person came from (HUBSPOT_ATTRIBUTION_PROPERTIES): single-line text contact properties the center
+# creates; HubSpot's own hs_analytics_* source properties are read-only.
+ATTRIBUTION_PROPERTIES = {
+    key: f"admitflow_{key}" for key in (
+        "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content", "gclid", "fbclid", "msclkid",
+        "referrer", "landing_page", "form_page",
+    )
+}
+# A string property value holds at most 65,536 characters; a note's body is stored as HTML.
+# https://knowledge.hubspot.com/properties/property-field-types-in-hubspot
+NOTE_ROOM_CHARS = 65_536
 
 # Set only when we create the contact: on an existing one they would overwrite what admissions already set.
 _NEW_LEAD = {"hs_lead_status": "NEW", "lifecyclestage": "lead"}
@@ -67,6 +78,7 @@ class HubSpotCRM(HttpService):
         session: requests.Session | None = None,
         rate_limit: SharedRateLimit | None = None,
         custom_properties: bool = False,
+        attribution_properties: bool = False,
         batch_size: int = BATCH_LIMIT,
     ) -> None:
         if not token:
@@ -75,7 +87,9 @@ class HubSpotCRM(HttpService):
         self._token = token
         self._rate_limit = rate_limit
         self._custom_properties = custom_properties
+        self._attribution_properties = attribution_properties
         self._batch_size = max(0, min(batch_size, BATCH_LIMIT))
+        self.note_room = NoteRoom(NOTE_ROOM_CHARS, lambda text: len(_as_html(text)))
 
     @property
     def batch_size(self) -> int:
@@ -108,10 +122,11 @@ class HubSpotCRM(HttpService):
         if contact_id is not None:
             self._update_contact(contact_id, properties)
             return contact_id
+        new = {**properties, **self._first_touch(card)}
         try:
             if self._custom_properties:
-                return self._upsert_by_lead_ref(card.lead_ref, {**properties, **_NEW_LEAD})
-            return self._create("contacts", {"properties": {**properties, **_NEW_LEAD}})
+                return self._upsert_by_lead_ref(card.lead_ref, new)
+            return self._create("contacts", {"properties": new})
         except Conflict as conflict:
             # Search lags writes by a few seconds, so it can miss a contact that has this email; HubSpot's 409
             # then names the existing contact's id.
@@ -192,7 +207,7 @@ class HubSpotCRM(HttpService):
             if (known := found.get(card.lead_ref) if contact_id is None else contact_id) is not None:
                 updates.append((card.lead_ref, known, properties))
             else:
-                creates.append((card.lead_ref, {**properties, **_NEW_LEAD}))
+                creates.append((card.lead_ref, {**properties, **self._first_touch(card)}))
         if updates:
             self._update_contacts(updates, result)
         for chunk in _chunks(creates, BATCH_LIMIT):
@@ -239,6 +254,14 @@ class HubSpotCRM(HttpService):
                      lambda record: by_subject.get(record.properties.get("hs_task_subject") or ""), result)
         return result
 
+    def _first_touch(self, card: ContactCard) -> dict[str, str]:
+        """What only a new contact gets: the lead status, and where the person first came from (on an existing
+        contact it would overwrite the source that brought them first; each request's source is in its note)."""
+        if not self._attribution_properties:
+            return dict(_NEW_LEAD)
+        return {**_NEW_LEAD, **{ATTRIBUTION_PROPERTIES[key]: value[:1000] for key, value in card.attribution.items()
+                                if key in ATTRIBUTION_PROPERTIES and value}}
+
     def describe_error(self, response: requests.Response) -> str:
         """HubSpot's error `category` (VALIDATION_ERROR, CONFLICT...); its `message` may echo PHI."""
         category = _error_body(response).category or ""
@@ -259,6 +282,13 @@ class HubSpotCRM(HttpService):
                     f"HubSpot has no contact property {', '.join(missing)} (400 on {where}, {detail}): create the "
                     f"admitflow contact properties ({LEAD_REF_PROPERTY} as a unique-value single-line text) or set "
                     "HUBSPOT_CUSTOM_PROPERTIES=false"
+                )
+            missing = sorted(set(ATTRIBUTION_PROPERTIES.values()) & error.rejected_properties())
+            if error.category == "VALIDATION_ERROR" and missing:
+                raise InvalidRequest(
+                    f"HubSpot has no contact property {', '.join(missing)} (400 on {where}, {detail}): create the "
+                    "admitflow attribution contact properties (single-line text, docs/configuration.md) or set "
+                    "HUBSPOT_ATTRIBUTION_PROPERTIES=false"
                 )
             if error.category == "VALIDATION_ERROR" and OWNER_PROPERTY in error.rejected_properties():
                 raise InvalidRequest(

@@ -17,7 +17,7 @@ from urllib.parse import quote, urlsplit
 
 import requests
 
-from integrations.crm import CallbackTaskSpec, CallRecord, ContactCard
+from integrations.crm import CallbackTaskSpec, CallRecord, ContactCard, NoteRoom
 from integrations.errors import Conflict, IntegrationError, InvalidRequest, RateLimited, Unauthorized
 from integrations.http import HttpService, parse_retry_after
 from integrations.salesforce.auth import AccessToken, TokenProvider
@@ -35,8 +35,11 @@ LEAD_SOURCE = "Website"
 UNKNOWN_LAST_NAME = "(unknown)"  # Lead.LastName is required
 NOTE_SUBJECT = "Website request"
 CARD_ATTRIBUTES = frozenset({"source", "repeat_count", "consent_to_text"})
+# Attribution keys a Lead field may be mapped to (ContactCard.attribution), written when the Lead is created.
+ATTRIBUTION_KEYS = frozenset({"utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content", "gclid",
+                              "fbclid", "msclkid", "referrer", "landing_page", "form_page"})
 # Field lengths from the Lead and Task object reference: a longer value fails the whole save with STRING_TOO_LONG.
-_LIMITS = {"FirstName": 40, "LastName": 80, "Description": 32000}
+_LIMITS = {"FirstName": 40, "LastName": 80, "Description": 32000, "Attribution": 255}
 _OWNER_REJECTIONS = {"INVALID_CROSS_REFERENCE_KEY", "FIELD_INTEGRITY_EXCEPTION", "MALFORMED_ID",
                      "INSUFFICIENT_ACCESS_ON_CROSS_REFERENCE_ENTITY"}
 _FIELD_MISSING = {"NOT_FOUND", "INVALID_FIELD", "INVALID_FIELD_FOR_INSERT_UPDATE"}
@@ -58,8 +61,9 @@ class Rejected(InvalidRequest):
 class SalesforceCRM(HttpService):
     """The `CRM` the worker uses when Salesforce credentials are set.
 
-    `lead_fields` maps card attributes (source, repeat_count, consent_to_text) to custom Lead fields; attributes
-    not in it are not sent.
+    `lead_fields` maps card attributes (source, repeat_count, consent_to_text) and attribution keys (utm_source,
+    gclid, landing_page...) to custom Lead fields; attributes not in it are not sent. Attribution goes only into the
+    first save, like LeadSource: on a Lead staff already work it would overwrite the source that brought it.
     """
 
     name = "Salesforce"
@@ -83,7 +87,7 @@ class SalesforceCRM(HttpService):
         if not company_placeholder.strip():
             raise ValueError("Lead.Company is required: give a company placeholder such as Individual")
         lead_fields = dict(lead_fields or {})
-        if unknown := set(lead_fields) - CARD_ATTRIBUTES:
+        if unknown := set(lead_fields) - CARD_ATTRIBUTES - ATTRIBUTION_KEYS:
             raise ValueError(f"lead_fields maps unknown card attributes {sorted(unknown)}")
         if bad := [name for name in lead_fields.values() if not _API_NAME.fullmatch(name)]:
             raise ValueError(f"lead_fields has values that are not field API names: {bad}")
@@ -95,6 +99,7 @@ class SalesforceCRM(HttpService):
         self._external_id_field = external_id_field
         self._company = company_placeholder
         self._lead_fields = lead_fields
+        self.note_room = NoteRoom(_LIMITS["Description"])
 
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         token = self._tokens.token()
@@ -323,9 +328,12 @@ class SalesforceCRM(HttpService):
         person = {"FirstName": card.first_name, "LastName": card.last_name, "Email": card.email, "Phone": card.phone}
         values |= {name: _fit(name, value) for name, value in person.items() if value}
         for attribute, field_name in self._lead_fields.items():
-            value = getattr(card, attribute)
+            if attribute in ATTRIBUTION_KEYS:
+                value = card.attribution.get(attribute) if creating else None
+            else:
+                value = getattr(card, attribute)
             if value is not None:
-                values[field_name] = value
+                values[field_name] = _fit("Attribution", value) if isinstance(value, str) else value
         return values
 
     def _misses_external_id_field(self, errors: list[ApiError], status: int, where: str) -> bool:

@@ -44,7 +44,7 @@ def test_the_example_sites_file_loads_with_secrets_from_the_environment(
 
     assert main.consumer_key == "main-consumer_key-value"
     assert main.form("3") is not None and main.form("3").fields == {  # type: ignore[union-attr]
-        "best_time": "7", "for_whom": "8", "consent_to_text": "9.1"
+        "best_time": "7", "for_whom": "8", "consent_to_text": "9.1", "utm_source": "12"
     }
     assert [form.id for form in ketamine.forms] == ["2"] and ketamine.crm == "auto" and main.crm == "hubspot"
     assert "value" not in repr(main)

@@ -1,8 +1,8 @@
 """The terminal door: the `admitflow` command, one module per command group.
 
-`run` starts the stack, `health` checks it (health checks, `doctor`), `intake` brings entries in by hand, `leads`
-looks at leads and submissions, `delivery` works the outbox, `staff` shows the roster, `trust` keeps the audit
-trail, retention and keys, `ops` reports.
+`run` starts the stack, `health` checks it (health checks, `doctor`), `forms` registers and shows forms, `intake`
+brings entries in by hand, `leads` looks at leads and submissions, `delivery` works the outbox, `staff` shows the
+roster, `trust` keeps the audit trail, retention and keys, `ops` reports.
 Commands call the workflows in the rooms below; none holds business logic of its own.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import click
 
-from worker.cli import delivery, health, intake, leads, ops, run, staff, trust
+from worker.cli import delivery, forms, health, intake, leads, ops, run, staff, trust
 from worker.cli.common import AdmitflowGroup
 
 
@@ -22,7 +22,7 @@ def main() -> None:
 for command in (
     run.migrate, run.web, run.worker, run.beat,
     health.health, health.doctor,
-    intake.forms, intake.ingest, intake.poll, intake.backfill,
+    forms.forms, intake.ingest, intake.poll, intake.backfill,
     leads.leads, leads.submissions,
     delivery.outbox,
     staff.roster,

@@ -1,4 +1,4 @@
-"""Bringing entries in by hand: register forms, import files of entries, poll now, backfill a form's history."""
+"""Bringing entries in by hand: import files of entries, poll now, backfill a form's history."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import sys
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
+from config.settings import Settings
 from config.sites import load_sites, site_named
 from integrations.errors import IntegrationError
 from integrations.gravityforms.client import PAGE_SIZE
@@ -20,93 +22,105 @@ from worker.cli.common import (
     read_json_file,
     require_broker,
 )
-from worker.delivery.dispatch import CeleryDispatcher, InlineDispatcher, dispatcher_for
+from worker.delivery.dispatch import CeleryDispatcher, InlineDispatcher, dispatcher_for, process_stored
 from worker.delivery.outbox import deliver
 from worker.intake import backfill as backfill_runs
-from worker.intake.entries import RejectedEntry, register_form, store_entry
+from worker.intake.entries import RejectedEntry, entry_meta, register_forms, store_entries
 from worker.intake.poller import client_for, poll_status, run_due_polls
-from worker.leads.processing import process_submission
 from worker.staff.services import default_services
 from worker.store.db import session_scope
 from worker.store.models import SubmissionSource, SubmissionState
-from worker.store.schema import ensure_schema
-
-
-@click.group()
-def forms() -> None:
-    """Gravity Forms form definitions."""
-
-
-@forms.command("add")
-@click.argument("form_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--site", default=None, help="Site name (default ADMITFLOW_SITE).")
-def forms_add(form_file: Path, site: str | None) -> None:
-    """Register a form object as GET /wp-json/gf/v2/forms/{id} returns it."""
-    settings = command_settings()
-    open_store(settings)
-    with session_scope() as session:
-        try:
-            form_object = read_json_file(form_file)
-            definition, held = register_form(session, site=site or settings.site, form_object=form_object)
-        except RejectedEntry as exc:
-            raise click.ClickException(str(exc)) from None
-        form_id = definition.form_id
-    dispatcher_for(settings, default_services()).submissions_stored(held)
-    click.echo(f"form {form_id} registered; {len(held)} held submission(s) released")
 
 
 @click.command()
 @click.option("--form", "form_file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="The form object (GET /wp-json/gf/v2/forms/{id}).")
+              help="The form: a form object (GET /wp-json/gf/v2/forms/{id}) or an Export Forms file.")
+@click.option("--form-id", default=None, help="With an export of several forms, register only this one.")
 @click.argument("entries_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--site", default=None, help="Site name (default ADMITFLOW_SITE).")
 @click.option("--enqueue", is_flag=True, help="Hand processing to the Celery workers instead of doing it here.")
-def ingest(form_file: Path, entries_file: Path, site: str | None, enqueue: bool) -> None:
-    """Import entries (a JSON array, the REST API's answer, or JSON lines) through the same pipeline as webhooks."""
+def ingest(form_file: Path, form_id: str | None, entries_file: Path, site: str | None, enqueue: bool) -> None:
+    """Import entries (a JSON array, the REST API's answer, or JSON lines) through the same pipeline as backfill,
+    a page at a time. Exits 1 when any entry was rejected (each is named with its reason)."""
     settings = command_settings()
-    ensure_schema(settings)
+    open_store(settings)
     site = site or settings.site
-    services = default_services()
-    counts: Counter[str] = Counter()
     with session_scope() as session:
         try:
-            register_form(session, site=site, form_object=read_json_file(form_file))
+            form_ids = {definition.form_id for definition, _ in register_forms(
+                session, site=site, document=read_json_file(form_file), form_id=form_id)}
         except RejectedEntry as exc:
             raise click.ClickException(str(exc)) from None
     if enqueue:
         require_broker(settings)
-    celery = CeleryDispatcher() if enqueue else None
-    for entry in read_entries(entries_file):
-        counts["received"] += 1
-        try:
-            with session_scope() as session:
-                stored = store_entry(session, site=site, entry=entry, source=SubmissionSource.CLI)
-        except RejectedEntry as exc:
-            counts["rejected"] += 1
-            click.echo(f"rejected entry #{counts['received']}: {exc}", err=True)
-            continue
-        if not stored.created:
-            counts["already seen"] += 1
-            continue
-        if celery:
-            celery.submission_stored(stored.submission_id)
-            counts["enqueued"] += 1
-            continue
-        with session_scope() as session:
-            outcome = process_submission(session, stored.submission_id, settings)
-        if outcome.state == SubmissionState.PROCESSED:
-            counts["new leads" if outcome.new_lead else "merged duplicates"] += 1
-        elif outcome.state is not None:
-            counts[str(outcome.state)] += 1
-        for outbox_id in outcome.outbox_ids:
-            with session_scope() as session:
-                delivery = deliver(session, outbox_id, services, batches=False)
-            if delivery.state != "delivered":
-                counts["deliveries pending"] += 1
+    entries = read_entries(entries_file)
+    valid, rejected, other_forms = screen_entries(entries, form_ids)
+    for rejection in rejected:
+        click.echo(f"rejected {rejection}", err=True)
+    for other_id, entry_ids in other_forms.items():
+        shown = ", ".join(entry_ids[:10]) + (", ..." if len(entry_ids) > 10 else "")
+        click.echo(f"warning: {len(entry_ids)} entries are of form {other_id}, not of --form's form "
+                   f"{', '.join(sorted(form_ids))} (entries {shown}); unless form {other_id} is registered they are "
+                   "kept and held until `admitflow forms add` registers it", err=True)
+    counts: Counter[str] = Counter({"received": len(entries), "rejected": len(rejected)})
+    import_pages(valid, site, settings, counts, CeleryDispatcher() if enqueue else None)
     order = ["received", "new leads", "merged duplicates", "rejected", "already seen", "flagged", "spam",
              "enqueued", "deliveries pending"]
-    summary = ", ".join(f"{key} {counts[key]}" for key in order if key in counts or key in order[:5])
-    click.echo(summary)
+    click.echo(", ".join(f"{key} {counts[key]}" for key in order if key in counts or key in order[:5]))
+    if rejected:
+        sys.exit(1)
+
+
+def screen_entries(entries: list[Any], form_ids: set[str]
+                   ) -> tuple[list[dict[str, Any]], list[str], dict[str, list[str]]]:
+    """The entries that can be stored; a line per rejected one naming it and why; the ids of entries of other
+    forms than those registered from --form, by form."""
+    valid: list[dict[str, Any]] = []
+    rejected: list[str] = []
+    other_forms: dict[str, list[str]] = {}
+    for position, entry in enumerate(entries, start=1):
+        try:
+            meta = entry_meta(entry)
+        except RejectedEntry as exc:
+            rejected.append(f"{_entry_name(entry, position)}: {exc}")
+            continue
+        valid.append(entry)
+        if meta.form_id not in form_ids:
+            other_forms.setdefault(meta.form_id, []).append(meta.id)
+    return valid, rejected, other_forms
+
+
+def _entry_name(entry: Any, position: int) -> str:
+    entry_id = entry.get("id") if isinstance(entry, dict) else None
+    text = str(entry_id) if isinstance(entry_id, str | int) and not isinstance(entry_id, bool) else ""
+    printable = text.strip() if text.strip().isprintable() and 0 < len(text.strip()) <= 32 else ""
+    return f"entry {printable!r} (#{position} in the file)" if printable else f"entry #{position} in the file"
+
+
+def import_pages(entries: list[dict[str, Any]], site: str, settings: Settings, counts: Counter[str],
+                 celery: CeleryDispatcher | None) -> None:
+    """Store, process and deliver entries a page at a time, as backfill does (or hand the pages to the workers)."""
+    services = default_services()
+    for start in range(0, len(entries), PAGE_SIZE):
+        with session_scope() as session:
+            stored = store_entries(session, site=site, entries=entries[start:start + PAGE_SIZE],
+                                   source=SubmissionSource.CLI)
+        created = [item.submission_id for item in stored if item.created]
+        counts["already seen"] += len(stored) - len(created)
+        if celery:
+            celery.submissions_stored(created)
+            counts["enqueued"] += len(created)
+            continue
+        for outcome in process_stored(created, settings) if created else []:
+            if outcome.state == SubmissionState.PROCESSED:
+                counts["new leads" if outcome.new_lead else "merged duplicates"] += 1
+            elif outcome.state is not None:
+                counts[str(outcome.state)] += 1
+            for outbox_id in outcome.outbox_ids:
+                with session_scope() as session:
+                    if deliver(session, outbox_id, services, batches=False).state != "delivered":
+                        counts["deliveries pending"] += 1
+
 
 @click.group()
 def poll() -> None:

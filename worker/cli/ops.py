@@ -10,7 +10,7 @@ from worker.store.db import session_scope
 
 @click.group()
 def report() -> None:
-    """Speed-to-lead figures for the admissions manager (the same as GET /status)."""
+    """Speed-to-lead figures for the admissions manager (the same as GET /status), overall and per source."""
 
 
 @report.command("speed")
@@ -25,6 +25,20 @@ def report_speed(days: int) -> None:
     with session_scope() as session:
         figures = speed_report(session, days=days, now=utcnow(), timezone=settings.center_timezone)
     click.echo(format_speed_report(figures))
+
+
+@report.command("sources")
+@click.option("--days", type=click.IntRange(1, 366), default=30, show_default=True, help="Days back, today included.")
+def report_sources(days: int) -> None:
+    """Leads and time to claim per source (UTM source and medium, ad click id, referring site); no PHI."""
+    from worker.ops.reports import format_source_report, source_report
+    from worker.store.db import utcnow
+
+    settings = command_settings()
+    open_store(settings)
+    with session_scope() as session:
+        rows = source_report(session, settings, days=days, now=utcnow())
+    click.echo(format_source_report(rows, days))
 
 
 @report.command("hash-password")

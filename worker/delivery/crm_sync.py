@@ -10,12 +10,11 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from config.settings import Settings
-from integrations.crm import CRM, BatchCRM, BatchResult, CallbackTaskSpec, CallRecord, ContactCard, NoteSpec
+from integrations.crm import CRM, BatchCRM, BatchResult, CallbackTaskSpec, CallRecord, NoteSpec, note_room
 from integrations.errors import Conflict, IntegrationError, InvalidRequest
-from integrations.gravityforms.mapping import ApplicantFields
-from worker.intake.normalize import clean_text
+from worker.delivery.crm_note import contact_card, note_header, note_text, request_details
 from worker.leads.best_time import call_time_of
-from worker.leads.processing import applicant_fields, message_text
+from worker.leads.processing import FormReader
 from worker.staff.roster import Roster
 from worker.store.models import Claim, Lead, OutboxMessage, Submission
 
@@ -46,50 +45,17 @@ def release_lead(session: Session, lead_id: int) -> None:
     session.commit()
 
 
-def contact_card(lead: Lead, submission: Submission) -> ContactCard:
-    return ContactCard(
-        lead_ref=lead.ref,
-        first_name=lead.first_name,
-        last_name=lead.last_name,
-        email=lead.email,
-        phone=lead.phone,
-        repeat_count=lead.repeat_count,
-        source=f"{submission.site}/form {submission.form_id}",
-        consent_to_text=lead.consent_to_text,
-        consent=lead.consent,
-    )
-
-
-def note_text(lead: Lead, submission: Submission, fields: ApplicantFields) -> str | None:
-    """What the person told us in this request, for the contact's timeline; None when they said nothing."""
-    lines = []
-    if fields.best_time:
-        lines.append(f"Best time to call: {clean_text(fields.best_time)}")
-    if fields.for_whom:
-        lines.append(f"Asking for: {clean_text(fields.for_whom)}")
-    message = message_text(fields)
-    if message:
-        lines.extend(["", message] if lines else [message])
-    if not lines:
-        return None
-    return "\n".join([note_header(lead, submission), "", *lines])
-
-
-def note_header(lead: Lead, submission: Submission) -> str:
-    """The note's first line: names the request, so the note can be found again on its contact."""
-    return f"Website request {lead.ref} (form {submission.form_id}, entry {submission.entry_id}):"
-
-
 def callback_task(lead: Lead, owner_id: str | None, due_at: datetime) -> CallbackTaskSpec:
     answer = {True: "yes", False: "no", None: "not asked"}
     urgency = "HIGH PRIORITY: asked again within hours. " if lead.priority == "high" else ""
+    no_phone = "" if lead.phone else " No phone number we could read: see the request's note for what was typed."
     return CallbackTaskSpec(
         lead_ref=lead.ref,
         subject=f"Callback {lead.ref}",
         body=(
             f"{urgency}Confidential callback requested through the website (lead {lead.ref}). "
             f"Repeat requests: {lead.repeat_count}. Consented to be contacted: {answer[lead.consent]}. "
-            f"OK to text: {answer[lead.consent_to_text]}."
+            f"OK to text: {answer[lead.consent_to_text]}.{no_phone}"
         ),
         owner_id=owner_id,
         due_at=due_at,
@@ -117,16 +83,16 @@ def _sync(
     # Leased before, with the contact known: an earlier attempt may have added the note and lost the answer.
     doubtful = row.attempts > 1 and lead.crm_contact_id is not None
 
+    details = request_details(session, submission, settings)
     if lead.crm_contact_id is not None and submission.crm_note_id is not None:
         contact_id = lead.crm_contact_id  # a retry: this request updated the contact before its note went in
     else:
-        contact_id = crm.upsert_contact(contact_card(lead, submission), lead.crm_contact_id)
+        contact_id = crm.upsert_contact(contact_card(lead, submission, details), lead.crm_contact_id)
         if lead.crm_contact_id != contact_id:
             lead.crm_contact_id = contact_id
             _progressed(session, row)
 
-    fields = applicant_fields(session, submission, settings)
-    note = note_text(lead, submission, fields) if fields else None
+    note = note_text(lead, submission, details, note_room(crm)) if details else None
     if submission.crm_note_id is None and note:
         submission.crm_note_id = crm.add_note(contact_id, note, submission.received_at, look_first=doubtful)
         _progressed(session, row)
@@ -241,9 +207,12 @@ def _sync_many(
     # past the contact step: an attempt creates nothing for a lead before its contact id is stored.
     doubtful = [(lead, sub) for row, lead, sub in items if row.attempts > 1 and lead.crm_contact_id]
     batch = _Batch(items, errors, lambda item: _sync(session, item[0], crm, roster, settings, now))
+    forms = FormReader(session, settings)
+    details = {sub.id: request_details(session, sub, settings, forms) for _, _, sub in items}
 
     def upsert(todo: list[BatchItem]) -> BatchResult:
-        return crm.upsert_contacts([(contact_card(lead, sub), lead.crm_contact_id) for _, lead, sub in todo])
+        return crm.upsert_contacts([(contact_card(lead, sub, details[sub.id]), lead.crm_contact_id)
+                                    for _, lead, sub in todo])
 
     need = [item for item in batch.going() if not (item[1].crm_contact_id and item[2].crm_note_id)]
     for (_, lead, _), contact_id in batch.step(session, need, lambda item: item[1].ref, upsert):
@@ -252,8 +221,8 @@ def _sync_many(
 
     notes: dict[str, NoteSpec] = {}
     for _, lead, sub in batch.going():
-        fields = applicant_fields(session, sub, settings) if sub.crm_note_id is None else None
-        text = note_text(lead, sub, fields) if fields else None
+        known = details[sub.id] if sub.crm_note_id is None else None
+        text = note_text(lead, sub, known, note_room(crm)) if known else None
         if text and lead.crm_contact_id:
             notes[_note_key(sub)] = NoteSpec(_note_key(sub), lead.crm_contact_id, text, sub.received_at,
                                              note_header(lead, sub))

@@ -11,6 +11,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from integrations.gravityforms.exports import FormDocumentError, forms_in, pick_form
 from integrations.gravityforms.models import EntryMeta, Form
 from worker.store.db import EncryptedJSON, UTCDateTime, utcnow
 from worker.store.models import FormDefinition, Submission, SubmissionSource, SubmissionState
@@ -145,6 +146,18 @@ def register_form(session: Session, *, site: str, form_object: Any) -> tuple[For
         submission.state, submission.flag_reason = SubmissionState.RECEIVED, None
     session.flush()
     return definition, [submission.id for submission in held]
+
+
+def register_forms(
+    session: Session, *, site: str, document: Any, form_id: str | None = None
+) -> list[tuple[FormDefinition, list[int]]]:
+    """`register_form` for every form a file holds (a form object, an "Export Forms" file, a list of forms), or
+    only the one with `form_id`. Raises `RejectedEntry` when it holds none, or not that one."""
+    try:
+        chosen = pick_form(forms_in(document), form_id)
+    except FormDocumentError as exc:
+        raise RejectedEntry(str(exc)) from None
+    return [register_form(session, site=site, form_object=form) for form in chosen]
 
 
 def form_registered(session: Session, site: str, form_id: str) -> bool:

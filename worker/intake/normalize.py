@@ -9,7 +9,10 @@ import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
 MAX_FIELD_CHARS = 200
-MAX_MESSAGE_CHARS = 5000
+# A message is never cut here: the CRM note says where a message too long for it continues (worker/delivery/).
+MAX_MESSAGE_CHARS = 1_000_000
+# Fewer digits than this is not a phone number someone could dial, typed or not.
+MIN_PHONE_DIGITS = 5
 
 # Format characters (zero-width space/joiners, bidi overrides) survive NFKC and would defeat equality.
 _INVISIBLE = re.compile(r"[\u00ad\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
@@ -34,7 +37,11 @@ def clean_text(value: str | None, *, limit: int = MAX_FIELD_CHARS) -> str | None
 
 
 def normalize_phone(raw: str | None, region: str = "US") -> str | None:
-    """E.164 for a valid, diallable number; None for anything else (including premium-rate numbers)."""
+    """E.164 for a valid, diallable number; None for anything else (including premium-rate numbers).
+
+    Mexican mobiles written the old way, with a 1 after +52 (dropped in August 2019), are read without it:
+    libphonenumber no longer accepts them.
+    """
     text = clean_text(raw, limit=40)
     if not text:
         return None
@@ -42,6 +49,9 @@ def normalize_phone(raw: str | None, region: str = "US") -> str | None:
         number = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException:
         return None
+    national = str(number.national_number)
+    if number.country_code == 52 and len(national) == 11 and national.startswith("1"):
+        number = phonenumbers.parse(f"+52{national[1:]}", None)
     if not phonenumbers.is_valid_number(number):
         return None
     if phonenumbers.number_type(number) in _UNDIALLABLE:
@@ -68,3 +78,8 @@ def normalize_email(raw: str | None) -> str | None:
         if not local:  # "+tag@gmail.com" is no mailbox
             return None
     return f"{local}@{domain}"
+
+
+def looks_like_a_phone(raw: str | None) -> bool:
+    """Enough digits to be a number someone meant to give, even when it cannot be read as one."""
+    return sum(ch.isdigit() for ch in raw or "") >= MIN_PHONE_DIGITS

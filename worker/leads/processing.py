@@ -11,10 +11,16 @@ from sqlalchemy.orm.attributes import flag_modified
 
 from config.settings import Settings
 from config.sites import load_sites, site_named
-from integrations.gravityforms.mapping import ApplicantFields, read_applicant
+from integrations.gravityforms.mapping import ApplicantFields, FormMapping, infer_mapping
 from integrations.gravityforms.models import EntryMeta, Form
 from worker.intake.entries import known_form
-from worker.intake.normalize import MAX_MESSAGE_CHARS, clean_text, normalize_email, normalize_phone
+from worker.intake.normalize import (
+    MAX_MESSAGE_CHARS,
+    clean_text,
+    looks_like_a_phone,
+    normalize_email,
+    normalize_phone,
+)
 from worker.intake.screening import screen
 from worker.leads.dedup import Applicant, Deduplicator
 from worker.store.db import utcnow
@@ -34,6 +40,12 @@ GF_NOT_A_PERSON = frozenset({"spam", "trash"})
 # ALERT_SOURCE_MAX_PER_HOUR. The first such submission in an hour carries the staff alert that summarizes them.
 SOURCE_FLOOD = "source_flood"
 SOURCE_FLOOD_WINDOW = timedelta(hours=1)
+# The flag reason of a lead processed normally whose phone, as typed, is not a number we can read: kept as typed in
+# the CRM note, for staff to check before calling.
+PHONE_UNPARSED = (
+    "phone_unparsed: the phone number as typed could not be read as a number (PHONE_DEFAULT_REGION or a missing "
+    "country code?); it is in the CRM note as typed: check it before calling"
+)
 
 
 @dataclass(frozen=True)
@@ -47,19 +59,25 @@ class Outcome:
 
 
 class FormReader:
-    """Reads entries through their form and the site's configured field roles, each form looked up once."""
+    """Reads entries through their form and the site's configured field roles, each form's mapping made once."""
 
     def __init__(self, session: Session, settings: Settings) -> None:
         self.session, self.settings = session, settings
-        self._forms: dict[tuple[str, str], tuple[Form | None, dict[str, str]]] = {}
+        self._forms: dict[tuple[str, str], tuple[Form, FormMapping] | None] = {}
+
+    def form(self, site: str, form_id: str) -> tuple[Form, FormMapping] | None:
+        """The registered form and its mapping, or None when the form is not registered."""
+        key = (site, form_id)
+        if key not in self._forms:
+            form = known_form(self.session, site, form_id)
+            self._forms[key] = None if form is None else (form, infer_mapping(form, form_overrides(self.settings,
+                                                                                                     *key)))
+        return self._forms[key]
 
     def applicant_fields(self, submission: Submission) -> ApplicantFields | None:
         """The submission's fields read through its form, or None when the form is not registered."""
-        key = (submission.site, submission.form_id)
-        if key not in self._forms:
-            self._forms[key] = (known_form(self.session, *key), form_overrides(self.settings, *key))
-        form, overrides = self._forms[key]
-        return None if form is None else read_applicant(form, submission.payload, overrides)
+        known = self.form(submission.site, submission.form_id)
+        return None if known is None else known[1].read(submission.payload)
 
 
 def applicant_fields(session: Session, submission: Submission, settings: Settings) -> ApplicantFields | None:
@@ -94,6 +112,11 @@ def normalized_applicant(fields: ApplicantFields, meta: EntryMeta, region: str) 
 
 def message_text(fields: ApplicantFields) -> str | None:
     return clean_text(fields.message, limit=MAX_MESSAGE_CHARS)
+
+
+def phone_unparsed(fields: ApplicantFields, applicant: Applicant) -> bool:
+    """The person typed a phone number that cannot be read as one: kept as typed, never silently dropped."""
+    return applicant.phone is None and looks_like_a_phone(fields.phone)
 
 
 def _flag(submission: Submission, reason: str) -> Outcome:
@@ -163,6 +186,7 @@ class _Ready:
     submission: Submission
     applicant: Applicant
     requested_at: datetime
+    phone_unparsed: bool = False
 
 
 def _triage(submission: Submission, forms: FormReader, settings: Settings) -> Outcome | _Ready:
@@ -186,13 +210,14 @@ def _triage(submission: Submission, forms: FormReader, settings: Settings) -> Ou
             f" and release a real person with `admitflow submissions release {submission.id}`",
         )
     applicant = normalized_applicant(fields, meta, settings.phone_default_region)
-    if applicant.phone is None and applicant.email is None:
+    unparsed = phone_unparsed(fields, applicant)
+    if applicant.phone is None and applicant.email is None and not unparsed:
         return _flag(
             submission,
             "no_contact: neither a valid phone number nor a valid email; review it with "
             f"`admitflow submissions show {submission.id} --reveal`",
         )
-    return _Ready(submission, applicant, meta.date_created or submission.received_at)
+    return _Ready(submission, applicant, meta.date_created or submission.received_at, unparsed)
 
 
 def process_submission(session: Session, submission_id: int, settings: Settings) -> Outcome:
@@ -257,9 +282,11 @@ def _assign_all(
         lead, created = assignment.lead, assignment.created
         submission.device_index = dedup.assigned(applicant, item.requested_at, lead)
         submission.state, submission.lead, submission.is_repeat = SubmissionState.PROCESSED, lead, not created
+        submission.flag_reason = PHONE_UNPARSED if item.phone_unparsed else None
         # The same columns written for every row, changed or not: the page's updates then go as one batch.
         flag_modified(submission, "is_repeat")
         flag_modified(submission, "device_index")
+        flag_modified(submission, "flag_reason")
         rows = [OutboxMessage(kind=kind, lead=lead, submission_id=submission.id)
                 for kind in _outbox_kinds(session, item, lead, created, settings)]
         session.add_all(rows)

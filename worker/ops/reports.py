@@ -1,5 +1,7 @@
-"""Speed to lead: how fast the admissions team claims and calls back, from the claim records. Lead references
-and staff names only, never PHI. `admitflow report speed` and the status page both render `speed_report()`."""
+"""Speed to lead: how fast the admissions team claims and calls back, from the claim records, overall and per
+source (the campaign or site that brought the lead). Lead references, staff names and source labels only, never
+PHI. `admitflow report speed` and the status page both render `speed_report()`; `admitflow report sources` renders
+`source_report()`."""
 
 from __future__ import annotations
 
@@ -7,13 +9,16 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Select, exists, func, select
 from sqlalchemy.orm import Session
 
+from config.settings import Settings
+from worker.leads.processing import FormReader
 from worker.staff.escalation import CALL_FAILED, MESSAGE_FAILED
-from worker.store.models import Claim, Lead, LeadStatus, OutboxKind, OutboxMessage, StaffAlert
+from worker.store.models import Claim, Lead, LeadStatus, OutboxKind, OutboxMessage, StaffAlert, Submission
 
 UNDELIVERED_ALERT_STATUSES = MESSAGE_FAILED | CALL_FAILED
 
@@ -159,3 +164,61 @@ def format_speed_report(report: SpeedReport) -> str:
         lines += ["", *_table(["unclaimed lead", "waiting"],
                               [[u.ref, format_duration(u.age.total_seconds())] for u in report.unclaimed])]
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class SourceSpeed:
+    """Leads a source brought in the period, how many were claimed, and how fast (seconds from the submission)."""
+
+    source: str
+    leads: int
+    claimed: int
+    claim_p50: float | None
+    claim_p90: float | None
+
+
+def source_label(attribution: dict[str, str]) -> str:
+    """A lead's source as marketing names it: "utm_source / utm_medium", else the ad platform a click id names,
+    else the referring site, else "(direct)"."""
+    if source := attribution.get("utm_source", "").strip().lower():
+        medium = attribution.get("utm_medium", "").strip().lower()
+        return f"{source} / {medium}"[:60] if medium else source[:60]
+    for key, label in (("gclid", "google / cpc (gclid)"), ("msclkid", "bing / cpc (msclkid)"),
+                       ("fbclid", "facebook (fbclid)")):
+        if attribution.get(key):
+            return label
+    host = urlsplit(attribution.get("referrer", "")).hostname
+    return f"{host.removeprefix('www.')} / referral"[:60] if host else "(direct)"
+
+
+def source_report(session: Session, settings: Settings, *, days: int, now: datetime) -> list[SourceSpeed]:
+    """Leads created in the last `days` days by the source of the request that created each, most leads first."""
+    start = datetime.combine((now.astimezone(ZoneInfo(settings.center_timezone)) - timedelta(days=days - 1)).date(),
+                             time.min, ZoneInfo(settings.center_timezone))
+    leads = dict(session.execute(
+        select(Lead.id, Lead.created_at).where(Lead.created_at >= start, Lead.status != LeadStatus.MERGED)).all())
+    first: dict[int, Submission] = {}
+    for submission in session.scalars(select(Submission).where(Submission.lead_id.in_(leads))
+                                      .order_by(Submission.requested_at, Submission.id)):
+        first.setdefault(submission.lead_id or 0, submission)
+    claims = {claim.lead_id: claim for claim in session.scalars(select(Claim).where(Claim.lead_id.in_(leads)))}
+    forms = FormReader(session, settings)
+    by_source: dict[str, list[int]] = defaultdict(list)
+    for lead_id, submission in first.items():
+        known = forms.form(submission.site, submission.form_id)
+        payload = submission.payload if isinstance(submission.payload, dict) else {}
+        attribution = known[1].attribution(payload) if known else {}
+        by_source[source_label(attribution)].append(lead_id)
+    rows = []
+    for source, lead_ids in by_source.items():
+        waits = [(claim.claimed_at - claim.submitted_at).total_seconds()
+                 for lead_id in lead_ids if (claim := claims.get(lead_id)) is not None]
+        rows.append(SourceSpeed(source, len(lead_ids), len(waits), percentile(waits, 0.5), percentile(waits, 0.9)))
+    return sorted(rows, key=lambda row: (-row.leads, row.source))
+
+
+def format_source_report(rows: list[SourceSpeed], days: int) -> str:
+    lines = [f"leads and time to claim by source, last {days} days, from the person's submission", ""]
+    cells = [[row.source, str(row.leads), str(row.claimed), format_duration(row.claim_p50),
+              format_duration(row.claim_p90)] for row in rows]
+    return "\n".join(lines + _table(["source", "leads", "claimed", "claim p50", "claim p90"], cells))

@@ -47,15 +47,20 @@ def crm_from_settings(settings: Settings, choice: str = "auto") -> CRM:
             timeout=settings.http_timeout_seconds,
             rate_limit=hubspot_rate_from_settings(settings),
             custom_properties=settings.hubspot_custom_properties,
+            attribution_properties=settings.hubspot_attribution_properties,
             batch_size=settings.hubspot_batch_size,
         )
     if backend == "salesforce":
-        return SalesforceCRM(
-            salesforce_tokens(settings),
-            api_version=settings.salesforce_api_version,
-            external_id_field=settings.salesforce_external_id_field,
-            timeout=settings.http_timeout_seconds,
-        )
+        try:
+            return SalesforceCRM(
+                salesforce_tokens(settings),
+                api_version=settings.salesforce_api_version,
+                external_id_field=settings.salesforce_external_id_field,
+                lead_fields=settings.salesforce_lead_field_map,
+                timeout=settings.http_timeout_seconds,
+            )
+        except ValueError as exc:
+            raise CrmConfigurationError(f"the Salesforce settings are invalid: {exc}") from None
     return LogOnlyCRM()
 
 

@@ -34,13 +34,30 @@ def test_ingesting_the_same_entries_again_changes_nothing(settings: Settings) ->
     assert output.strip() == "received 5, new leads 0, merged duplicates 0, rejected 0, already seen 5"
 
 
-def test_ingest_reads_json_lines_and_counts_rejected_entries(settings: Settings, tmp_path: Path) -> None:
+def test_ingest_reads_json_lines_names_each_rejected_entry_and_exits_non_zero(settings: Settings, tmp_path: Path
+                                                                              ) -> None:
     lines = tmp_path / "entries.jsonl"
-    lines.write_text("\n".join([json.dumps(make_entry(1)), json.dumps({"form_id": "1"}), json.dumps(make_entry(2))]))
+    lines.write_text("\n".join([json.dumps(make_entry(1)), json.dumps({"form_id": "1"}), json.dumps(make_entry(2)),
+                                json.dumps({"id": "77", "form_id": "x"})]))
 
-    output = run("ingest", "--form", FORM, str(lines))
+    result = CliRunner().invoke(main, ["ingest", "--form", FORM, str(lines)])
 
-    assert output.strip() == "received 3, new leads 1, merged duplicates 1, rejected 1, already seen 0"
+    assert result.exit_code == 1
+    assert result.stdout.strip() == "received 4, new leads 1, merged duplicates 1, rejected 2, already seen 0"
+    assert "rejected entry #2 in the file: entry has no 'id'" in result.stderr
+    assert "rejected entry '77' (#4 in the file): entry field(s) form_id must be Gravity Forms numeric ids" in (
+        result.stderr)
+
+
+def test_ingest_warns_of_entries_of_another_form_than_the_one_given(settings: Settings, tmp_path: Path) -> None:
+    entries = tmp_path / "entries.json"
+    entries.write_text(json.dumps([make_entry(1), make_entry(2, form_id="2"), make_entry(3, form_id="2")]))
+
+    result = CliRunner().invoke(main, ["ingest", "--form", FORM, str(entries)])
+
+    assert result.exit_code == 0
+    assert "warning: 2 entries are of form 2, not of --form's form 1" in result.stderr
+    assert "flagged 2" in result.stdout
 
 
 def test_leads_export_writes_one_json_line_per_lead_with_its_submissions(settings: Settings) -> None:

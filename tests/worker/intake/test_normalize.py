@@ -285,7 +285,7 @@ def test_a_message_keeps_its_line_breaks() -> None:
 
 def test_clean_text_cuts_to_the_limit() -> None:
     assert clean_text("x" * 1000) == "x" * MAX_FIELD_CHARS
-    assert clean_text("x" * 9000, limit=MAX_MESSAGE_CHARS) == "x" * MAX_MESSAGE_CHARS
+    assert clean_text("x" * (MAX_MESSAGE_CHARS + 9), limit=MAX_MESSAGE_CHARS) == "x" * MAX_MESSAGE_CHARS
     assert clean_text("Jordan Sample", limit=3) == "Jor"
 
 
@@ -314,3 +314,19 @@ def test_clean_text_output_is_short_visible_and_stable(typed: str, limit: int) -
     if limit <= MAX_FIELD_CHARS:
         assert "  " not in text
     assert clean_text(text, limit=limit) == text
+
+
+@pytest.mark.parametrize("typed", ["+52 1 55 5555 0123", "+521 55 5555 0123", "+52 (1) 55-5555-0123",
+                                   "+52 55 5555 0123"])
+def test_an_old_format_mexican_mobile_with_a_1_after_52_is_read_as_today(typed: str) -> None:
+    # Mexico dropped the mobile "1" in 2019 and libphonenumber no longer accepts it; people still type it.
+    assert normalize_phone(typed) == "+525555550123"
+
+
+def test_a_local_number_of_another_country_is_not_read_in_the_default_region_and_looks_like_a_phone() -> None:
+    from worker.intake.normalize import looks_like_a_phone
+
+    assert normalize_phone("020 7946 0018", "US") is None
+    assert normalize_phone("020 7946 0018", "GB") == "+442079460018"
+    assert looks_like_a_phone("020 7946 0018")
+    assert not looks_like_a_phone("n/a") and not looks_like_a_phone("ext 12")

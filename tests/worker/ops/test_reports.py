@@ -1,13 +1,16 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from click.testing import CliRunner
 from sqlalchemy.orm import Session
 
+from config.settings import Settings
 from tests.fakes.speed import alerted_lead, claimed_lead
 from worker.cli import main
-from worker.ops.reports import format_duration, percentile, speed_report
+from worker.intake.entries import register_form
+from worker.ops.reports import format_duration, format_source_report, percentile, source_report, speed_report
 from worker.store.db import utcnow
 from worker.store.models import Lead, LeadStatus
 
@@ -130,3 +133,46 @@ def test_report_speed_prints_the_day_and_staff_tables_with_lead_references_only(
     assert any(line.startswith("Avery Example") and " 2m00s " in line and "3m00s" in line for line in lines)
     assert any(line.startswith("R-CLI02") for line in lines)
     assert "Sample" not in result.stdout
+
+
+def came_from(session: Session, lead: Lead, source_url: str, **fields: str) -> None:
+    lead.submissions[0].payload = {"id": "1", "form_id": "1", "source_url": source_url, **fields}
+    session.flush()
+
+
+def test_sources_give_leads_and_time_to_claim_per_utm_source_click_id_referrer_or_direct(
+    session: Session, settings: Settings, form_object: dict[str, Any]
+) -> None:
+    form_object["fields"].append({"id": 9, "type": "hidden", "label": "Referrer", "inputName": "referrer"})
+    register_form(session, site="main", form_object=form_object)
+    ads = "https://clinic.example.org/contact/?utm_source=Google&utm_medium=cpc"
+    for n, seconds in enumerate([60, 120, 600]):
+        came_from(session, claimed_lead(session, f"R-AD{n:03d}", YESTERDAY_NOON, "Avery Example",
+                                        claim_after=timedelta(seconds=seconds)), ads)
+    came_from(session, alerted_lead(session, "R-FB001", YESTERDAY_NOON),
+              "https://clinic.example.org/contact/?fbclid=IwAR-test")
+    came_from(session, alerted_lead(session, "R-RF001", YESTERDAY_NOON), "https://clinic.example.org/contact/",
+              **{"9": "https://www.example.org/best-rehabs"})
+    came_from(session, alerted_lead(session, "R-DI001", YESTERDAY_NOON), "https://clinic.example.org/contact/")
+    came_from(session, alerted_lead(session, "R-OLD02", NOW - timedelta(days=40)), ads)
+    session.commit()
+
+    rows = source_report(session, settings, days=30, now=NOW)
+
+    assert [(r.source, r.leads, r.claimed, r.claim_p50, r.claim_p90) for r in rows] == [
+        ("google / cpc", 3, 3, 120.0, 600.0),
+        ("(direct)", 1, 0, None, None),
+        ("example.org / referral", 1, 0, None, None),
+        ("facebook (fbclid)", 1, 0, None, None),
+    ]
+    text = format_source_report(rows, 30)
+    assert "google / cpc" in text.splitlines()[3] and "2m00s" in text.splitlines()[3]
+    assert "R-AD" not in text
+
+
+def test_report_sources_prints_the_table(settings: Settings) -> None:
+    result = CliRunner().invoke(main, ["report", "sources", "--days", "7"])
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == (
+        "leads and time to claim by source, last 7 days, from the person's submission")
