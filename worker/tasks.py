@@ -16,6 +16,7 @@ from worker.delivery.sweeper import sweep
 from worker.intake.poller import run_due_polls
 from worker.leads.processing import process_submission
 from worker.staff.escalation import escalate, lease_due_timers
+from worker.staff.phone_line import close_stale_calls
 from worker.staff.roster import RosterError
 from worker.staff.services import default_services
 from worker.staff.templates import TemplateError
@@ -80,8 +81,10 @@ def sweep_task() -> None:
     settings = default_services().settings
     with session_scope() as session:
         found = sweep(session, utcnow(), stale_after=timedelta(seconds=settings.stale_after_seconds))
+    with session_scope() as session:
+        ended_calls = close_stale_calls(session, settings, utcnow())
     dispatcher = CeleryDispatcher()
-    dispatcher.submissions_stored(found.submission_ids)
+    dispatcher.submissions_stored(found.submission_ids + ended_calls)
     dispatcher.outbox_ready(found.outbox_ids)
     if found.submission_ids or found.outbox_ids:
         log.info("sweep re-dispatched %d submission(s) and %d outbox row(s)",

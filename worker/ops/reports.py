@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Select, exists, func, select
 from sqlalchemy.orm import Session
 
+from worker.staff.alerts import reachable
 from worker.staff.escalation import CALL_FAILED, MESSAGE_FAILED
 from worker.store.models import Claim, Lead, LeadStatus, OutboxKind, OutboxMessage, StaffAlert
 
@@ -82,7 +83,7 @@ def unclaimed_leads_query(since: datetime | None = None) -> Select[str, datetime
     """Leads staff were (or are being) told about that nobody has claimed: a backfilled lead too old to alert
     about is not waiting on anyone."""
     alerted = exists().where(OutboxMessage.lead_id == Lead.id, OutboxMessage.kind == OutboxKind.STAFF_ALERT)
-    query = select(Lead.ref, Lead.created_at).where(Lead.status == LeadStatus.NEW, alerted)
+    query = select(Lead.ref, Lead.created_at).where(Lead.status == LeadStatus.NEW, alerted, reachable())
     if since is not None:
         query = query.where(Lead.created_at >= since)
     return query

@@ -15,6 +15,7 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from worker.staff.alerts import reachable
 from worker.staff.roster import Roster, StaffMember
 from worker.store.models import (
     Claim,
@@ -144,7 +145,7 @@ def lead_to_claim(session: Session, staff: StaffMember, ref: str | None) -> Lead
         .order_by(StaffAlert.created_at.desc(), StaffAlert.id.desc())
         .limit(1)
     )
-    return session.scalar(alerted.where(Lead.status == LeadStatus.NEW)) or session.scalar(alerted)
+    return session.scalar(alerted.where(Lead.status == LeadStatus.NEW, reachable())) or session.scalar(alerted)
 
 
 @dataclass(frozen=True)

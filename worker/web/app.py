@@ -31,7 +31,8 @@ from worker.ops.status_page import observability_router
 from worker.staff.services import Services, default_services
 from worker.store.db import POOL_SIZE, session_scope, utcnow
 from worker.store.models import SubmissionSource
-from worker.web.twilio_hooks import twilio_router
+from worker.web.phone_line_hooks import phone_line_router
+from worker.web.twilio_hooks import TwilioDoor, twilio_router
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         yield
 
     app = FastAPI(title="admitflow intake", version="0.1.0", lifespan=lifespan)
-    app.include_router(twilio_router(settings, services, dispatcher))
+    door = TwilioDoor(settings, dispatcher)
+    app.include_router(twilio_router(settings, services, door))
+    app.include_router(phone_line_router(services, door))
     app.include_router(observability_router(settings))
 
     @app.post("/hooks/gravityforms", status_code=202)
