@@ -30,6 +30,11 @@ WITHHELD_CALLER_IDS = frozenset({
 })
 
 
+def is_call_sid(value: str) -> bool:
+    """A Twilio CallSid: what a call's entry is keyed by."""
+    return bool(_SID.fullmatch(value)) and value.startswith("CA")
+
+
 def line_site(settings: Settings) -> str:
     """The site calls and texts to the center's number belong to: the first configured one."""
     return load_sites(settings)[0].name

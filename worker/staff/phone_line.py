@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from config.settings import Settings
 from integrations.twilio import twiml
 from worker.intake.entries import store_entry
-from worker.intake.phone_entries import call_entry, caller_number, line_site
+from worker.intake.phone_entries import call_entry, caller_number, is_call_sid, line_site
 from worker.staff.services import Services
 from worker.staff.twilio_urls import (
     RECORDED_PATH,
@@ -106,6 +106,9 @@ def answer_call(session: Session, call_sid: str, caller: str | None, services: S
     """Twilio's incoming-call request: ring the staff on shift, or (after hours, VOICE_INBOUND=voicemail) go
     straight to voicemail. A repeated request finds the call's row and gets the answer for where the call is."""
     settings = services.settings
+    if not is_call_sid(call_sid):
+        log.warning("a call request without a Twilio CallSid was hung up on")
+        return LineAnswer(twiml.hang_up())
     call = _by_sid(session, call_sid)
     if call is None:
         if settings.voice_inbound == "off":
@@ -115,7 +118,7 @@ def answer_call(session: Session, call_sid: str, caller: str | None, services: S
         on_shift = services.roster.shift_at(now) is not None
         ring = settings.voice_inbound == "ring" and on_shift and bool(ladder)
         call = PhoneCall(
-            call_sid=call_sid[:64], site=line_site(settings),
+            call_sid=call_sid, site=line_site(settings),
             caller=caller_number(caller, settings.phone_default_region), started_at=now, updated_at=now,
             ring_order=settings.voice_ring_order, staff_ids=[rung.member.id for rung in ladder] if ring else [],
             state=CallState.RINGING,
@@ -140,8 +143,6 @@ def _current(call: PhoneCall, services: Services) -> str:
         return _ring(call, services)
     if call.state == CallState.VOICEMAIL:
         return _voicemail(call, services.settings)
-    if call.state == CallState.ENDED and call.outcome != CallOutcome.ANSWERED:
-        return twiml.spoken(THANKS)
     return twiml.hang_up()
 
 
@@ -329,7 +330,7 @@ def call_ended(session: Session, call_sid: str, status: str, caller: str | None,
                now: datetime) -> list[int]:
     """The number's call status callback: the call is over. Whatever step it was at decides how it is counted;
     a call we never answered (the web server was down) is still a caller to call back."""
-    if status not in CALL_OVER:
+    if status not in CALL_OVER or not is_call_sid(call_sid):
         return []
     call = _by_sid(session, call_sid)
     if call is None:
@@ -337,7 +338,7 @@ def call_ended(session: Session, call_sid: str, status: str, caller: str | None,
             return []
         log.warning("a call to the center's number ended that admitflow never answered (was the web server down?): "
                     "it is stored as a missed call")
-        call = PhoneCall(call_sid=call_sid[:64], site=line_site(services.settings),
+        call = PhoneCall(call_sid=call_sid, site=line_site(services.settings),
                          caller=caller_number(caller, services.settings.phone_default_region), started_at=now,
                          updated_at=now, state=CallState.VOICEMAIL, outcome=CallOutcome.MISSED, staff_ids=[])
         session.add(call)
