@@ -21,6 +21,7 @@ from tests.fakes.admissions import (
     next_weekday_morning,
     twilio_settings,
 )
+from tests.fakes.rosters import days_only
 from tests.fakes.twilio import CENTER_NUMBER, PUBLIC_URL, RecordingMessenger
 from worker.delivery.outbox import deliver
 from worker.leads.processing import process_submission
@@ -66,36 +67,6 @@ CALL_SID = "CA" + "1" * 32
 RECORDING = ("RE" + "2" * 32, "https://api.twilio.com/2010-04-01/Accounts/AC0/Recordings/RE" + "2" * 32, 42)
 MORNING = next_weekday_morning()  # Monday 10:00 in New York: Avery on call, Blake second, Dana supervisor
 NIGHT = MORNING + timedelta(hours=13)  # Monday 23:00: no shift, after hours
-# Weekday days only, so nights are after hours.
-DAY_ROSTER = """
-supervisor = "dana"
-
-[[staff]]
-id = "avery"
-name = "Avery Example"
-phone = "+16175550101"
-hubspot_owner_id = "1001"
-
-[[staff]]
-id = "blake"
-name = "Blake Example"
-phone = "+16175550102"
-hubspot_owner_id = "1002"
-
-[[staff]]
-id = "dana"
-name = "Dana Example"
-phone = "+16175550104"
-hubspot_owner_id = "1004"
-
-[[shifts]]
-name = "weekday days"
-days = ["mon", "tue", "wed", "thu", "fri"]
-start = "08:00"
-end = "20:00"
-on_call = "avery"
-second = "blake"
-"""
 
 
 def parse(document: str) -> ET.Element:
@@ -153,7 +124,7 @@ def line(session: Session, settings: Settings, tmp_path: Path) -> Line:
 
 def make_line(session: Session, settings: Settings, tmp_path: Path, **overrides: Any) -> Line:
     roster_file = tmp_path / "roster.toml"
-    roster_file.write_text(DAY_ROSTER, encoding="utf-8")
+    roster_file.write_text(days_only("mon", "tue", "wed", "thu", "fri"), encoding="utf-8")
     configured = twilio_settings(settings, **{"voice_inbound": "ring", **overrides})
     messenger, crm = RecordingMessenger(), NoteRecordingCRM()
     services = Services(configured, crm, messenger, load_roster(roster_file, NEW_YORK), AlertTemplates())
