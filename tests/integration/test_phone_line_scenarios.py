@@ -142,6 +142,9 @@ def test_a_call_nobody_takes_goes_to_voicemail_becomes_a_lead_is_texted_claimed_
     assert desk.metric("admitflow_missed_call_to_callback_seconds_count") >= 1
     assert desk.metric("admitflow_voicemails_total") >= 1
     assert desk.metric("admitflow_inbound_calls_total", outcome="missed") >= 1
+    logs = desk.log_text()
+    for secret in ("5550162", "555-0162", f"RE{2:032x}"):
+        assert secret not in logs, f"{secret!r} reached a log line"
 
 
 def test_an_abandoned_call_from_a_number_that_sent_the_form_an_hour_ago_joins_that_lead(desk: LineStack) -> None:

@@ -57,7 +57,7 @@ def _recording(params: dict[str, str]) -> tuple[str, str, int] | None:
     """(RecordingSid, RecordingUrl, RecordingDuration) of Twilio's <Record> action or recording status callback."""
     sid, url = params.get("RecordingSid", ""), params.get("RecordingUrl", "")
     seconds = params.get("RecordingDuration", "")
-    if not (sid and url.startswith("https://") and seconds.isascii() and seconds.isdigit()):
+    if not (sid and url.startswith("https://") and seconds.isascii() and seconds.isdigit() and len(seconds) <= 6):
         return None
     return sid, url, int(seconds)
 
@@ -67,8 +67,8 @@ def _staff_id(request: Request) -> str | None:
     return value if value and len(value) <= 32 and set(value) <= _STAFF_ID_CHARS else None
 
 
-def _hang_up(session: Session, now: datetime) -> LineAnswer:
-    return LineAnswer(twiml.hang_up())
+# A step of a call admitflow answered: (session, now, Twilio's parameters, the call's row id) -> the answer.
+CallStep = Callable[[Session, datetime, dict[str, str], int], LineAnswer]
 
 
 def phone_line_router(services: Services, door: TwilioDoor) -> APIRouter:
@@ -81,14 +81,15 @@ def phone_line_router(services: Services, door: TwilioDoor) -> APIRouter:
         await door.hand_on(done.outbox_ids, background, done.submission_ids)
         return xml(done.twiml, background)
 
-    async def call_step(request: Request, background: BackgroundTasks,
-                        step: Callable[[dict[str, str], int], LineStep]) -> Response:
-        """A step of a call admitflow answered: its TwiML URLs name the call's row (`?call=`)."""
+    async def call_step(request: Request, background: BackgroundTasks, step: CallStep | None) -> Response:
+        """A step whose TwiML URL names the call's row (`?call=`); None: the URL names nothing to act on."""
         params = await door.verified(request)
         if params is None:
             return door.forbidden()
         call_id = query_id(request, "call")
-        return await answer(_hang_up if call_id is None else step(params, call_id), background)
+        if call_id is None or step is None:
+            return xml(twiml.hang_up())
+        return await answer(lambda session, now: step(session, now, params, call_id), background)
 
     @router.post(INBOUND_CALL_PATH)
     async def inbound_call(request: Request, background: BackgroundTasks) -> Response:
@@ -97,52 +98,52 @@ def phone_line_router(services: Services, door: TwilioDoor) -> APIRouter:
         if params is None:
             return door.forbidden()
         sid, caller = params.get("CallSid", ""), params.get("From")
-        if not sid:
-            return xml(twiml.hang_up())
         return await answer(lambda session, now: answer_call(session, sid, caller, services, now), background)
 
     @router.post(WHISPER_PATH)
     async def whisper(request: Request, background: BackgroundTasks) -> Response:
         """What a staff member who picked up hears before the caller is put through (<Number url>)."""
         staff_id = _staff_id(request)
-        return await call_step(request, background, lambda params, call_id: _hang_up if staff_id is None else (
-            lambda session, now: LineAnswer(whisper_twiml(session, call_id, staff_id, settings))))
+        return await call_step(request, background, None if staff_id is None else (
+            lambda session, now, params, call_id: LineAnswer(whisper_twiml(session, call_id, staff_id, settings))))
 
     @router.post(WHISPER_KEY_PATH)
     async def whisper_key(request: Request, background: BackgroundTasks) -> Response:
         """The key a staff member pressed during the whisper: 1 takes the call."""
         staff_id = _staff_id(request)
-        return await call_step(request, background, lambda params, call_id: _hang_up if staff_id is None else (
-            lambda session, now: LineAnswer(take_call(session, call_id, staff_id, params.get("Digits", ""), now))))
+        return await call_step(request, background, None if staff_id is None else (
+            lambda session, now, params, call_id: LineAnswer(
+                take_call(session, call_id, staff_id, params.get("Digits", ""), now))))
 
     @router.post(RING_STATUS_PATH)
     async def ring_status(request: Request, background: BackgroundTasks) -> Response:
         """How ringing the staff ended (<Dial action>): done, the next rung, or voicemail."""
         step = query_id(request, "step")
-        return await call_step(request, background, lambda params, call_id: _hang_up if step is None else (
-            lambda session, now: ring_ended(session, call_id, step, params.get("DialCallStatus", ""),
-                                            params.get("CallStatus", ""), services, now)))
+        return await call_step(request, background, None if step is None else (
+            lambda session, now, params, call_id: ring_ended(
+                session, call_id, step, params.get("DialCallStatus", ""), params.get("CallStatus", ""), services,
+                now)))
 
     @router.post(RECORDED_PATH)
     async def recorded(request: Request, background: BackgroundTasks) -> Response:
         """The voicemail's <Record> ended (the caller pressed #, fell silent, or hung up)."""
-        return await call_step(request, background, lambda params, call_id: (
-            lambda session, now: voicemail_recorded(session, call_id, _recording(params), now)))
+        return await call_step(request, background, lambda session, now, params, call_id: voicemail_recorded(
+            session, call_id, _recording(params), now))
 
     @router.post(RECORDING_STATUS_PATH)
     async def recording_status(request: Request, background: BackgroundTasks) -> Response:
         """Twilio's recording status callback: the voicemail is ready at Twilio."""
-        return await call_step(request, background, lambda params, call_id: (
-            lambda session, now: LineAnswer(twiml.message_reply(None), outbox_ids=recording_ready(
+        return await call_step(request, background, lambda session, now, params, call_id: LineAnswer(
+            twiml.message_reply(None), outbox_ids=recording_ready(
                 session, call_id, _recording(params) if params.get("RecordingStatus") == "completed" else None,
-                now))))
+                now)))
 
     @router.post(TRANSCRIPTION_PATH)
     async def transcription(request: Request, background: BackgroundTasks) -> Response:
         """Twilio's transcription of the voicemail (VOICE_TRANSCRIBE)."""
-        return await call_step(request, background, lambda params, call_id: (
-            lambda session, now: LineAnswer(twiml.message_reply(None), outbox_ids=transcription_ready(
-                session, call_id, params.get("TranscriptionText"), params.get("TranscriptionStatus", ""), now))))
+        return await call_step(request, background, lambda session, now, params, call_id: LineAnswer(
+            twiml.message_reply(None), outbox_ids=transcription_ready(
+                session, call_id, params.get("TranscriptionText"), params.get("TranscriptionStatus", ""), now)))
 
     @router.post(INBOUND_STATUS_PATH)
     async def inbound_status(request: Request, background: BackgroundTasks) -> Response:
@@ -151,8 +152,6 @@ def phone_line_router(services: Services, door: TwilioDoor) -> APIRouter:
         if params is None:
             return door.forbidden()
         sid, status, caller = params.get("CallSid", ""), params.get("CallStatus", ""), params.get("From")
-        if not sid:
-            return xml(twiml.message_reply(None))
         return await answer(lambda session, now: LineAnswer(
             twiml.message_reply(None), call_ended(session, sid, status, caller, services, now)), background)
 

@@ -50,8 +50,9 @@ def in_transaction(work: Callable[[Session, datetime], str]) -> str:
 
 
 def query_id(request: Request, name: str) -> int | None:
+    """A row id from the query string; None for anything else (nine digits at most: a PostgreSQL integer)."""
     value = request.query_params.get(name, "")
-    return int(value) if value.isascii() and value.isdigit() and len(value) < 12 else None
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= 9 else None
 
 
 class TwilioDoor:
