@@ -114,14 +114,14 @@ def answer_call(session: Session, call_sid: str, caller: str | None, services: S
         if settings.voice_inbound == "off":
             log.error("a call reached the center's number with VOICE_INBOUND=off: it is taken to voicemail; set "
                       "VOICE_INBOUND, or point the number's voice webhook elsewhere")
-        ladder = services.roster.ladder(now)
+        number = caller_number(caller, settings.phone_default_region)
+        # A staff member calling the line is not rung themselves.
+        staff = [rung.member.id for rung in services.roster.ladder(now) if rung.member.phone != number]
         on_shift = services.roster.shift_at(now) is not None
-        ring = settings.voice_inbound == "ring" and on_shift and bool(ladder)
+        ring = settings.voice_inbound == "ring" and on_shift and bool(staff)
         call = PhoneCall(
-            call_sid=call_sid, site=line_site(settings),
-            caller=caller_number(caller, settings.phone_default_region), started_at=now, updated_at=now,
-            ring_order=settings.voice_ring_order, staff_ids=[rung.member.id for rung in ladder] if ring else [],
-            state=CallState.RINGING,
+            call_sid=call_sid, site=line_site(settings), caller=number, started_at=now, updated_at=now,
+            ring_order=settings.voice_ring_order, staff_ids=staff if ring else [], state=CallState.RINGING,
         )
         try:
             with session.begin_nested():
@@ -211,10 +211,13 @@ def ring_ended(
         return LineAnswer(twiml.hang_up())
     caller_gone = call_status in CALL_OVER
     if call.state == CallState.CONNECTED:
-        if dial_status in ("completed", "answered") or caller_gone:
+        if dial_status in ("completed", "answered"):
             return LineAnswer(twiml.hang_up(), _end(session, call, now))
-        # Taken, but the bridge failed: the caller is still there and nobody is talking to them.
+        # Taken, but never put through: nobody talked to the caller.
         log.warning("call %s: the bridge to staff %s ended %s", call.id, call.answered_by, dial_status[:24])
+        if caller_gone:
+            call.outcome = CallOutcome.ABANDONED
+            return LineAnswer(twiml.hang_up(), _end(session, call, now))
         return _miss(session, call, CallOutcome.MISSED, services, now)
     if call.state != CallState.RINGING or step != call.ring_step:
         return LineAnswer(_current(call, services))
@@ -242,8 +245,6 @@ def _end(session: Session, call: PhoneCall, now: datetime) -> list[int]:
     a lead of; returns the submission to process when this stored it."""
     if call.state == CallState.ENDED:
         return []
-    if call.state == CallState.CONNECTED:
-        call.outcome = CallOutcome.ANSWERED
     call.state, call.ended_at, call.updated_at = CallState.ENDED, now, now
     if call.outcome == CallOutcome.ANSWERED:
         log.info("call %s answered by staff %s, ended", call.id, call.answered_by)

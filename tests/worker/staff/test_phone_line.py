@@ -395,3 +395,22 @@ def test_a_call_from_the_number_of_a_form_sent_an_hour_ago_joins_that_lead_and_r
     assert (lead.repeat_count, lead.priority, lead.first_name) == (1, "high", "Jordan")
     assert sorted(line.session.scalars(select(Submission.source)).all()) == [SubmissionSource.CALL,
                                                                             SubmissionSource.CLI]
+
+
+def test_a_staff_member_calling_the_line_is_not_rung_themselves(line: Line) -> None:
+    dial = parse(line.call(caller=BLAKE).twiml).find("Dial")
+
+    assert dial is not None and [number.text for number in dial] == [AVERY, DANA]
+
+
+def test_a_call_taken_but_never_put_through_because_the_caller_hung_up_is_an_abandoned_call_and_a_lead(
+    line: Line,
+) -> None:
+    line.call()
+    take_call(line.session, line.row().id, "avery", "1", MORNING)
+    line.session.commit()
+
+    ended = line.ring_ended(dial_status="canceled", call_status="completed")
+
+    assert len(ended.submission_ids) == 1
+    assert (line.row().outcome, line.lead().phone) == (CallOutcome.ABANDONED, CALLER)
