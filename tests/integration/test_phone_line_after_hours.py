@@ -51,5 +51,6 @@ def test_an_after_hours_call_goes_straight_to_voicemail_and_its_lead_texts_the_s
     assert night_desk.calls_to(DANA) == [], "nobody's phone rang for the call itself"
     wait_for(lambda: any(recording["RecordingUrl"] in note["properties"]["hs_note_body"]
                          for note in night_desk.providers.state.notes.values()), what="the voicemail note")
+    wait_for(lambda: night_desk.timer(lead.id) is not None, what="the supervisor's reminder timer")
     timer = night_desk.timer(lead.id)
     assert timer is not None and timer.due_at > lead.created_at + timedelta(minutes=4)

@@ -189,6 +189,13 @@ def test_a_caller_who_withheld_their_number_is_a_lead_staff_see_as_such_with_no_
     assert not any(task["properties"]["hs_task_subject"] == f"Callback {ref}"
                    for task in desk.providers.state.tasks.values())
     [lead] = [lead for lead in desk.leads_with_phone(None) if lead.ref == ref]
+
+    def alert_delivered() -> bool:
+        with session_scope() as session:
+            return session.scalar(select(OutboxMessage.state).where(
+                OutboxMessage.lead_id == lead.id, OutboxMessage.kind == OutboxKind.STAFF_ALERT)) == "delivered"
+
+    wait_for(alert_delivered, what="the staff alert's delivery, committed with any reminder it starts")
     assert desk.timer(lead.id) is None, "nobody is reminded to call back a number nobody has"
 
 
@@ -256,6 +263,10 @@ def test_a_reminder_call_that_reaches_a_staff_voicemail_escalates_at_once(desk: 
     desk.make_due(lead.id)
     wait_for(lambda: len(desk.calls_to(AVERY)) == calls_before[AVERY] + 1, what="the reminder call to Avery")
     reminder = desk.calls_to(AVERY)[-1]
+    # Twilio asks for the TwiML once the call is answered and detection is done, seconds after it was placed: by
+    # then the reminder step has committed the call's id.
+    wait_for(lambda: getattr(desk.timer(lead.id), "waiting_call_sid", None) == reminder["sid"],
+             what="the reminder step to commit")
     answered = desk.twiml(reminder["Url"], {"CallSid": reminder["sid"], "AnsweredBy": "machine_start"})
 
     assert [child.tag for child in answered] == ["Hangup"]

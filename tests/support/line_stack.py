@@ -172,6 +172,9 @@ def line_stack(postgres_url: str, redis_url: str, tmp: Path, roster: str, **extr
         }
         try:
             wait_for(lambda: healthy(web_url), timeout=30, what="the web server's /healthz")
+            # A loaded machine can take longer to start the worker than a scenario waits for a text.
+            wait_for(lambda: "ready." in (logs / "worker.log").read_text(errors="replace"), timeout=60,
+                     what="the Celery worker to be ready")
             yield LineStack(web_url, port, providers, settings, env, logs, processes)
         finally:
             for process in processes.values():

@@ -43,6 +43,8 @@ def reminder_twiml(
         return twiml.spoken(NO_LONGER_VALID)
     if answered_by in MACHINE_ANSWERS:
         log.info("reminder call %s reached a voicemail, not staff", alert.id)
+        # Its id is committed right after Twilio accepted the call; if not yet, the status callback (which also
+        # carries AnsweredBy) moves the lead on when the call ends.
         if alert.provider_id is not None:
             record_call_status(session, alert.provider_id, "in-progress", now, answered_by)
         return twiml.hang_up()
