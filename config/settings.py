@@ -156,6 +156,31 @@ class Settings(BaseSettings):
     # Text the person a short acknowledgement (no name, no mention of treatment) when they ticked "OK to text".
     person_ack_sms: bool = Field(False, alias="PERSON_ACK_SMS")
 
+    # --- the center's number as a door: calls and texts from the public become leads ---
+    # ring: an inbound call rings the staff on shift, each pressing 1 to take it; a call nobody takes, one the caller
+    # hangs up on, or one after hours goes to voicemail and becomes a lead. voicemail: every call goes straight to
+    # voicemail. off: the number's voice webhook should not point at admitflow (a call that arrives anyway is taken
+    # as in voicemail, and logged as an error).
+    voice_inbound: Literal["ring", "voicemail", "off"] = Field("off", alias="VOICE_INBOUND")
+    # simultaneous: everyone on the ladder at once; ladder: on call, then second, then supervisor.
+    voice_ring_order: Literal["simultaneous", "ladder"] = Field("simultaneous", alias="VOICE_RING_ORDER")
+    voice_ring_seconds: int = Field(20, alias="VOICE_RING_SECONDS", ge=5, le=60)  # each rung, in ladder order
+    voice_voicemail: bool = Field(True, alias="VOICE_VOICEMAIL")
+    voice_voicemail_max_seconds: int = Field(120, alias="VOICE_VOICEMAIL_MAX_SECONDS", ge=10, le=3600)
+    # Twilio transcribes voicemails of up to 2 minutes; the text goes to the CRM note, never to staff texts or logs.
+    voice_transcribe: bool = Field(False, alias="VOICE_TRANSCRIBE")
+    # What a caller hears before the tone; unset: the built-in words (worker/staff/phone_line.py).
+    voice_missed_prompt: str | None = Field(None, alias="VOICE_MISSED_PROMPT", max_length=600)
+    voice_after_hours_prompt: str | None = Field(None, alias="VOICE_AFTER_HOURS_PROMPT", max_length=600)
+    # A text from a number that is not staff creates or joins a lead.
+    sms_inbound_leads: bool = Field(True, alias="SMS_INBOUND_LEADS")
+    # Sent once to a person whose text starts a conversation (unset: no reply). Fixed words: never what they wrote.
+    sms_auto_reply: str | None = Field(None, alias="SMS_AUTO_REPLY", max_length=320)
+    sms_help_reply: str | None = Field(None, alias="SMS_HELP_REPLY", max_length=320)
+    alert_missed_call_sms_template: str | None = Field(None, alias="ALERT_MISSED_CALL_SMS_TEMPLATE")
+    alert_withheld_call_sms_template: str | None = Field(None, alias="ALERT_WITHHELD_CALL_SMS_TEMPLATE")
+    alert_inbound_text_sms_template: str | None = Field(None, alias="ALERT_INBOUND_TEXT_SMS_TEMPLATE")
+
     # --- trust: log format, signed webhooks, retention ---
     # auto: text on a terminal, JSON lines otherwise (for log shippers); json or text to choose. Both mask PHI.
     log_format: Literal["auto", "json", "text"] = Field("auto", alias="ADMITFLOW_LOG_FORMAT")
@@ -188,7 +213,9 @@ class Settings(BaseSettings):
 
     @field_validator("public_url", "alert_sms_template", "alert_repeat_sms_template",
                      "alert_escalation_sms_template", "voice_reminder_template", "voice_callback_template",
-                     mode="before")
+                     "voice_missed_prompt", "voice_after_hours_prompt", "sms_auto_reply", "sms_help_reply",
+                     "alert_missed_call_sms_template", "alert_withheld_call_sms_template",
+                     "alert_inbound_text_sms_template", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

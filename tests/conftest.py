@@ -139,6 +139,14 @@ def configure_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, datab
     return get_settings()
 
 
+def empty_postgres(settings: Settings) -> None:
+    """Migrate the PostgreSQL test database (once per run) and empty every table."""
+    if settings.database_url not in _migrated:
+        upgrade(settings)
+        _migrated.add(settings.database_url)
+    _truncate_all(settings.database_url)
+
+
 @pytest.fixture
 def settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Settings]:
     """Settings on a migrated, empty database (SQLite file, or PostgreSQL when chosen)."""
@@ -146,10 +154,7 @@ def settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Settin
     configured = configure_environment(monkeypatch, tmp_path, url)
     if url.startswith("postgresql"):
         need(_ensure_postgres_database(configured.database_url))
-        if configured.database_url not in _migrated:
-            upgrade(configured)
-            _migrated.add(configured.database_url)
-        _truncate_all(configured.database_url)
+        empty_postgres(configured)
     else:
         upgrade(configured)
     yield configured
@@ -163,10 +168,7 @@ def settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Settin
 def pg_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, postgres_url: str) -> Iterator[Settings]:
     """Settings on the real PostgreSQL test database, migrated and emptied."""
     configured = configure_environment(monkeypatch, tmp_path, postgres_url)
-    if configured.database_url not in _migrated:
-        upgrade(configured)
-        _migrated.add(configured.database_url)
-    _truncate_all(configured.database_url)
+    empty_postgres(configured)
     yield configured
     get_settings.cache_clear()
     default_services.cache_clear()

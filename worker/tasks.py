@@ -17,6 +17,7 @@ from worker.intake.poller import run_due_polls
 from worker.leads.processing import process_submission
 from worker.ops import liveness
 from worker.staff.escalation import escalate, lease_due_timers
+from worker.staff.phone_line import close_stale_calls
 from worker.staff.roster import RosterError
 from worker.staff.services import default_services
 from worker.staff.templates import TemplateError
@@ -90,8 +91,10 @@ def sweep_task() -> None:
     with session_scope() as session:
         found = sweep(session, utcnow(), stale_after=timedelta(seconds=settings.stale_after_seconds))
         liveness.record_run(session, liveness.SWEEP, utcnow(), len(found.submission_ids) + len(found.outbox_ids))
+    with session_scope() as session:
+        ended_calls = close_stale_calls(session, settings, utcnow())
     dispatcher = CeleryDispatcher()
-    dispatcher.submissions_stored(found.submission_ids)
+    dispatcher.submissions_stored(found.submission_ids + ended_calls)
     dispatcher.outbox_ready(found.outbox_ids)
     if found.submission_ids or found.outbox_ids:
         log.info("sweep re-dispatched %d submission(s) and %d outbox row(s)",

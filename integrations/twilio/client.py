@@ -123,11 +123,16 @@ class TwilioMessenger:
 
     def place_call(self, to: str, twiml_url: str) -> SentMessage:
         """Call `to` from the center's number; Twilio fetches the TwiML from `twiml_url` when it is answered and
-        reports the final status (completed, busy, no-answer, failed) to the call status callback."""
+        reports the final status (completed, busy, no-answer, failed) to the call status callback.
+
+        Answering machine detection runs before the TwiML is fetched, and its verdict (AnsweredBy: human,
+        machine_start, fax, unknown) comes with that request and the status callback, so a reminder a voicemail
+        took is not mistaken for one staff heard. https://www.twilio.com/docs/voice/answering-machine-detection"""
         extra = {"status_callback": self.call_status_callback_url} if self.call_status_callback_url else {}
         with self._errors(to, "call"):
             call = self.client.calls.create(
-                to=to, from_=self.from_number, url=twiml_url, method="POST", timeout=RING_SECONDS, **extra
+                to=to, from_=self.from_number, url=twiml_url, method="POST", timeout=RING_SECONDS,
+                machine_detection="Enable", **extra,
             )
         return SentMessage(sid=str(call.sid), status=str(call.status))
 

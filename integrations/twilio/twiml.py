@@ -58,3 +58,59 @@ def redirect(say: str, url: str) -> str:
     response.say(say)
     response.redirect(url, method="POST")
     return str(response.to_xml())
+
+
+def hang_up() -> str:
+    """End the call without a word (a voicemail that answered a reminder, a leg nobody should hear)."""
+    response = VoiceResponse()
+    response.hangup()
+    return str(response.to_xml())
+
+
+def ring_staff(staff: list[tuple[str, str]], caller_id: str, ring_seconds: int, dial_status_url: str) -> str:
+    """Ring each (number, whisper URL) at once, the caller hearing ringing meanwhile (answerOnBridge). Whoever
+    answers first hears the whisper TwiML before being connected, and is connected only if it does not hang up;
+    Twilio posts how the <Dial> ended to `dial_status_url`. https://www.twilio.com/docs/voice/twiml/number#url"""
+    response = VoiceResponse()
+    dial = response.dial(answer_on_bridge=True, caller_id=caller_id, timeout=ring_seconds, action=dial_status_url,
+                         method="POST")
+    for number, whisper_url in staff:
+        dial.number(number, url=whisper_url, method="POST")
+    return str(response.to_xml())
+
+
+def whisper(prompt: str, gather_url: str) -> str:
+    """What a staff member hears on picking up before the caller is put through: the prompt twice inside a one-key
+    <Gather>; no key (a voicemail took the call, or they did not want it) hangs up this leg only."""
+    response = VoiceResponse()
+    gather = response.gather(num_digits=1, action=gather_url, method="POST", timeout=GATHER_SECONDS)
+    gather.say(prompt)
+    gather.pause(length=1)
+    gather.say(prompt)
+    response.hangup()
+    return str(response.to_xml())
+
+
+def put_through(say: str) -> str:
+    """Say `say` to the staff member; the whisper document then ends and Twilio connects them to the caller."""
+    response = VoiceResponse()
+    response.say(say)
+    return str(response.to_xml())
+
+
+def voicemail(prompt: str, recorded_url: str, recording_status_url: str, max_seconds: int,
+              transcription_url: str | None, nothing_left: str) -> str:
+    """Say `prompt`, then record after a beep (# or silence ends it). Twilio posts the recording to `recorded_url`
+    when it ends (also when the caller hangs up), its processed state to `recording_status_url`, and with
+    `transcription_url` its transcription there. Silence records nothing: Twilio goes on to `nothing_left`.
+    https://www.twilio.com/docs/voice/twiml/record"""
+    response = VoiceResponse()
+    response.say(prompt)
+    transcribe = {"transcribe": True, "transcribe_callback": transcription_url} if transcription_url else {}
+    response.record(action=recorded_url, method="POST", max_length=max_seconds, play_beep=True, finish_on_key="#",
+                    timeout=5, recording_status_callback=recording_status_url,
+                    recording_status_callback_method="POST", recording_status_callback_event="completed",
+                    **transcribe)
+    response.say(nothing_left)
+    response.hangup()
+    return str(response.to_xml())

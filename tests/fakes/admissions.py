@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from config.settings import Settings
-from integrations.crm import CRM, LogOnlyCRM
+from integrations.crm import CRM, CallbackTaskSpec, LogOnlyCRM
 from tests.conftest import REPO, make_entry
 from tests.fakes.twilio import AUTH_TOKEN, CENTER_NUMBER, PUBLIC_URL, RecordingMessenger
 from worker.intake.entries import register_form, store_entry
@@ -63,3 +63,19 @@ def new_lead(
     session.commit()
     rows = session.scalars(select(OutboxMessage).where(OutboxMessage.id.in_(outcome.outbox_ids))).all()
     return {OutboxKind(row.kind): row.id for row in rows}
+
+
+class NoteRecordingCRM(LogOnlyCRM):
+    """The log-only CRM, keeping every note and callback task it is given."""
+
+    def __init__(self) -> None:
+        self.notes: list[tuple[str, str]] = []
+        self.tasks: list[tuple[str, CallbackTaskSpec]] = []
+
+    def add_note(self, contact_id: str, text: str, at: datetime, *, look_first: bool = False) -> str:
+        self.notes.append((contact_id, text))
+        return super().add_note(contact_id, text, at, look_first=look_first) + f"-{len(self.notes)}"
+
+    def ensure_callback_task(self, contact_id: str, task: CallbackTaskSpec) -> str:
+        self.tasks.append((contact_id, task))
+        return super().ensure_callback_task(contact_id, task)

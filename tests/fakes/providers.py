@@ -29,6 +29,7 @@ class ProviderState:
     contacts: dict[str, dict[str, Any]] = field(default_factory=dict)
     notes: dict[str, dict[str, Any]] = field(default_factory=dict)
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    crm_calls: dict[str, dict[str, Any]] = field(default_factory=dict)  # calls logged on HubSpot contacts
     sms: list[dict[str, str]] = field(default_factory=list)
     voice_calls: list[dict[str, str]] = field(default_factory=list)  # Twilio Calls created
     calls: list[Recorded] = field(default_factory=list)
@@ -117,7 +118,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _route(self, state: ProviderState, body: Any) -> None:
         path = self.path.split("?", 1)[0]
-        stores = {"contacts": state.contacts, "notes": state.notes, "tasks": state.tasks}
+        stores = {"contacts": state.contacts, "notes": state.notes, "tasks": state.tasks, "calls": state.crm_calls}
         if self.command == "POST" and (match := re.fullmatch(r"/crm/v3/objects/(\w+)/search", path)):
             store = stores[match.group(1)]
             found = [key for key, rec in store.items() if _matches(rec, body["filterGroups"])]
@@ -126,7 +127,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, {"total": len(found), "results": results})
         elif self.command == "POST" and (match := re.fullmatch(r"/crm/v3/objects/(\w+)/batch/(\w+)", path)):
             self._batch(state, stores[match.group(1)], match.group(1), match.group(2), body)
-        elif self.command == "POST" and (match := re.fullmatch(r"/crm/v3/objects/(contacts|notes|tasks)", path)):
+        elif self.command == "POST" and (match := re.fullmatch(r"/crm/v3/objects/(contacts|notes|tasks|calls)", path)):
             new_id = self._create(state, stores, match.group(1), body)
             if new_id is not None:
                 self._send(201, {"id": new_id, "properties": body["properties"]})

@@ -25,15 +25,16 @@ _entry_ids = count(1000)
 
 def alerted_lead(
     session: Session, ref: str, submitted_at: datetime, *, alert_after: timedelta = timedelta(seconds=20),
-    alert_status: str = "delivered",
+    alert_status: str = "delivered", source: SubmissionSource = SubmissionSource.WEBHOOK,
+    phone: str | None = "+16175550142",
 ) -> Lead:
-    """A lead whose person submitted at `submitted_at` and whose on-call staff member was texted `alert_after`
-    later. Fictional data only."""
-    lead = Lead(ref=ref, status=LeadStatus.NEW, created_at=submitted_at, last_request_at=submitted_at)
+    """A lead whose person submitted at `submitted_at` (through the form, or `source`) and whose on-call staff
+    member was texted `alert_after` later. Fictional data only."""
+    lead = Lead(ref=ref, status=LeadStatus.NEW, created_at=submitted_at, last_request_at=submitted_at, phone=phone)
     session.add(lead)
     session.flush()
     submission = Submission(
-        site="main", form_id="1", entry_id=str(next(_entry_ids)), source=SubmissionSource.WEBHOOK,
+        site="main", form_id="1", entry_id=str(next(_entry_ids)), source=source,
         received_at=submitted_at, requested_at=submitted_at, payload={"1.3": "Sample"},
         state=SubmissionState.PROCESSED, processed_at=submitted_at, lead_id=lead.id,
     )
@@ -53,11 +54,11 @@ def alerted_lead(
 
 def claimed_lead(
     session: Session, ref: str, submitted_at: datetime, staff_name: str, *, claim_after: timedelta,
-    call_after: timedelta | None = None,
+    call_after: timedelta | None = None, source: SubmissionSource = SubmissionSource.WEBHOOK,
 ) -> Lead:
     """An alerted lead that `staff_name` claimed `claim_after` the submission and, when `call_after` is given,
     reached on a bridged call then."""
-    lead = alerted_lead(session, ref, submitted_at)
+    lead = alerted_lead(session, ref, submitted_at, source=source)
     lead.status = LeadStatus.CLAIMED
     session.add(Claim(
         lead_id=lead.id, staff_id=staff_name.split()[0].lower(), staff_name=staff_name, staff_phone="+16175550101",

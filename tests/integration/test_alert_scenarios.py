@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import redis
 import requests
-from sqlalchemy import select, text, update
+from sqlalchemy import select, text
 from twilio.request_validator import RequestValidator
 
 from config.settings import Settings
@@ -33,6 +33,8 @@ from integrations.twilio.rate import SendRate
 from tests.conftest import EXAMPLES, TEST_KEYS, WEBHOOK_SECRET, configure_environment, make_entry
 from tests.fakes.admissions import new_lead
 from tests.fakes.providers import FakeProviders
+from tests.fakes.rosters import ALWAYS_ON
+from tests.support.line_stack import escalation_timer, make_due
 from tests.support.processes import free_port, healthy, wait_for
 from worker.intake.entries import register_form
 from worker.staff.alerts import start_escalation
@@ -47,36 +49,6 @@ TWILIO_SID = "AC" + "0" * 30 + "55"
 TWILIO_TOKEN = "scenario-auth-token"
 CENTER_NUMBER = "+18555550100"
 AVERY, BLAKE, DANA = "+16175550101", "+16175550102", "+16175550104"
-# One ladder all week, so who is on call does not depend on when the test runs.
-ROSTER = """
-supervisor = "dana"
-
-[[staff]]
-id = "avery"
-name = "Avery Example"
-phone = "+16175550101"
-hubspot_owner_id = "1001"
-
-[[staff]]
-id = "blake"
-name = "Blake Example"
-phone = "+16175550102"
-hubspot_owner_id = "1002"
-
-[[staff]]
-id = "dana"
-name = "Dana Example"
-phone = "+16175550104"
-hubspot_owner_id = "1004"
-
-[[shifts]]
-name = "always"
-days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-start = "00:00"
-end = "00:00"
-on_call = "avery"
-second = "blake"
-"""
 CANARY = {"1.3": "Quorvantha", "1.6": "Zilberstrand", "2": "quorvantha.canary@example.org", "3": "(617) 555-0177",
           "4": "canary-xyzzy: I have been struggling with drinking"}
 CANARY_STRINGS = ("Quorvantha", "Zilberstrand", "quorvantha", "5550177", "555-0177", "canary-xyzzy", "drinking")
@@ -114,19 +86,10 @@ class Desk:
             return session.scalars(query).one()
 
     def timer(self, lead_id: int) -> EscalationTimer | None:
-        with session_scope() as session:
-            return session.scalar(select(EscalationTimer).where(EscalationTimer.lead_id == lead_id))
+        return escalation_timer(lead_id)
 
     def make_due(self, lead_id: int) -> None:
-        """Move time for one lead: its reminder is due now. Waits for a step in progress to commit first, or
-        the step's own "next due in five minutes" would overwrite this."""
-        def settled() -> bool:
-            timer = self.timer(lead_id)
-            return timer is not None and timer.leased_until is None
-
-        wait_for(settled, what="the escalation step in progress to finish")
-        with session_scope() as session:
-            session.execute(update(EscalationTimer).where(EscalationTimer.lead_id == lead_id).values(due_at=utcnow()))
+        make_due(lead_id)
 
     def log_text(self) -> str:
         return "\n".join(path.read_text(errors="replace") for path in self.logs if path.exists())
@@ -156,7 +119,7 @@ def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
 def desk(pg_settings: Settings, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Desk]:
     redis.Redis.from_url(redis_url).flushdb()
     roster = tmp_path / "roster.toml"
-    roster.write_text(ROSTER, encoding="utf-8")
+    roster.write_text(ALWAYS_ON, encoding="utf-8")
     port = free_port()
     web_url = f"http://127.0.0.1:{port}"
     with FakeProviders() as providers:

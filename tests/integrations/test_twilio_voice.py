@@ -54,7 +54,8 @@ def test_both_messengers_can_text_and_call() -> None:
 
 
 @responses.activate
-def test_a_reminder_call_posts_to_from_the_twiml_url_a_ring_timeout_and_the_status_callback() -> None:
+def test_a_reminder_call_posts_to_from_the_twiml_url_a_ring_timeout_the_status_callback_and_machine_detection(
+) -> None:
     responses.post(CALLS_URL, json=created_call(), status=201)
 
     placed = messenger(call_status_callback_url=CALL_STATUS_URL).place_call(STAFF, TWIML_URL)
@@ -62,7 +63,7 @@ def test_a_reminder_call_posts_to_from_the_twiml_url_a_ring_timeout_and_the_stat
     assert (placed.sid, placed.status) == (CALL_SID, "queued")
     assert sent_form() == {
         "To": [STAFF], "From": [FROM], "Url": [TWIML_URL], "Method": ["POST"], "Timeout": ["25"],
-        "StatusCallback": [CALL_STATUS_URL],
+        "StatusCallback": [CALL_STATUS_URL], "MachineDetection": ["Enable"],
     }
 
 

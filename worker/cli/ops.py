@@ -10,7 +10,8 @@ from worker.store.db import session_scope
 
 @click.group()
 def report() -> None:
-    """Speed-to-lead figures for the admissions manager (the same as GET /status), overall and per source."""
+    """Speed-to-lead figures for the admissions manager (the same as GET /status), overall, per source and by
+    channel."""
 
 
 @report.command("speed")
@@ -39,6 +40,21 @@ def report_sources(days: int) -> None:
     with session_scope() as session:
         rows = source_report(session, settings, days=days, now=utcnow())
     click.echo(format_source_report(rows, days))
+
+
+@report.command("channels")
+@click.option("--days", type=click.IntRange(1, 366), default=14, show_default=True, help="Days back, today included.")
+def report_channels(days: int) -> None:
+    """Leads, requests and speed to lead by channel (form, call, text), and the center's number: calls answered
+    live, missed, abandoned, after hours, voicemails, and time from a missed call to the call back."""
+    from worker.ops.channels import channel_report, format_channel_report
+    from worker.store.db import utcnow
+
+    settings = command_settings()
+    open_store(settings)
+    with session_scope() as session:
+        figures = channel_report(session, days=days, now=utcnow(), timezone=settings.center_timezone)
+    click.echo(format_channel_report(figures))
 
 
 @report.command("hash-password")

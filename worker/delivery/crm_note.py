@@ -14,9 +14,11 @@ from config.settings import Settings
 from integrations.crm import ContactCard, NoteRoom
 from integrations.gravityforms.answers import Answer, answers
 from integrations.gravityforms.mapping import ApplicantFields
+from worker.intake.entries import PHONE_SOURCES
 from worker.intake.normalize import MAX_MESSAGE_CHARS, clean_text, looks_like_a_phone, normalize_email, normalize_phone
+from worker.intake.phone_entries import PhoneEntry, phone_fields
 from worker.leads.processing import FormReader, message_text
-from worker.store.models import Lead, Submission
+from worker.store.models import Lead, Submission, SubmissionSource
 
 ATTRIBUTION_LABELS = {
     "utm_source": "UTM source", "utm_medium": "UTM medium", "utm_campaign": "UTM campaign", "utm_term": "UTM term",
@@ -39,7 +41,10 @@ class RequestDetails:
 
 def request_details(session: Session, submission: Submission, settings: Settings,
                     forms: FormReader | None = None) -> RequestDetails | None:
-    """The submission read through its registered form, or None when the form is not registered."""
+    """The submission read through its registered form, or None when the form is not registered. A call or a text
+    to the center's number has no form: its entry is all there is."""
+    if submission.source in PHONE_SOURCES:
+        return RequestDetails(fields=phone_fields(PhoneEntry.model_validate(submission.payload)))
     known = (forms or FormReader(session, settings)).form(submission.site, submission.form_id)
     if known is None:
         return None
@@ -77,15 +82,25 @@ def contact_card(lead: Lead, submission: Submission, details: RequestDetails | N
         email=typed_email(lead, details.fields if details else None),
         phone=lead.phone,
         repeat_count=lead.repeat_count,
-        source=f"{submission.site}/form {submission.form_id}",
+        source=f"{submission.site}/{REQUEST_KINDS.get(submission.source, f'form {submission.form_id}')}",
         consent_to_text=lead.consent_to_text,
         consent=lead.consent,
         attribution=details.attribution if details else {},
     )
 
 
+# How a request that did not come from a form is named on the CRM contact, in its notes and in its callback task.
+REQUEST_KINDS: dict[str, str] = {SubmissionSource.CALL: "missed call", SubmissionSource.SMS: "text message"}
+REQUESTED_THROUGH: dict[str, str] = {SubmissionSource.CALL: "a call to the admissions line",
+                                     SubmissionSource.SMS: "a text to the admissions line"}
+
+
 def note_header(lead: Lead, submission: Submission) -> str:
     """The note's first line: names the request, so the note can be found again on its contact."""
+    if submission.source == SubmissionSource.CALL:
+        return f"Missed call {lead.ref} (call {submission.entry_id}):"
+    if submission.source == SubmissionSource.SMS:
+        return f"Text message {lead.ref} (message {submission.entry_id}):"
     return f"Website request {lead.ref} (form {submission.form_id}, entry {submission.entry_id}):"
 
 

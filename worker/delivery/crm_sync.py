@@ -12,11 +12,12 @@ from sqlalchemy.orm import Session
 from config.settings import Settings
 from integrations.crm import CRM, BatchCRM, BatchResult, CallbackTaskSpec, CallRecord, NoteSpec, note_room
 from integrations.errors import Conflict, IntegrationError, InvalidRequest
-from worker.delivery.crm_note import contact_card, note_header, note_text, request_details
+from worker.delivery.crm_note import REQUESTED_THROUGH, contact_card, note_header, note_text, request_details
 from worker.leads.best_time import call_time_of
 from worker.leads.processing import FormReader
+from worker.staff.alerts import can_call_back
 from worker.staff.roster import Roster
-from worker.store.models import Claim, Lead, OutboxMessage, Submission
+from worker.store.models import Claim, Lead, OutboxMessage, PhoneCall, Submission
 
 LEAD_LEASE = timedelta(minutes=2)
 
@@ -45,7 +46,7 @@ def release_lead(session: Session, lead_id: int) -> None:
     session.commit()
 
 
-def callback_task(lead: Lead, owner_id: str | None, due_at: datetime) -> CallbackTaskSpec:
+def callback_task(lead: Lead, owner_id: str | None, due_at: datetime, through: str = "the website") -> CallbackTaskSpec:
     answer = {True: "yes", False: "no", None: "not asked"}
     urgency = "HIGH PRIORITY: asked again within hours. " if lead.priority == "high" else ""
     no_phone = "" if lead.phone else " No phone number we could read: see the request's note for what was typed."
@@ -53,7 +54,7 @@ def callback_task(lead: Lead, owner_id: str | None, due_at: datetime) -> Callbac
         lead_ref=lead.ref,
         subject=f"Callback {lead.ref}",
         body=(
-            f"{urgency}Confidential callback requested through the website (lead {lead.ref}). "
+            f"{urgency}Confidential callback requested through {through} (lead {lead.ref}). "
             f"Repeat requests: {lead.repeat_count}. Consented to be contacted: {answer[lead.consent]}. "
             f"OK to text: {answer[lead.consent_to_text]}.{no_phone}"
         ),
@@ -97,7 +98,7 @@ def _sync(
         submission.crm_note_id = crm.add_note(contact_id, note, submission.received_at, look_first=doubtful)
         _progressed(session, row)
 
-    if lead.crm_task_id is None:
+    if lead.crm_task_id is None and can_call_back(lead):
         lead.crm_task_id = crm.ensure_callback_task(contact_id, _task_for(session, lead, submission, roster,
                                                                           settings, now))
         _progressed(session, row)
@@ -109,7 +110,7 @@ def _task_for(session: Session, lead: Lead, submission: Submission, roster: Rost
     claim = session.scalar(select(Claim).where(Claim.lead_id == lead.id))
     owner = claim.crm_owner_id if claim else roster.on_call_staff(now)[0].crm_owner_id
     due = call_time_of(session, submission, settings) or now
-    return callback_task(lead, owner, due)
+    return callback_task(lead, owner, due, REQUESTED_THROUGH.get(submission.source, "the website"))
 
 
 def lease_leads(session: Session, lead_ids: list[int], now: datetime) -> set[int]:
@@ -236,7 +237,8 @@ def _sync_many(
         sub.crm_note_id = note_id
     session.commit()
 
-    need = [item for item in batch.going() if item[1].crm_task_id is None and item[1].crm_contact_id]
+    need = [item for item in batch.going()
+            if item[1].crm_task_id is None and item[1].crm_contact_id and can_call_back(item[1])]
     tasks = {lead.ref: (lead.crm_contact_id or "", _task_for(session, lead, sub, roster, settings, now))
              for _, lead, sub in need}
 
@@ -285,3 +287,39 @@ def log_bridged_call(session: Session, row: OutboxMessage, crm: CRM) -> None:
                                permanent=False)
     record = CallRecord(lead.ref, claim.bridged_at, claim.bridge_seconds, claim.crm_owner_id)
     crm.log_call(lead.crm_contact_id, lead.crm_task_id, record)
+
+
+# After the recording, the voicemail note waits this long for Twilio's transcription (VOICE_TRANSCRIBE), then goes
+# without it: Twilio transcribes a two-minute message within a minute or two.
+TRANSCRIPTION_WAIT = timedelta(minutes=5)
+
+
+def voicemail_note(lead: Lead, submission: Submission, call: PhoneCall) -> str:
+    """The voicemail as a note on the contact: where it is at Twilio, how long, and the transcription if any."""
+    lines = [f"Voicemail {lead.ref} (call {submission.entry_id}):", "",
+             f"{call.recording_seconds or 0} s, kept at Twilio: {call.recording_url}",
+             "Play it while logged in to Twilio (recordings are behind the account's credentials)."]
+    if call.transcription:
+        lines += ["", "Transcription (by Twilio, may contain mistakes):", call.transcription]
+    elif call.transcription_status == "failed":
+        lines += ["", "Twilio could not transcribe it: listen to the recording."]
+    return "\n".join(lines)
+
+
+def add_voicemail_note(session: Session, row: OutboxMessage, crm: CRM, settings: Settings, now: datetime) -> None:
+    """Put a missed call's voicemail on the contact's timeline: after the lead's CRM sync created the contact and,
+    with VOICE_TRANSCRIBE, once the transcription came or stopped being worth the wait. Retries until then."""
+    call = session.scalar(select(PhoneCall).where(PhoneCall.submission_id == row.submission_id))
+    if call is None or call.recording_url is None:
+        return
+    lead = session.get_one(Lead, row.lead_id, populate_existing=True)
+    waiting_since = call.ended_at or call.updated_at
+    if settings.voice_transcribe and call.transcription_status is None and now - waiting_since < TRANSCRIPTION_WAIT:
+        raise IntegrationError(f"lead {lead.ref}: waiting for Twilio's transcription of the voicemail; will retry",
+                               permanent=False)
+    if lead.crm_contact_id is None:
+        raise IntegrationError(f"lead {lead.ref} has no CRM contact yet; will retry after its CRM sync",
+                               permanent=False)
+    submission = session.get_one(Submission, row.submission_id)
+    crm.add_note(lead.crm_contact_id, voicemail_note(lead, submission, call), waiting_since,
+                 look_first=row.attempts > 1)

@@ -17,7 +17,14 @@ from sqlalchemy.orm import Session
 from config.settings import Settings
 from integrations.crm import BatchCRM, batching
 from integrations.errors import IntegrationError, RateLimited
-from worker.delivery.crm_sync import LeadBusy, assign_claimed_task, log_bridged_call, sync_batch, sync_lead
+from worker.delivery.crm_sync import (
+    LeadBusy,
+    add_voicemail_note,
+    assign_claimed_task,
+    log_bridged_call,
+    sync_batch,
+    sync_lead,
+)
 from worker.staff.alerts import acknowledge_person, alert_staff
 from worker.staff.services import Services
 from worker.store.db import utcnow
@@ -164,6 +171,8 @@ def _do(session: Session, row: OutboxMessage, services: Services, now: datetime)
         log_bridged_call(session, row, crm)
     elif row.kind == OutboxKind.PERSON_ACK:
         acknowledge_person(session, row, services)
+    elif row.kind == OutboxKind.CRM_VOICEMAIL:
+        add_voicemail_note(session, row, crm, services.settings, now)
     else:
         raise IntegrationError(f"unknown outbox kind {row.kind!r}: upgrade admitflow", permanent=True)
 

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from integrations.gravityforms.exports import FormDocumentError, forms_in, pick_form
 from integrations.gravityforms.models import EntryMeta, Form
+from worker.intake.phone_entries import PhoneEntry
 from worker.store.db import EncryptedJSON, UTCDateTime, utcnow
 from worker.store.models import FormDefinition, Submission, SubmissionSource, SubmissionState
 
@@ -39,6 +40,24 @@ def entry_meta(entry: Any) -> EntryMeta:
     except ValidationError as exc:
         bad = ", ".join(str(err["loc"][0]) for err in exc.errors() if err["loc"])
         raise RejectedEntry(f"entry field(s) {bad} must be Gravity Forms numeric ids") from None
+
+
+# Calls and texts to the center's number: Twilio's ids, no Gravity Forms form.
+PHONE_SOURCES = frozenset({SubmissionSource.CALL, SubmissionSource.SMS})
+
+
+def phone_entry(entry: Any) -> PhoneEntry:
+    """Validate a call's or text's entry (worker/intake/phone_entries.py). Raises `RejectedEntry`, without PHI."""
+    try:
+        return PhoneEntry.model_validate(entry)
+    except ValidationError as exc:
+        bad = ", ".join(str(err["loc"][0]) for err in exc.errors() if err["loc"]) or "id"
+        raise RejectedEntry(f"phone entry field(s) {bad} are not a call's or a text's") from None
+
+
+def _identity(entry: Any, source: SubmissionSource) -> tuple[str, str]:
+    meta = phone_entry(entry) if source in PHONE_SOURCES else entry_meta(entry)
+    return meta.form_id, meta.id
 
 
 # Core statements on the table (the ORM's bulk-insert handling is not wanted here).
@@ -82,24 +101,23 @@ def store_entries(
 ) -> list[StoredEntry]:
     """`store_entry` for several entries in one statement (a page of history), in their order. An entry given
     twice is created once. Raises `RejectedEntry` for the first entry that is not one; the caller commits."""
-    metas = [entry_meta(entry) for entry in entries]
-    if not metas:
+    keys = [_identity(entry, source) for entry in entries]
+    if not keys:
         return []
     values = {"site": site, "source": source.value, "received_at": utcnow()}
     if session.get_bind().dialect.name == "postgresql":
         rows = session.execute(_STORE_ON_POSTGRES, {
             **values,
-            "form_ids": [meta.form_id for meta in metas],
-            "entry_ids": [meta.id for meta in metas],
+            "form_ids": [form_id for form_id, _ in keys],
+            "entry_ids": [entry_id for _, entry_id in keys],
             "payloads": entries,
         })
     else:
         rows = session.execute(_STORE_ON_SQLITE, [
-            {**values, "form_id": meta.form_id, "entry_id": meta.id, "payload": entry}
-            for meta, entry in zip(metas, entries, strict=True)
+            {**values, "form_id": form_id, "entry_id": entry_id, "payload": entry}
+            for (form_id, entry_id), entry in zip(keys, entries, strict=True)
         ])
     created = {(form_id, entry_id): submission_id for form_id, entry_id, submission_id in rows}
-    keys = [(meta.form_id, meta.id) for meta in metas]
     stored = dict(created)
     missing = [key for key in keys if key not in stored]
     if missing:

@@ -13,7 +13,7 @@ from config.settings import Settings
 from config.sites import load_sites, site_named
 from integrations.gravityforms.mapping import ApplicantFields, FormMapping, infer_mapping
 from integrations.gravityforms.models import EntryMeta, Form
-from worker.intake.entries import known_form
+from worker.intake.entries import PHONE_SOURCES, known_form
 from worker.intake.normalize import (
     MAX_MESSAGE_CHARS,
     clean_text,
@@ -21,6 +21,7 @@ from worker.intake.normalize import (
     normalize_email,
     normalize_phone,
 )
+from worker.intake.phone_entries import CALL_FORM, TEXT_FORM, PhoneEntry, phone_fields
 from worker.intake.screening import screen
 from worker.leads.dedup import Applicant, Deduplicator
 from worker.store.db import utcnow
@@ -29,6 +30,7 @@ from worker.store.models import (
     LeadStatus,
     OutboxKind,
     OutboxMessage,
+    PhoneCall,
     Submission,
     SubmissionSource,
     SubmissionState,
@@ -46,6 +48,8 @@ PHONE_UNPARSED = (
     "phone_unparsed: the phone number as typed could not be read as a number (PHONE_DEFAULT_REGION or a missing "
     "country code?); it is in the CRM note as typed: check it before calling"
 )
+# A person texting the center's number gets SMS_AUTO_REPLY at most this often.
+AUTO_REPLY_EVERY = timedelta(hours=24)
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,10 @@ class FormReader:
         return self._forms[key]
 
     def applicant_fields(self, submission: Submission) -> ApplicantFields | None:
-        """The submission's fields read through its form, or None when the form is not registered."""
+        """The submission's fields read through its form, or None when the form is not registered. A call or text
+        to the center's number has no form: its entry says what it is."""
+        if submission.source in PHONE_SOURCES:
+            return phone_fields(PhoneEntry.model_validate(submission.payload))
         known = self.form(submission.site, submission.form_id)
         return None if known is None else known[1].read(submission.payload)
 
@@ -186,11 +193,33 @@ class _Ready:
     submission: Submission
     applicant: Applicant
     requested_at: datetime
+    phone: PhoneEntry | None = None  # a call or text to the center's number
     phone_unparsed: bool = False
+
+
+def _screened(submission: Submission, reason: str) -> Outcome:
+    return _flag(
+        submission,
+        f"screened_{reason}: looks automated; review with `admitflow submissions show {submission.id} --reveal`"
+        f" and release a real person with `admitflow submissions release {submission.id}`",
+    )
+
+
+def _triage_phone(submission: Submission) -> Outcome | _Ready:
+    """A call or text is a person: a call whose caller withheld their number still becomes a lead (staff see it,
+    with nothing to call back). A text is screened like a form's message."""
+    entry = PhoneEntry.model_validate(submission.payload)
+    reason = None if submission.released or entry.form_id != TEXT_FORM else screen(phone_fields(entry))
+    if reason is not None:
+        return _screened(submission, reason)
+    applicant = Applicant(first_name=None, last_name=None, phone=entry.caller, email=None)
+    return _Ready(submission, applicant, entry.date_created or submission.received_at, entry)
 
 
 def _triage(submission: Submission, forms: FormReader, settings: Settings) -> Outcome | _Ready:
     """Spam, an unknown form, a screened entry or one without contact details end here, kept and flagged."""
+    if submission.source in PHONE_SOURCES:
+        return _triage_phone(submission)
     meta = EntryMeta.model_validate(submission.payload)
     if meta.status in GF_NOT_A_PERSON and not submission.released:
         submission.state = SubmissionState.SPAM
@@ -204,11 +233,7 @@ def _triage(submission: Submission, forms: FormReader, settings: Settings) -> Ou
         )
     reason = None if submission.released else screen(fields)
     if reason is not None:
-        return _flag(
-            submission,
-            f"screened_{reason}: looks automated; review with `admitflow submissions show {submission.id} --reveal`"
-            f" and release a real person with `admitflow submissions release {submission.id}`",
-        )
+        return _screened(submission, reason)
     applicant = normalized_applicant(fields, meta, settings.phone_default_region)
     unparsed = phone_unparsed(fields, applicant)
     if applicant.phone is None and applicant.email is None and not unparsed:
@@ -217,7 +242,7 @@ def _triage(submission: Submission, forms: FormReader, settings: Settings) -> Ou
             "no_contact: neither a valid phone number nor a valid email; review it with "
             f"`admitflow submissions show {submission.id} --reveal`",
         )
-    return _Ready(submission, applicant, meta.date_created or submission.received_at, unparsed)
+    return _Ready(submission, applicant, meta.date_created or submission.received_at, phone_unparsed=unparsed)
 
 
 def process_submission(session: Session, submission_id: int, settings: Settings) -> Outcome:
@@ -307,4 +332,26 @@ def _outbox_kinds(session: Session, item: _Ready, lead: Lead, created: bool, set
         kinds.append(OutboxKind.STAFF_ALERT)
     if current and created and settings.person_ack_sms and lead.consent_to_text and lead.phone:
         kinds.append(OutboxKind.PERSON_ACK)
+    if item.phone is not None and item.phone.form_id == TEXT_FORM and settings.sms_auto_reply and lead.phone \
+            and not _replied_lately(session, lead):
+        kinds.append(OutboxKind.PERSON_ACK)
+    if item.phone is not None and item.phone.form_id == CALL_FORM and _left_voicemail(session, item.submission):
+        kinds.append(OutboxKind.CRM_VOICEMAIL)
     return kinds
+
+
+def _left_voicemail(session: Session, submission: Submission) -> bool:
+    """Whether the call has a recording yet. One that comes later gets its note then (worker/staff/phone_line.py);
+    this transaction holds the submission's row lock, which that step takes too, so one of them sees it."""
+    return session.scalar(select(PhoneCall.id).where(
+        PhoneCall.submission_id == submission.id, PhoneCall.recording_sid.is_not(None))) is not None
+
+
+def _replied_lately(session: Session, lead: Lead) -> bool:
+    """Whether the person had an automatic reply within a day: one conversation gets one, not one per text."""
+    if lead.id is None:
+        return False
+    return session.scalar(select(OutboxMessage.id).where(
+        OutboxMessage.lead_id == lead.id, OutboxMessage.kind == OutboxKind.PERSON_ACK,
+        OutboxMessage.created_at >= utcnow() - AUTO_REPLY_EVERY,
+    ).limit(1)) is not None

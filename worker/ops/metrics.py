@@ -21,6 +21,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from config.settings import Settings
+from worker.ops.channels import callback_seconds, calls_by_outcome
 from worker.ops.liveness import HEARTBEAT, last_runs
 from worker.ops.reports import unclaimed_leads_query
 from worker.store.db import session_scope, utcnow
@@ -129,7 +130,7 @@ def database_metrics(session: Session) -> list[Metric]:
     for status, count in session.execute(select(Lead.status, func.count()).group_by(Lead.status)):
         known.add_metric([status], count)
     return [received, by_state, attempts, backlog, dead, alerts, to_alert, to_claim, leads, known,
-            *liveness_metrics(session, utcnow())]
+            *liveness_metrics(session, utcnow()), *phone_line_metrics(session)]
 
 
 def liveness_metrics(session: Session, now: datetime) -> list[Metric]:
@@ -164,6 +165,22 @@ def liveness_metrics(session: Session, now: datetime) -> list[Metric]:
     for rejection in session.scalars(select(WebhookRejection)):
         rejected.add_metric([rejection.door, str(rejection.status), rejection.reason], rejection.count)
     return [*metrics, failing, success, rejected]
+
+
+def phone_line_metrics(session: Session) -> list[Metric]:
+    """Calls to the center's number by outcome, voicemails, and how long a missed caller waits for the call back."""
+    outcomes, voicemails = calls_by_outcome(session)
+    calls = CounterMetricFamily(
+        "admitflow_inbound_calls",
+        "Calls to the center's number by outcome (answered live, missed, abandoned, after_hours, not_rung)",
+        labels=["outcome"])
+    for outcome, count in outcomes.items():
+        calls.add_metric([outcome], count)
+    left = CounterMetricFamily("admitflow_voicemails", "Voicemails left on the center's number", value=voicemails)
+    to_callback = _histogram("admitflow_missed_call_to_callback_seconds",
+                             "From a call nobody took to the bridged call back that reached the caller",
+                             callback_seconds(session))
+    return [calls, left, to_callback]
 
 
 def queue_depth(broker_url: str) -> int | None:

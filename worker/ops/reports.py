@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from config.settings import Settings
 from worker.leads.processing import FormReader
+from worker.staff.alerts import reachable
 from worker.staff.escalation import CALL_FAILED, MESSAGE_FAILED
 from worker.store.models import Claim, Lead, LeadStatus, OutboxKind, OutboxMessage, StaffAlert, Submission
 
@@ -76,7 +77,8 @@ class SpeedReport:
     alerts_undelivered: int
 
 
-def _speed(claims: list[Claim]) -> Speed:
+def speed_of(claims: list[Claim]) -> Speed:
+    """Time to claim and to call over these claims."""
     to_claim = [(c.claimed_at - c.submitted_at).total_seconds() for c in claims]
     to_call = [(c.bridged_at - c.submitted_at).total_seconds() for c in claims if c.bridged_at is not None]
     return Speed(len(to_claim), percentile(to_claim, 0.5), percentile(to_claim, 0.9),
@@ -85,9 +87,9 @@ def _speed(claims: list[Claim]) -> Speed:
 
 def unclaimed_leads_query(since: datetime | None = None) -> Select[str, datetime]:
     """Leads staff were (or are being) told about that nobody has claimed: a backfilled lead too old to alert
-    about is not waiting on anyone."""
+    about is not waiting on anyone, nor is a call whose caller withheld their number (nothing to call back)."""
     alerted = exists().where(OutboxMessage.lead_id == Lead.id, OutboxMessage.kind == OutboxKind.STAFF_ALERT)
-    query = select(Lead.ref, Lead.created_at).where(Lead.status == LeadStatus.NEW, alerted)
+    query = select(Lead.ref, Lead.created_at).where(Lead.status == LeadStatus.NEW, alerted, reachable())
     if since is not None:
         query = query.where(Lead.created_at >= since)
     return query
@@ -107,9 +109,9 @@ def speed_report(session: Session, *, days: int, now: datetime, timezone: str) -
     for claim in claims:
         by_day[claim.submitted_at.astimezone(zone).date()].append(claim)
         by_staff[claim.staff_name].append(claim)
-    day_rows = [DaySpeed(first_day + timedelta(days=n), _speed(by_day[first_day + timedelta(days=n)]))
+    day_rows = [DaySpeed(first_day + timedelta(days=n), speed_of(by_day[first_day + timedelta(days=n)]))
                 for n in range(days)]
-    staff_rows = sorted((StaffSpeed(name, _speed(rows)) for name, rows in by_staff.items()),
+    staff_rows = sorted((StaffSpeed(name, speed_of(rows)) for name, rows in by_staff.items()),
                         key=lambda row: (row.speed.claim_p50 or 0.0, row.staff_name))
 
     leads_today = session.scalar(
@@ -138,7 +140,8 @@ def format_duration(seconds: float | None) -> str:
     return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+def text_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """Aligned columns for a terminal: the first left, the others right."""
     widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
     lines = ["  ".join(cell.ljust(width) if index == 0 else cell.rjust(width)
                        for index, (cell, width) in enumerate(zip(line, widths, strict=True)))
@@ -146,7 +149,8 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return [line.rstrip() for line in lines]
 
 
-def _speed_cells(speed: Speed) -> list[str]:
+def speed_cells(speed: Speed) -> list[str]:
+    """A `Speed` as the cells of a table row (claims, claim p50, claim p90, calls, call p50, call p90)."""
     fd = format_duration
     return [str(speed.claims), fd(speed.claim_p50), fd(speed.claim_p90), str(speed.calls), fd(speed.call_p50),
             fd(speed.call_p90)]
@@ -158,11 +162,12 @@ def format_speed_report(report: SpeedReport) -> str:
     lines = [f"speed to lead, last {len(report.days)} days ({report.timezone}), from the person's submission",
              f"leads today {report.leads_today}, unclaimed now {len(report.unclaimed)}, "
              f"alerts sent {report.alerts_sent}, undelivered {report.alerts_undelivered}", ""]
-    lines += _table(["day", *columns], [[f"{d.day:%a %Y-%m-%d}", *_speed_cells(d.speed)] for d in report.days])
-    lines += ["", *_table(["staff member", *columns], [[s.staff_name, *_speed_cells(s.speed)] for s in report.staff])]
+    lines += text_table(["day", *columns], [[f"{d.day:%a %Y-%m-%d}", *speed_cells(d.speed)] for d in report.days])
+    lines += ["", *text_table(["staff member", *columns],
+                              [[s.staff_name, *speed_cells(s.speed)] for s in report.staff])]
     if report.unclaimed:
-        lines += ["", *_table(["unclaimed lead", "waiting"],
-                              [[u.ref, format_duration(u.age.total_seconds())] for u in report.unclaimed])]
+        lines += ["", *text_table(["unclaimed lead", "waiting"],
+                                  [[u.ref, format_duration(u.age.total_seconds())] for u in report.unclaimed])]
     return "\n".join(lines)
 
 
@@ -221,4 +226,4 @@ def format_source_report(rows: list[SourceSpeed], days: int) -> str:
     lines = [f"leads and time to claim by source, last {days} days, from the person's submission", ""]
     cells = [[row.source, str(row.leads), str(row.claimed), format_duration(row.claim_p50),
               format_duration(row.claim_p90)] for row in rows]
-    return "\n".join(lines + _table(["source", "leads", "claimed", "claim p50", "claim p90"], cells))
+    return "\n".join(lines + text_table(["source", "leads", "claimed", "claim p50", "claim p90"], cells))

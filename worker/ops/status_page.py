@@ -20,9 +20,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 
 from config.settings import Settings
+from worker.ops.channels import ChannelReport, channel_report
 from worker.ops.metrics import metrics_router
-from worker.ops.reports import DaySpeed, Speed, SpeedReport, format_duration, speed_report
+from worker.ops.reports import DaySpeed, Speed, SpeedReport, format_duration, speed_cells, speed_report
 from worker.store.db import session_scope, utcnow
+from worker.store.models import CallOutcome
 
 log = logging.getLogger(__name__)
 
@@ -109,13 +111,29 @@ def _cells(*values: object) -> str:
 
 
 def _speed_row(label: str, speed: Speed) -> str:
+    return f"<tr>{_cells(label, *speed_cells(speed))}</tr>"
+
+
+def channels_section(report: ChannelReport) -> str:
+    """Speed to lead by channel, and the center's number: calls by outcome, voicemails, missed call to call back."""
     fd = format_duration
-    cells = _cells(label, speed.claims, fd(speed.claim_p50), fd(speed.claim_p90), speed.calls, fd(speed.call_p50),
-                   fd(speed.call_p90))
-    return f"<tr>{cells}</tr>"
+    rows = "".join(f"<tr>{_cells(row.channel, row.leads, row.requests, *speed_cells(row.speed))}</tr>"
+                   for row in report.channels)
+    line = report.line
+    calls = _cells(*(line.calls[outcome] for outcome in (CallOutcome.ANSWERED, CallOutcome.MISSED,
+                                                          CallOutcome.ABANDONED, CallOutcome.AFTER_HOURS,
+                                                          CallOutcome.NOT_RUNG)), line.voicemails,
+                   line.callbacks, fd(line.callback_p50), fd(line.callback_p90))
+    return f"""<h2>By channel</h2><p>A lead counts under its first request.</p>
+<table id="channels"><tr><th>channel</th><th>leads</th><th>requests</th><th>claims</th><th>claim p50</th>
+<th>claim p90</th><th>calls</th><th>call p50</th><th>call p90</th></tr>{rows}</table>
+<h2>The center's number</h2>
+<table id="phone-line"><tr><th>answered live</th><th>missed</th><th>abandoned</th><th>after hours</th>
+<th>voicemail only</th><th>voicemails</th><th>missed calls called back</th><th>missed call to call back p50</th>
+<th>p90</th></tr><tr>{calls}</tr></table>"""
 
 
-def render_status(report: SpeedReport) -> str:
+def render_status(report: SpeedReport, channels: ChannelReport | None = None) -> str:
     """The whole page. Every value is escaped; staff names come from the roster, lead refs are ours."""
     day_rows = "".join(_speed_row(f"{d.day:%a %Y-%m-%d}", d.speed) for d in reversed(report.days))
     staff_rows = "".join(_speed_row(s.staff_name, s.speed) for s in report.staff) \
@@ -145,6 +163,7 @@ td,th{{border:1px solid #ccc;padding:.25rem .6rem;text-align:right}}td:first-chi
 <h2>Unclaimed now</h2><table id="unclaimed"><tr><th>lead</th><th>waiting</th></tr>{unclaimed}</table>
 <h2>Per staff member</h2><table id="staff">{head.format("staff member")}{staff_rows}</table>
 <h2>Per day</h2><table id="days">{head.format("day")}{day_rows}</table>
+{channels_section(channels) if channels is not None else ""}
 </body></html>"""
 
 
@@ -168,11 +187,13 @@ def observability_router(settings: Settings) -> APIRouter:
             return Response("Log in with the status page credentials.", status_code=401, media_type="text/plain",
                             headers={"WWW-Authenticate": 'Basic realm="admitflow status", charset="UTF-8"'})
 
-        def build() -> SpeedReport:
+        def build() -> tuple[SpeedReport, ChannelReport]:
+            now, zone = utcnow(), settings.center_timezone
             with session_scope() as session:
-                return speed_report(session, days=REPORT_DAYS, now=utcnow(), timezone=settings.center_timezone)
+                return (speed_report(session, days=REPORT_DAYS, now=now, timezone=zone),
+                        channel_report(session, days=REPORT_DAYS, now=now, timezone=zone))
 
-        report = await run_in_threadpool(build)
-        return HTMLResponse(render_status(report), headers={"Cache-Control": "no-store"})
+        report, channels = await run_in_threadpool(build)
+        return HTMLResponse(render_status(report, channels), headers={"Cache-Control": "no-store"})
 
     return router

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session
 
 from integrations.errors import IntegrationError, RateLimited, Unauthorized
@@ -15,7 +15,16 @@ from worker.leads.processing import SOURCE_FLOOD, SOURCE_FLOOD_WINDOW
 from worker.staff.roster import StaffMember
 from worker.staff.services import Services
 from worker.staff.templates import AlertFacts
-from worker.store.models import EscalationTimer, Lead, LeadStatus, OutboxMessage, StaffAlert, Submission, TimerState
+from worker.store.models import (
+    EscalationTimer,
+    Lead,
+    LeadStatus,
+    OutboxMessage,
+    StaffAlert,
+    Submission,
+    SubmissionSource,
+    TimerState,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +81,11 @@ def alert_staff(session: Session, row: OutboxMessage, services: Services, now: d
     if lead.status != LeadStatus.NEW:
         log.info("lead %s is already claimed: staff alert %s not sent", lead.ref, row.id)
         return
-    template = services.templates.repeat_sms if submission.is_repeat else services.templates.alert_sms
-    body = services.templates.render(template, alert_facts(lead, services, now))
+    body = services.templates.render(_alert_template(lead, submission, services), alert_facts(lead, services, now))
+    if not can_call_back(lead):
+        # A call whose caller withheld their number: staff are told, and there is nothing to claim or call back.
+        text_staff(session, lead, row, body, services, now)
+        return
     try:
         sent = text_staff(session, lead, row, body, services, now)
     except IntegrationError as exc:
@@ -83,6 +95,25 @@ def alert_staff(session: Session, row: OutboxMessage, services: Services, now: d
             session.commit()
         raise
     _remind_later(session, lead, submission, row, services, now, sent.sid)
+
+
+def can_call_back(lead: Lead) -> bool:
+    """A lead with a phone or email to reach: one whose only request was a call with the number withheld has none."""
+    return lead.phone is not None or lead.email is not None
+
+
+def reachable() -> ColumnElement[bool]:
+    """`can_call_back` in SQL: leads someone can claim and call back."""
+    return or_(Lead.phone.is_not(None), Lead.email.is_not(None))
+
+
+def _alert_template(lead: Lead, submission: Submission, services: Services) -> str:
+    templates = services.templates
+    if submission.source == SubmissionSource.CALL:
+        return templates.missed_call_sms if can_call_back(lead) else templates.withheld_call_sms
+    if submission.source == SubmissionSource.SMS:
+        return templates.inbound_text_sms
+    return templates.repeat_sms if submission.is_repeat else templates.alert_sms
 
 
 def text_staff(
@@ -176,12 +207,16 @@ def _spoken_number(e164: str) -> str:
 
 
 def acknowledge_person(session: Session, row: OutboxMessage, services: Services) -> None:
-    """Text the person who asked (and consented to texts) that their request arrived."""
+    """Text the person who asked (and consented to texts) that their request arrived; a person who texted the
+    center's number gets SMS_AUTO_REPLY instead."""
     lead = session.get_one(Lead, row.lead_id)
-    if not (lead.consent_to_text and lead.phone):
+    texted_us = session.get_one(Submission, row.submission_id).source == SubmissionSource.SMS
+    body = services.settings.sms_auto_reply if texted_us else acknowledgement_body(
+        services.settings.twilio_from_number)
+    if not (body and lead.phone and (texted_us or lead.consent_to_text)):
         return
     try:
-        services.messenger.send_sms(lead.phone, acknowledgement_body(services.settings.twilio_from_number))
+        services.messenger.send_sms(lead.phone, body)
     except IntegrationError as exc:
         if not exc.permanent or isinstance(exc, Unauthorized):
             raise

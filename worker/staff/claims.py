@@ -15,6 +15,7 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from worker.staff.alerts import reachable
 from worker.staff.roster import Roster, StaffMember
 from worker.store.models import (
     Claim,
@@ -134,13 +135,14 @@ def claim_lead(session: Session, lead_id: int, staff: StaffMember, channel: str,
 
 def lead_to_claim(session: Session, staff: StaffMember, ref: str | None) -> Lead | None:
     """The lead a reply means: the one named, else the latest unclaimed one alerted to this staff member, else
-    the latest one alerted to them at all (so they hear who has it)."""
+    the latest one alerted to them at all (so they hear who has it). A call with the number withheld is never
+    meant: there is nothing to claim."""
     if ref is not None:
         return session.scalar(select(Lead).where(Lead.ref == ref))
     alerted = (
         select(Lead)
         .join(StaffAlert, StaffAlert.lead_id == Lead.id)
-        .where(StaffAlert.staff_phone == staff.phone)
+        .where(StaffAlert.staff_phone == staff.phone, reachable())
         .order_by(StaffAlert.created_at.desc(), StaffAlert.id.desc())
         .limit(1)
     )

@@ -36,10 +36,14 @@ MAX_CALLBACK_REMINDERS = 3
 MESSAGE_FAILED = frozenset({"undelivered", "failed"})
 _MESSAGE_ORDER = {"accepted": 1, "scheduled": 1, "queued": 1, "sending": 2, "sent": 3, "delivered": 4,
                   "undelivered": 4, "failed": 4, "read": 5}
-# https://www.twilio.com/docs/voice/api/call-resource#call-status-values
-CALL_FAILED = frozenset({"busy", "no-answer", "failed", "canceled"})
+# https://www.twilio.com/docs/voice/api/call-resource#call-status-values, and ours for a call a machine answered.
+REACHED_MACHINE = "machine"
+CALL_FAILED = frozenset({"busy", "no-answer", "failed", "canceled", REACHED_MACHINE})
 _CALL_ORDER = {"queued": 1, "initiated": 1, "ringing": 2, "in-progress": 3, "completed": 4, "busy": 4,
-               "no-answer": 4, "failed": 4, "canceled": 4}
+               "no-answer": 4, "failed": 4, "canceled": 4, REACHED_MACHINE: 5}
+# Answering machine detection's verdicts for a voicemail or fax: nobody heard the reminder.
+# https://www.twilio.com/docs/voice/answering-machine-detection (AnsweredBy)
+MACHINE_ANSWERS = frozenset({"machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other", "fax"})
 
 
 def lease_due_timers(session: Session, now: datetime, limit: int = 50) -> list[int]:
@@ -191,8 +195,11 @@ def record_message_status(session: Session, sid: str, status: str, error_code: s
         _due_now(timer, now, f"text to staff was {status}")
 
 
-def record_call_status(session: Session, sid: str, status: str, now: datetime) -> None:
-    """Twilio's final report on a reminder call. Busy, unanswered or failed: the next channel or person now."""
+def record_call_status(session: Session, sid: str, status: str, now: datetime, answered_by: str | None = None) -> None:
+    """Twilio's report on a reminder call. Busy, unanswered, failed, or answered by a voicemail (answering machine
+    detection's `answered_by`): the next channel or person now."""
+    if answered_by in MACHINE_ANSWERS:
+        status = REACHED_MACHINE
     alert = _alert(session, sid, "voice", status, _CALL_ORDER, None)
     if alert is None or status not in CALL_FAILED:
         return

@@ -159,6 +159,9 @@ class Roster:
                 return wall_clock.replace(tzinfo=self.timezone)
         return None
 
+    def member(self, staff_id: str) -> StaffMember | None:
+        return self._by_id.get(staff_id)
+
     def staff_with_phone(self, phone: str) -> StaffMember | None:
         return next((member for member in self.staff if member.phone == phone), None)
 

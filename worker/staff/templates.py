@@ -33,6 +33,18 @@ DEFAULT_VOICE_REMINDER = (
     "Press 1 to claim it and connect now."
 )
 DEFAULT_VOICE_CALLBACK = "Time to try the callback for reference {ref_spoken} again. Press 1 to connect now."
+DEFAULT_MISSED_CALL_SMS = (
+    'admitflow: MISSED CALL to the admissions line: callback request {ref}. Reply 1 to claim it, then call back '
+    'now (CRM task "Callback {ref}").'
+)
+DEFAULT_WITHHELD_CALL_SMS = (
+    "admitflow: Missed call to the admissions line, number withheld ({ref}): there is no number to call back. "
+    "Any voicemail is in the CRM under {ref}."
+)
+DEFAULT_INBOUND_TEXT_SMS = (
+    'admitflow: New TEXT to the admissions line: callback request {ref}. Reply 1 to claim it, then call back now '
+    '(CRM task "Callback {ref}").'
+)
 
 _DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
@@ -99,6 +111,9 @@ class AlertTemplates:
     escalation_sms: str = DEFAULT_ESCALATION_SMS
     voice_reminder: str = DEFAULT_VOICE_REMINDER
     voice_callback: str = DEFAULT_VOICE_CALLBACK
+    missed_call_sms: str = DEFAULT_MISSED_CALL_SMS
+    withheld_call_sms: str = DEFAULT_WITHHELD_CALL_SMS
+    inbound_text_sms: str = DEFAULT_INBOUND_TEXT_SMS
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AlertTemplates:
@@ -116,6 +131,17 @@ class AlertTemplates:
             ),
             voice_callback=check_template(
                 "VOICE_CALLBACK_TEMPLATE", settings.voice_callback_template or DEFAULT_VOICE_CALLBACK
+            ),
+            missed_call_sms=check_template(
+                "ALERT_MISSED_CALL_SMS_TEMPLATE", settings.alert_missed_call_sms_template or DEFAULT_MISSED_CALL_SMS
+            ),
+            withheld_call_sms=check_template(
+                "ALERT_WITHHELD_CALL_SMS_TEMPLATE",
+                settings.alert_withheld_call_sms_template or DEFAULT_WITHHELD_CALL_SMS,
+            ),
+            inbound_text_sms=check_template(
+                "ALERT_INBOUND_TEXT_SMS_TEMPLATE",
+                settings.alert_inbound_text_sms_template or DEFAULT_INBOUND_TEXT_SMS,
             ),
         )
 

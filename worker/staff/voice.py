@@ -16,6 +16,7 @@ from integrations.twilio import twiml
 from worker.staff.alerts import alert_facts
 from worker.staff.callbacks import end_callbacks, schedule_callback
 from worker.staff.claims import ClaimOutcome, claim_lead
+from worker.staff.escalation import MACHINE_ANSWERS, record_call_status
 from worker.staff.services import Services
 from worker.staff.templates import spoken_ref
 from worker.staff.twilio_urls import DIAL_STATUS_PATH, KEYPRESS_PATH, REMINDER_PATH, hook_url
@@ -31,12 +32,22 @@ def _holder(session: Session, lead_id: int) -> str:
     return holder or "another staff member"
 
 
-def reminder_twiml(session: Session, alert_id: int, services: Services, now: datetime) -> str:
-    """What a staff member hears on answering a reminder call: the PHI-free prompt inside a one-key <Gather>."""
+def reminder_twiml(
+    session: Session, alert_id: int, services: Services, now: datetime, answered_by: str | None = None
+) -> str:
+    """What a staff member hears on answering a reminder call: the PHI-free prompt inside a one-key <Gather>.
+    A voicemail that answered (`answered_by`, answering machine detection) hears nothing, and the lead moves on."""
     alert = session.get(StaffAlert, alert_id)
     keypress_url = hook_url(services.settings, KEYPRESS_PATH, alert=alert_id)
     if alert is None or alert.channel != "voice" or keypress_url is None:
         return twiml.spoken(NO_LONGER_VALID)
+    if answered_by in MACHINE_ANSWERS:
+        log.info("reminder call %s reached a voicemail, not staff", alert.id)
+        # Its id is committed right after Twilio accepted the call; if not yet, the status callback (which also
+        # carries AnsweredBy) moves the lead on when the call ends.
+        if alert.provider_id is not None:
+            record_call_status(session, alert.provider_id, "in-progress", now, answered_by)
+        return twiml.hang_up()
     lead = session.get_one(Lead, alert.lead_id)
     templates = services.templates
     facts = alert_facts(lead, services, now)

@@ -24,6 +24,8 @@ class SubmissionSource(enum.StrEnum):
     POLL = "poll"
     CLI = "cli"
     BACKFILL = "backfill"
+    CALL = "call"  # a call to the center's number that no one took (worker/staff/phone_line.py)
+    SMS = "sms"  # a text to the center's number from someone who is not staff (worker/staff/inbound_texts.py)
 
 
 class LeadStatus(enum.StrEnum):
@@ -38,6 +40,7 @@ class OutboxKind(enum.StrEnum):
     CRM_ASSIGN = "crm_assign"  # give the callback task to the staff member who claimed the lead
     CRM_CALL_LOG = "crm_call_log"  # log a bridged call that reached the person and complete the task
     PERSON_ACK = "person_ack"  # the PHI-free "we received your request" text to a person who consented
+    CRM_VOICEMAIL = "crm_voicemail"  # a missed call's voicemail (link, transcription) as a note on the contact
 
 
 class OutboxState(enum.StrEnum):
@@ -118,7 +121,7 @@ class Submission(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     site: Mapped[str] = mapped_column(String(64))
     form_id: Mapped[str] = mapped_column(String(32))
-    entry_id: Mapped[str] = mapped_column(String(32))
+    entry_id: Mapped[str] = mapped_column(String(64))  # a Gravity Forms entry id, or a Twilio CallSid/MessageSid
     source: Mapped[str] = mapped_column(String(16))
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     payload: Mapped[Any] = mapped_column(EncryptedJSON)
@@ -338,3 +341,48 @@ class WebhookRejection(Base):
     reason: Mapped[str] = mapped_column(String(32), primary_key=True)
     count: Mapped[int] = mapped_column(BigInteger, default=0)
     last_at: Mapped[datetime] = mapped_column(UTCDateTime)
+class CallState(enum.StrEnum):
+    RINGING = "ringing"  # staff are being rung, each hearing the whisper
+    CONNECTED = "connected"  # a staff member pressed 1 and took the call
+    VOICEMAIL = "voicemail"  # nobody took it: the caller hears the voicemail prompt or is recording
+    ENDED = "ended"
+
+
+class CallOutcome(enum.StrEnum):
+    ANSWERED = "answered"  # taken live by a staff member
+    MISSED = "missed"  # rang every staff member it was to ring, and nobody took it
+    ABANDONED = "abandoned"  # the caller hung up while staff were being rung
+    AFTER_HOURS = "after_hours"  # no shift on: straight to voicemail
+    NOT_RUNG = "not_rung"  # VOICE_INBOUND=voicemail (or off): straight to voicemail
+
+
+class PhoneCall(Base):
+    """One inbound call to the center's number and where it is in the call flow. Twilio asks for each step's
+    TwiML by this row's id, so a call in flight carries on across a restart of the web server."""
+
+    __tablename__ = "phone_calls"
+    __table_args__ = (Index("ix_phone_calls_state_updated", "state", "updated_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_sid: Mapped[str] = mapped_column(String(64), unique=True)  # Twilio's CallSid of the inbound call
+    site: Mapped[str] = mapped_column(String(64))
+    caller: Mapped[str | None] = mapped_column(EncryptedText)  # E.164; None when the caller withheld their number
+    state: Mapped[str] = mapped_column(String(16), default=CallState.RINGING)
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    ring_order: Mapped[str] = mapped_column(String(16), default="simultaneous")
+    ring_step: Mapped[int] = mapped_column(default=0)  # ladder order: the rung being rung now
+    staff_ids: Mapped[Any] = mapped_column(JSON, default=list)  # who is rung, in ladder order (ids, not PHI)
+    answered_by: Mapped[str | None] = mapped_column(String(32))  # the staff id who pressed 1
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    voicemail_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # ringing over: the voicemail prompt began
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The voicemail stays at Twilio; its address and Twilio's transcription (if VOICE_TRANSCRIBE) are PHI.
+    recording_sid: Mapped[str | None] = mapped_column(String(64))
+    recording_url: Mapped[str | None] = mapped_column(EncryptedText)
+    recording_seconds: Mapped[int | None]
+    transcription: Mapped[str | None] = mapped_column(EncryptedText)
+    transcription_status: Mapped[str | None] = mapped_column(String(16))
+    # The submission a missed call became (through the intake door, entry id = CallSid).
+    submission_id: Mapped[int | None] = mapped_column(ForeignKey("submissions.id"), index=True)

@@ -1,4 +1,5 @@
-"""Retention: raw entries (and the message inside them) are purged once they are old and the CRM holds the lead.
+"""Retention: raw entries (and the message inside them) are purged once they are old and the CRM holds the lead;
+with a missed call's entry go the caller's number and the voicemail's address and transcription on its call row.
 
 A submission's payload is replaced by a stub without PHI (`{"id", "form_id", "purged": true}`) when it arrived
 more than RETENTION_DAYS ago and every CRM sync of its lead was delivered. A lead whose CRM sync is pending,
@@ -11,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Select, exists, func, select
+from sqlalchemy import Select, exists, func, select, update
 from sqlalchemy.orm import Session
 
-from worker.store.models import Lead, OutboxKind, OutboxMessage, OutboxState, PayloadPurge, Submission
+from worker.store.models import Lead, OutboxKind, OutboxMessage, OutboxState, PayloadPurge, PhoneCall, Submission
 from worker.trust import audit
 
 BATCH = 200
@@ -70,6 +71,9 @@ def purge_batch(session: Session, now: datetime, retention_days: int, actor: str
     for submission_id in ids:
         submission = session.get_one(Submission, submission_id, with_for_update=True)
         submission.payload = purged_stub(submission)
+        # A missed call's row holds the caller's number and the voicemail's address and transcription.
+        session.execute(update(PhoneCall).where(PhoneCall.submission_id == submission_id).values(
+            caller=None, recording_url=None, transcription=None))
         session.add(PayloadPurge(submission_id=submission_id, purged_at=now))
         audit.record(
             session, audit.AuditAction.PURGE, actor_kind=audit.ActorKind.OPERATOR, actor=actor,

@@ -35,7 +35,8 @@ from worker.staff.services import Services, default_services
 from worker.store.db import POOL_SIZE, session_scope, utcnow
 from worker.store.models import SubmissionSource
 from worker.store.schema import head_revision, known_revisions
-from worker.web.twilio_hooks import twilio_router
+from worker.web.phone_line_hooks import phone_line_router
+from worker.web.twilio_hooks import TwilioDoor, twilio_router
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     app = FastAPI(title="admitflow intake", version="0.1.0", lifespan=lifespan)
     app.state.rejections = rejections
-    app.include_router(twilio_router(settings, services, dispatcher, rejections))
+    door = TwilioDoor(settings, dispatcher, rejections)
+    app.include_router(twilio_router(settings, services, door))
+    app.include_router(phone_line_router(services, door))
     app.include_router(observability_router(settings))
 
     async def misconfigured(request: Request, exc: Exception) -> JSONResponse:

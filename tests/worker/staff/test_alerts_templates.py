@@ -95,6 +95,28 @@ def test_start_up_uses_the_template_settings(settings: Settings) -> None:
     assert build_services(settings).templates == AlertTemplates()
 
 
+@pytest.mark.parametrize("setting", ["ALERT_MISSED_CALL_SMS_TEMPLATE", "ALERT_WITHHELD_CALL_SMS_TEMPLATE",
+                                     "ALERT_INBOUND_TEXT_SMS_TEMPLATE"])
+def test_start_up_refuses_a_phone_line_template_that_names_a_phi_field(settings: Settings, setting: str) -> None:
+    bad = settings.model_copy(update={setting.lower(): "Call {phone} back about {ref}"})
+
+    with pytest.raises(TemplateError, match=rf"{setting} names \{{phone\}}"):
+        build_services(bad)
+
+
+def test_a_blank_phone_line_setting_from_an_older_env_file_is_its_default_and_a_wrong_one_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("VOICE_INBOUND", "VOICE_RING_SECONDS", "VOICE_VOICEMAIL", "SMS_INBOUND_LEADS"):
+        monkeypatch.setenv(name, "")
+    loaded = Settings()
+    assert (loaded.voice_inbound, loaded.voice_ring_seconds, loaded.voice_voicemail, loaded.sms_inbound_leads) == (
+        "off", 20, True, True)
+    monkeypatch.setenv("VOICE_INBOUND", "always")
+    with pytest.raises(ValueError, match="VOICE_INBOUND"):
+        Settings()
+
+
 def test_an_unknown_center_time_zone_is_refused_at_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CENTER_TIMEZONE", "Eastern")
     with pytest.raises(ValueError, match="'Eastern' is not an IANA time zone; use a name such as America/New_York"):

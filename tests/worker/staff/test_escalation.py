@@ -18,6 +18,7 @@ from worker.staff.claims import claim_lead
 from worker.staff.escalation import escalate, lease_due_timers, record_call_status, record_message_status
 from worker.staff.services import Services
 from worker.staff.templates import spoken_ref
+from worker.staff.voice import reminder_twiml
 from worker.store.models import EscalationTimer, Lead, OutboxKind, OutboxMessage, OutboxState, StaffAlert, TimerState
 
 MINUTE = timedelta(minutes=1)
@@ -302,3 +303,49 @@ def test_a_lead_claimed_before_its_alert_goes_out_gets_no_text(desk: Desk) -> No
     assert desk.session.scalars(select(EscalationTimer)).all() == []
     row = desk.session.get_one(OutboxMessage, desk.ids[OutboxKind.STAFF_ALERT])
     assert row.state == OutboxState.DELIVERED
+
+
+def said_nothing_and_hung_up(document: str) -> bool:
+    return document.endswith("<Response><Hangup /></Response>")
+
+
+@pytest.mark.parametrize("answered_by", ["machine_start", "machine_end_beep", "fax"])
+def test_a_reminder_call_a_voicemail_answered_hangs_up_and_moves_to_the_next_person_at_once(
+    desk: Desk, answered_by: str
+) -> None:
+    desk.alert()
+    desk.tick(5)
+    call = desk.session.scalars(select(StaffAlert).where(StaffAlert.channel == "voice")).one()
+
+    document = reminder_twiml(desk.session, call.id, desk.services, desk.at(5.1), answered_by)
+    desk.session.commit()
+
+    assert said_nothing_and_hung_up(document)
+    assert desk.session.get_one(StaffAlert, call.id).status == "machine"
+    assert desk.timer.due_at == desk.at(5.1), "not five more minutes: the reminder reached nobody"
+    desk.tick(5.2)
+    assert desk.messenger.call_recipients == [AVERY, BLAKE] and desk.messenger.text_recipients == [AVERY, BLAKE]
+
+
+def test_a_status_callback_saying_a_machine_answered_moves_the_lead_on_like_an_unanswered_call(desk: Desk) -> None:
+    desk.alert()
+    desk.tick(5)
+
+    record_call_status(desk.session, desk.timer.waiting_call_sid or "", "completed", desk.at(5.5), "machine_end_beep")
+    desk.session.commit()
+
+    assert desk.timer.due_at == desk.at(5.5) and desk.timer.waiting_call_sid is None
+
+
+@pytest.mark.parametrize("answered_by", ["human", "unknown", None])
+def test_a_reminder_a_person_or_an_undecided_detection_answered_plays_the_prompt(
+    desk: Desk, answered_by: str | None
+) -> None:
+    desk.alert()
+    desk.tick(5)
+    call = desk.session.scalars(select(StaffAlert).where(StaffAlert.channel == "voice")).one()
+
+    document = reminder_twiml(desk.session, call.id, desk.services, desk.at(5.1), answered_by)
+
+    assert "<Gather" in document and spoken_ref(desk.lead.ref) in document
+    assert desk.timer.due_at == desk.at(10)

@@ -10,8 +10,22 @@ from sqlalchemy.exc import DatabaseError
 
 from config.settings import Settings
 from tests.conftest import EXAMPLES
+from tests.fakes.admissions import alert_services, twilio_settings
+from worker.delivery.outbox import deliver
+from worker.intake.phone_entries import PhoneEntry
+from worker.leads.processing import process_submission
+from worker.staff.phone_line import answer_call, transcription_ready, voicemail_recorded
 from worker.store.db import session_scope, utcnow
-from worker.store.models import AuditEvent, Lead, OutboxKind, OutboxMessage, OutboxState, Submission, SubmissionState
+from worker.store.models import (
+    AuditEvent,
+    Lead,
+    OutboxKind,
+    OutboxMessage,
+    OutboxState,
+    PhoneCall,
+    Submission,
+    SubmissionState,
+)
 from worker.trust.retention import purged_stub
 
 FORM = str(EXAMPLES / "form.json")
@@ -181,3 +195,29 @@ def test_a_purged_lead_can_still_be_synced_to_the_crm_again(settings: Settings) 
 
     with session_scope() as session:
         assert session.get_one(OutboxMessage, row_id).state == OutboxState.DELIVERED
+
+
+def test_purging_a_missed_calls_entry_clears_the_callers_number_and_the_voicemail_on_its_call(
+    settings: Settings,
+) -> None:
+    services = alert_services(twilio_settings(settings, voice_inbound="voicemail"))
+    with session_scope() as session:
+        answer_call(session, "CA" + "5" * 32, "+16175550165", services, utcnow())
+        call = session.scalars(select(PhoneCall)).one()
+        voicemail_recorded(session, call.id, ("RE" + "5" * 32, "https://api.twilio.com/x/RE5", 20), utcnow())
+        transcription_ready(session, call.id, "please call me back", "completed", utcnow())
+    with session_scope() as session:
+        submission = session.scalars(select(Submission)).one()
+        process_submission(session, submission.id, settings)
+    with session_scope() as session:
+        for row_id in session.scalars(select(OutboxMessage.id).where(OutboxMessage.kind == OutboxKind.CRM_SYNC)):
+            deliver(session, row_id, services)
+    age_everything(100)
+
+    assert "purged 1 raw entries" in run("purge")
+
+    with session_scope() as session:
+        call = session.scalars(select(PhoneCall)).one()
+        assert (call.caller, call.recording_url, call.transcription) == (None, None, None)
+        assert call.recording_sid is not None, "the recording's id, no PHI, stays: an operator finds it at Twilio by it"
+        PhoneEntry.model_validate(session.scalars(select(Submission.payload)).one())

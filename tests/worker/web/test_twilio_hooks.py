@@ -43,6 +43,14 @@ ROUTES = [
     "/hooks/twilio/voice/reminder?alert=1",
     "/hooks/twilio/voice/keypress?alert=1",
     "/hooks/twilio/voice/dial-status?claim=1",
+    "/hooks/twilio/voice/inbound",
+    "/hooks/twilio/voice/inbound/status",
+    "/hooks/twilio/voice/inbound/whisper?call=1&staff=avery",
+    "/hooks/twilio/voice/inbound/whisper-key?call=1&staff=avery",
+    "/hooks/twilio/voice/inbound/ring-status?call=1&step=0",
+    "/hooks/twilio/voice/inbound/recorded?call=1",
+    "/hooks/twilio/voice/inbound/recording?call=1",
+    "/hooks/twilio/voice/inbound/transcription?call=1",
 ]
 
 

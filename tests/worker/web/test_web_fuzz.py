@@ -48,7 +48,7 @@ fuzzed_entries = st.dictionaries(entry_fields, json_values, max_size=6).map(
 def client(settings: Settings, form_object: dict[str, Any]) -> Iterator[TestClient]:
     with session_scope() as session:
         register_form(session, site=settings.site, form_object=form_object)
-    configured = twilio_settings(settings)
+    configured = twilio_settings(settings, voice_inbound="ring")
     with TestClient(create_app(configured, alert_services(configured)), raise_server_exceptions=False) as test_client:
         yield test_client
 
@@ -96,15 +96,25 @@ def test_any_bytes_on_any_webhook_path_are_never_a_5xx(client: TestClient, body:
 
 TWILIO_ROUTES = ["/hooks/twilio/sms", "/hooks/twilio/status/message", "/hooks/twilio/status/call",
                  "/hooks/twilio/voice/reminder?alert=1", "/hooks/twilio/voice/keypress?alert=1",
-                 "/hooks/twilio/voice/dial-status?claim=1"]
+                 "/hooks/twilio/voice/dial-status?claim=1", "/hooks/twilio/voice/inbound",
+                 "/hooks/twilio/voice/inbound/status", "/hooks/twilio/voice/inbound/whisper?call=1&staff=avery",
+                 "/hooks/twilio/voice/inbound/whisper-key?call=1&staff=avery",
+                 "/hooks/twilio/voice/inbound/ring-status?call=1&step=0", "/hooks/twilio/voice/inbound/recorded?call=1",
+                 "/hooks/twilio/voice/inbound/recording?call=1", "/hooks/twilio/voice/inbound/transcription?call=1"]
+# A real Twilio id now and then, so the call flow's steps are reached, not only refused early.
+sids = st.sampled_from(["CA" + "0" * 32, "CA" + "f" * 32, "SM" + "0" * 32])
 form_names = st.sampled_from(["From", "To", "Body", "MessageSid", "MessageStatus", "CallSid", "CallStatus",
-                              "Digits", "ErrorCode", "DialCallStatus", "DialCallDuration"]) | hostile_text
+                              "Digits", "ErrorCode", "DialCallStatus", "DialCallDuration", "AnsweredBy", "NumMedia",
+                              "RecordingSid", "RecordingUrl", "RecordingDuration", "RecordingStatus",
+                              "TranscriptionText", "TranscriptionStatus"]) | hostile_text
+step_values = sids | st.sampled_from(["completed", "no-answer", "in-progress", "1", "12", "machine_start",
+                                      "https://api.twilio.com/2010-04-01/Accounts/AC0/Recordings/RE0", "+16175550166"])
 form_values = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"], exclude_characters="\x00"),
                       max_size=80)
 
 
 @FUZZ
-@given(route=st.sampled_from(TWILIO_ROUTES), params=st.dictionaries(form_names, form_values, max_size=6))
+@given(route=st.sampled_from(TWILIO_ROUTES), params=st.dictionaries(form_names, form_values | step_values, max_size=6))
 def test_any_correctly_signed_twilio_callback_is_never_a_5xx(
     client: TestClient, route: str, params: dict[str, str]
 ) -> None:
