@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_CONFIG_DIR = Path(__file__).resolve().parent
@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     salesforce_private_key_file: Path | None = Field(None, alias="SALESFORCE_PRIVATE_KEY_FILE")
     salesforce_api_version: str = Field("60.0", alias="SALESFORCE_API_VERSION")
     salesforce_external_id_field: str = Field("Admitflow_Ref__c", alias="SALESFORCE_EXTERNAL_ID_FIELD")
+    # A Text (Unique, External ID) field on Task (Activity): notes, callback tasks and call logs are upserted by it,
+    # so one whose answer was lost is updated, not created again.
+    salesforce_task_external_id_field: str = Field("Admitflow_Key__c", alias="SALESFORCE_TASK_EXTERNAL_ID_FIELD")
 
     hubspot_token: SecretStr | None = Field(None, alias="HUBSPOT_TOKEN")
     hubspot_base_url: str = Field("https://api.hubapi.com", alias="HUBSPOT_BASE_URL")
@@ -88,6 +91,8 @@ class Settings(BaseSettings):
     # With the custom properties on, leads waiting for HubSpot go in batches of up to this many per call (HubSpot
     # takes 100); 0 or 1 sends each lead on its own.
     hubspot_batch_size: int = Field(100, alias="HUBSPOT_BATCH_SIZE", ge=0, le=100)
+    # HubSpot's search trails writes by seconds: a create whose answer was lost is looked for this long after.
+    hubspot_search_lag_seconds: float = Field(10.0, alias="HUBSPOT_SEARCH_LAG_SECONDS", ge=0)
     # A new lead waits this long for others to share its CRM batch (the staff alert does not wait).
     crm_batch_linger_seconds: float = Field(2.0, alias="CRM_BATCH_LINGER_SECONDS", ge=0)
     # A failed delivery is retried after this many seconds, doubling while it keeps failing, up to the longest wait.
@@ -208,6 +213,14 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: object) -> object:
         # `NAME=` in an .env file (as .env.example has it) means "not set", not "the current directory".
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("salesforce_external_id_field", "salesforce_task_external_id_field", mode="before")
+    @classmethod
+    def _blank_is_default(cls, value: object, info: ValidationInfo) -> object:
+        # docker-compose passes an unset variable as "": the field's default stands.
+        if isinstance(value, str) and not value.strip():
+            return cls.model_fields[info.field_name or ""].default
+        return value
 
     @field_validator("phone_default_region")
     @classmethod

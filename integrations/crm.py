@@ -74,10 +74,15 @@ class CRM(Protocol):
     """A CRM that holds contacts, notes and callback tasks.
 
     Every method may raise `integrations.errors.IntegrationError`. The worker records each returned id before
-    calling the next method, so a retry resumes where the last attempt stopped.
+    calling the next method, so a retry resumes where the last attempt stopped; a create whose answer was lost is
+    retried with `look_first`, after `lookup_lag_seconds` (docs/idempotency.md).
     """
 
     name: str
+
+    def lookup_lag_seconds(self, step: str) -> float:
+        """How long after a create of `step` ("contact", "note", "task", "call") a lookup is sure to see it: a
+        search index's lag; 0 where the write is keyed by our own id or the lookup reads the database."""
 
     def upsert_contact(self, card: ContactCard, contact_id: str | None) -> str:
         """Create the contact, or update it when `contact_id` is known or an existing contact has the same
@@ -95,8 +100,12 @@ class CRM(Protocol):
     def assign_callback_task(self, task_id: str, owner_id: str) -> None:
         """Make `owner_id` the owner of the callback task (the staff member who claimed the lead). Idempotent."""
 
-    def log_call(self, contact_id: str, task_id: str | None, call: CallRecord) -> str:
-        """Log the connected call on the contact and mark the callback task done. Returns the call's id."""
+    def log_call(self, contact_id: str, call: CallRecord, *, look_first: bool = False) -> str:
+        """Log the connected call on the contact; returns the call's id. With `look_first`, the contact's call
+        for `call.lead_ref` is returned if there is one."""
+
+    def complete_callback_task(self, task_id: str) -> None:
+        """Mark the callback task done (the bridged call reached the person). Idempotent."""
 
 
 class BatchCRM(CRM, Protocol):
@@ -128,6 +137,9 @@ class LogOnlyCRM:
 
     name = "log-only CRM"
 
+    def lookup_lag_seconds(self, step: str) -> float:
+        return 0.0
+
     def upsert_contact(self, card: ContactCard, contact_id: str | None) -> str:
         log.info("LOG-ONLY CRM (no HUBSPOT_TOKEN set): would upsert the contact for lead %s", card.lead_ref)
         return contact_id or f"log-contact-{card.lead_ref}"
@@ -143,7 +155,9 @@ class LogOnlyCRM:
     def assign_callback_task(self, task_id: str, owner_id: str) -> None:
         log.info("LOG-ONLY CRM: would give task %s to owner %s", task_id, owner_id)
 
-    def log_call(self, contact_id: str, task_id: str | None, call: CallRecord) -> str:
-        log.info("LOG-ONLY CRM: would log a %ss call for lead %s and complete task %s", call.duration_seconds,
-                 call.lead_ref, task_id)
+    def log_call(self, contact_id: str, call: CallRecord, *, look_first: bool = False) -> str:
+        log.info("LOG-ONLY CRM: would log a %ss call for lead %s", call.duration_seconds, call.lead_ref)
         return f"log-call-{call.lead_ref}"
+
+    def complete_callback_task(self, task_id: str) -> None:
+        log.info("LOG-ONLY CRM: would complete task %s", task_id)

@@ -41,6 +41,11 @@ _CATEGORY = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 BATCH_LIMIT = 100
 SEARCH_GROUPS = 5
 
+# Search trails writes: "it may take a few moments for newly created or updated objects to appear in search
+# results" (https://developers.hubspot.com/docs/api/crm/search). A create whose answer was lost is looked for by
+# search only after this many seconds (HUBSPOT_SEARCH_LAG_SECONDS).
+DEFAULT_SEARCH_LAG_SECONDS = 10.0
+
 # A 429 without Retry-After: sit out one burst window.
 # https://developers.hubspot.com/docs/developer-tooling/platform/usage-guidelines
 DEFAULT_PAUSE_SECONDS = 10.0
@@ -68,6 +73,7 @@ class HubSpotCRM(HttpService):
         rate_limit: SharedRateLimit | None = None,
         custom_properties: bool = False,
         batch_size: int = BATCH_LIMIT,
+        search_lag_seconds: float = DEFAULT_SEARCH_LAG_SECONDS,
     ) -> None:
         if not token:
             raise ValueError("HubSpotCRM needs a private-app token: set HUBSPOT_TOKEN")
@@ -76,12 +82,17 @@ class HubSpotCRM(HttpService):
         self._rate_limit = rate_limit
         self._custom_properties = custom_properties
         self._batch_size = max(0, min(batch_size, BATCH_LIMIT))
+        self._search_lag = search_lag_seconds
 
     @property
     def batch_size(self) -> int:
         """Leads per batch call. Batches need the lead reference property: it is what makes a contact upsert that
         went through unanswered safe to send again."""
         return self._batch_size if self._custom_properties else 0
+
+    def lookup_lag_seconds(self, step: str) -> float:
+        """Contacts upserted by the unique lead reference property need no wait; anything found by search does."""
+        return 0.0 if step == "contact" and self._custom_properties else self._search_lag
 
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         # Sent per request rather than set on the session, which a caller may share with other services.
@@ -154,15 +165,23 @@ class HubSpotCRM(HttpService):
         path = f"/crm/v3/objects/tasks/{quote(task_id, safe='')}"
         self.request("PATCH", path, json={"properties": {OWNER_PROPERTY: owner_id}})
 
-    def log_call(self, contact_id: str, task_id: str | None, call: CallRecord) -> str:
-        """Log the bridged call on the contact's timeline, then mark the callback task COMPLETED.
+    def log_call(self, contact_id: str, call: CallRecord, *, look_first: bool = False) -> str:
+        """Log the bridged call on the contact's timeline; with `look_first`, return the contact's call titled for
+        the lead if there is one (found by search, then read back by id).
 
         https://developers.hubspot.com/docs/api/crm/calls (POST /crm/v3/objects/calls; hs_call_duration is in
         milliseconds; 194 = call to contact)
         """
+        title = f"Callback {call.lead_ref}"
+        if look_first:
+            group = _filter_group(("hs_call_title", title), ("associations.contact", contact_id))
+            records = self._search_all("calls", [group], ["hs_call_title"])
+            found = {title: records[0].id} if records else {}
+            if (existing := self._read_back("calls", found, "hs_call_title").get(title)) is not None:
+                return existing
         properties = {
             "hs_timestamp": _timestamp(call.started_at),
-            "hs_call_title": f"Callback {call.lead_ref}",
+            "hs_call_title": title,
             "hs_call_direction": "OUTBOUND",
             "hs_call_status": "COMPLETED",
             "hs_call_body": f"Bridged by admitflow from the center's number (lead {call.lead_ref}).",
@@ -171,13 +190,14 @@ class HubSpotCRM(HttpService):
             properties["hs_call_duration"] = str(call.duration_seconds * 1000)
         if call.owner_id:
             properties[OWNER_PROPERTY] = call.owner_id
-        call_id = self._create(
+        return self._create(
             "calls", {"properties": properties, "associations": [_association(contact_id, CALL_TO_CONTACT)]}
         )
-        if task_id:
-            path = f"/crm/v3/objects/tasks/{quote(task_id, safe='')}"
-            self.request("PATCH", path, json={"properties": {"hs_task_status": "COMPLETED"}})
-        return call_id
+
+    def complete_callback_task(self, task_id: str) -> None:
+        """https://developers.hubspot.com/docs/api/crm/tasks (PATCH /crm/v3/objects/tasks/{taskId})"""
+        path = f"/crm/v3/objects/tasks/{quote(task_id, safe='')}"
+        self.request("PATCH", path, json={"properties": {"hs_task_status": "COMPLETED"}})
 
     def upsert_contacts(self, contacts: Sequence[tuple[ContactCard, str | None]]) -> BatchResult:
         """`upsert_contact` for many leads in a few calls: known contacts and the ones found by email (batch read)
@@ -310,7 +330,8 @@ class HubSpotCRM(HttpService):
                 key = _marked(record.properties.get("hs_note_body"), markers)
                 if key is not None:
                     found.setdefault(key, record.id)
-        return found
+        markers = {html.escape(note.marker): note.key for note in notes}
+        return self._read_back("notes", found, "hs_note_body", lambda key, body: _marked(body, markers) == key)
 
     def _find_tasks(self, subjects: list[str]) -> dict[str, str]:
         found: dict[str, str] = {}
@@ -318,7 +339,27 @@ class HubSpotCRM(HttpService):
             groups = [{"filters": [{"propertyName": "hs_task_subject", "operator": "IN", "values": chunk}]}]
             for record in self._search_all("tasks", groups, ["hs_task_subject"]):
                 found.setdefault(record.properties.get("hs_task_subject") or "", record.id)
-        return found
+        return self._read_back("tasks", found, "hs_task_subject")
+
+    def _read_back(self, object_type: str, found: dict[str, str], name: str,
+                   belongs: Callable[[str, str | None], bool] = lambda key, value: key == value) -> dict[str, str]:
+        """Read by id the records a search found (key -> id), keeping those whose `name` property still shows
+        they are the key's: the search index may trail a change or a deletion.
+
+        https://developers.hubspot.com/docs/api-reference/legacy/crm/objects/objects/batch/read-objects
+        (POST /crm/v3/objects/{objectType}/batch/read)
+        """
+        kept: dict[str, str] = {}
+        by_id = {record_id: key for key, record_id in found.items()}
+        for ids in _chunks(list(by_id), BATCH_LIMIT):
+            inputs = [{"id": record_id} for record_id in ids]
+            body = {"properties": [name], "propertiesWithHistory": [], "inputs": inputs}
+            page = self._batch_call("POST", f"/crm/v3/objects/{object_type}/batch/read", body)
+            for record in page.results:
+                key = by_id.get(record.id)
+                if key is not None and belongs(key, record.properties.get(name)):
+                    kept[key] = record.id
+        return kept
 
     def _update_contacts(self, updates: list[tuple[str, str, dict[str, str]]], result: BatchResult) -> None:
         """POST /crm/v3/objects/contacts/batch/update. HubSpot refuses one id twice in a batch, so a contact two

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -42,6 +44,11 @@ class RecordingMessenger:
             raise self.call_failures.pop(0)
         self.calls.append((to, twiml_url))
         return SentMessage(sid=f"CA{len(self.calls):032d}", status="queued")
+
+    def find_call(self, to: str, since: datetime, known: Collection[str]) -> SentMessage | None:
+        sids = [f"CA{n:032d}" for n, call in enumerate(self.calls, start=1) if call[0] == to]
+        fresh = [sid for sid in sids if sid not in known]
+        return SentMessage(sid=fresh[0], status="completed") if fresh else None
 
     @property
     def text_recipients(self) -> list[str]:

@@ -48,12 +48,15 @@ def crm_from_settings(settings: Settings, choice: str = "auto") -> CRM:
             rate_limit=hubspot_rate_from_settings(settings),
             custom_properties=settings.hubspot_custom_properties,
             batch_size=settings.hubspot_batch_size,
+            search_lag_seconds=settings.hubspot_search_lag_seconds,
         )
     if backend == "salesforce":
         return SalesforceCRM(
             salesforce_tokens(settings),
             api_version=settings.salesforce_api_version,
             external_id_field=settings.salesforce_external_id_field,
+            task_external_id_field=settings.salesforce_task_external_id_field,
+            center_timezone=ZoneInfo(settings.center_timezone),
             timeout=settings.http_timeout_seconds,
         )
     return LogOnlyCRM()
