@@ -128,6 +128,8 @@ def _sync(
 
     if lead.crm_contact_id is not None and submission.crm_note_id is not None:
         contact_id = lead.crm_contact_id  # a retry: this request updated the contact before its note went in
+    elif lead.crm_contact_id is not None and row.progressed_at is not None:
+        contact_id = lead.crm_contact_id  # a retry: this request's update of the contact went through before
     elif lead.crm_contact_id is not None:
         contact_id = crm.upsert_contact(contact_card(lead, submission), lead.crm_contact_id)
         answered(session, [row], "contact")

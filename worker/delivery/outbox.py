@@ -128,7 +128,7 @@ def _lingering(row: OutboxMessage, settings: Settings, now: datetime) -> timedel
 
 
 def _deliver_batch(session: Session, row: OutboxMessage, site: str, crm: BatchCRM, services: Services,
-                   now: datetime) -> Delivery:
+                   now: datetime, started: datetime) -> Delivery:
     soon = timedelta(seconds=max(1.0, services.settings.crm_batch_linger_seconds))
     rows = [row, *lease_batch_mates(session, row, site, crm.batch_size - 1, now, soon)]
     try:
@@ -140,7 +140,7 @@ def _deliver_batch(session: Session, row: OutboxMessage, site: str, crm: BatchCR
     outcomes = {}
     for each in rows:
         error = errors.get(each.id)
-        outcomes[each.id] = (_failed(session, each.id, error, services.settings, now) if error
+        outcomes[each.id] = (_failed(session, each.id, error, services.settings, started) if error
                              else _delivered(session, each))
     others = tuple((outbox_id, outcome.retry_in) for outbox_id, outcome in outcomes.items()
                    if outbox_id != row.id and outcome.retry_in is not None)
@@ -178,7 +178,8 @@ def deliver(session: Session, outbox_id: int, services: Services, now: datetime 
             batches: bool = True) -> Delivery:
     """Deliver one row. With `batches`, a CRM sync for a CRM that takes batches waits a moment for others (the
     returned `retry_in`), then carries as many waiting syncs of its site as one call takes."""
-    now = now or utcnow()
+    started = utcnow()  # the wall clock, for progress made during this attempt; `now` may be a test's
+    now = now or started
     target = None
     if batches and (found := session.get(OutboxMessage, outbox_id)) is not None:
         target = _batch_crm(session, found, services)
@@ -188,16 +189,16 @@ def deliver(session: Session, outbox_id: int, services: Services, now: datetime 
     if row is None:
         return Delivery(None)
     if target is not None:
-        return _deliver_batch(session, row, *target, services, now)
+        return _deliver_batch(session, row, *target, services, now, started)
     try:
         _do(session, row, services, now)
     except IntegrationError as exc:
         session.rollback()
-        return _failed(session, outbox_id, exc, services.settings, now)
+        return _failed(session, outbox_id, exc, services.settings, started)
     except Exception as exc:
         session.rollback()
         failure = _internal_error(exc, f"outbox {outbox_id} ({row.kind})")
-        return _failed(session, outbox_id, failure, services.settings, now)
+        return _failed(session, outbox_id, failure, services.settings, started)
     return _delivered(session, row)
 
 

@@ -135,7 +135,8 @@ def look_up_unanswered(session: Session, attempt: StaffAlert, services: Services
         attempt.status, attempt.provider_id, attempt.error = found.status, found.sid, None
         return found
     attempt.status = "failed"
-    attempt.error = f"{attempt.error or 'no answer'}; Twilio has no such {attempt.channel} attempt, so it is made again"
+    kind, again = ("text", "sent") if attempt.channel == "sms" else ("call", "placed")
+    attempt.error = f"{attempt.error or 'no answer'}; Twilio has no such {kind}, so it is {again} again"
     return None
 
 
