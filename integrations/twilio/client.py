@@ -74,8 +74,8 @@ RING_SECONDS = 25
 # How many of the latest texts to one staff phone are checked for one whose answer was lost: one page at Twilio's
 # largest page size, enough for a long outage during a burst, when every alert goes to the one on-call phone.
 RECENT_TEXTS = 1000
-# The same for calls: the latest calls to one staff phone, more than a long outage's reminder calls.
-RECENT_CALLS = 200
+# The same for calls: the latest calls to one staff phone, one page at the largest page size.
+RECENT_CALLS = 1000
 # Twilio's clock and ours may differ by this much when a call's creation time is compared with our attempt's.
 CLOCK_SKEW = timedelta(seconds=60)
 

@@ -48,4 +48,5 @@ def test_every_lead_gets_one_of_everything_when_any_create_may_lose_its_answer_a
     assert (outcome.lost, outcome.doubled) == (0, 0), f"seed {seed}: {outcome.report()}"
     assert outcome.facts["answers lost"] > 0, f"seed {seed}: no answer was lost: {outcome.report()}"
     assert outcome.facts["HubSpot bodies refused by its models"] == 0, outcome.report()
+    assert outcome.facts["escalation steps not taken in time"] == 0, outcome.report()
     assert outcome.facts["claims bridged"] == BURST.submissions // 2, outcome.report()

@@ -65,8 +65,7 @@ def lost_answers(lag: float, share: float = 0.35) -> Callable[[FaultStack, Scale
         stall = lag + 20  # a wait for the search index is not a stall
         submit_all(stack, scale)
         stack.settle(scale.settle_seconds, stall_seconds=stall)
-        for step in (1, 2):
-            escalate_to(stack, step, scale.settle_seconds)
+        late = sum(escalate_to(stack, step, scale.settle_seconds) for step in (1, 2))
         claimed = claim_and_bridge(stack)
         stack.settle(scale.settle_seconds, stall_seconds=stall)
         refused = len(state.refused)
@@ -74,25 +73,30 @@ def lost_answers(lag: float, share: float = 0.35) -> Callable[[FaultStack, Scale
                                                                     "Messages", "Calls")),
                 **{f"lost {how}": storm.lost[how] for how in ("held past the timeout", "connection reset",
                                                              "5xx after the commit")},
-                "claims bridged": claimed, "HubSpot bodies refused by its models": refused}
+                "claims bridged": claimed, "escalation steps not taken in time": late,
+                "HubSpot bodies refused by its models": refused}
 
     return run
 
 
-def escalate_to(stack: FaultStack, step: int, timeout: float) -> None:
+def escalate_to(stack: FaultStack, step: int, timeout: float) -> int:
     """What minutes of nobody claiming would do: every unclaimed lead's escalation timer comes due, until each has
-    taken step `step - 1` (0: the reminder call; 1: the supervisor's text and call)."""
+    taken step `step - 1` (0: the reminder call; 1: the supervisor's text and call). Returns how many timers had
+    not taken it within `timeout` (a step that failed waits a minute before it is tried again)."""
     with stack.engine.begin() as connection:
         connection.execute(text("UPDATE escalation_timers SET due_at = now() WHERE state = 'pending' AND step < :step"),
                            {"step": step})
 
-    def reached() -> bool:
+    def behind() -> int:
         with stack.engine.connect() as connection:
-            behind = connection.execute(text("SELECT count(*) FROM escalation_timers WHERE step < :step"),
-                                        {"step": step}).scalar_one()
-        return int(behind) == 0
+            return int(connection.execute(text("SELECT count(*) FROM escalation_timers WHERE step < :step"),
+                                          {"step": step}).scalar_one())
 
-    wait_for(reached, timeout=timeout, what=f"every escalation timer to reach step {step}")
+    try:
+        wait_for(lambda: behind() == 0, timeout=timeout, what=f"every escalation timer to reach step {step}")
+    except AssertionError:
+        return behind()
+    return 0
 
 
 def _signed_post(stack: FaultStack, path_and_query: str, params: dict[str, str]) -> requests.Response:

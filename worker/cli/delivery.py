@@ -59,7 +59,8 @@ def outbox_drop(outbox_id: int) -> None:
 @outbox.command("list")
 @click.option("--state", type=click.Choice([state.value for state in OutboxState]), default=None)
 def outbox_list(state: str | None) -> None:
-    """One line per outbox row: id, kind, lead, state, attempts, next attempt, last error."""
+    """One line per outbox row: id, kind, lead, state, attempts (those in a row without progress), next attempt,
+    a create still waiting for its answer, and the last error (for a dead row, why it is dead)."""
     settings = command_settings()
     ensure_schema(settings)
     with session_scope() as session:
@@ -67,8 +68,9 @@ def outbox_list(state: str | None) -> None:
         if state:
             query = query.where(OutboxMessage.state == state)
         for row, ref in session.execute(query):
-            click.echo(f"{row.id}\t{row.kind}\t{ref}\t{row.state}\t{row.attempts}\t"
-                       f"{row.next_attempt_at.isoformat()}\t{row.last_error or ''}")
+            doubt = f"{row.unanswered} unanswered" if row.unanswered else ""
+            click.echo(f"{row.id}\t{row.kind}\t{ref}\t{row.state}\t{row.attempts} ({row.fruitless} without progress)"
+                       f"\t{row.next_attempt_at.isoformat()}\t{doubt}\t{row.last_error or ''}")
         totals = dict(session.execute(select(OutboxMessage.state, func.count()).group_by(OutboxMessage.state)).all())
         click.echo(", ".join(f"{key} {value}" for key, value in sorted(totals.items())) or "outbox is empty",
                    err=True)
