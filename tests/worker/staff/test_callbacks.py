@@ -208,4 +208,5 @@ def test_a_call_back_reminder_without_a_key_press_does_not_call_the_claimed_lead
     root = ET.fromstring(document)  # noqa: S314 (our own TwiML)
     after_gather = " ".join(element.text or "" for element in root.findall("Say"))
     assert "unclaimed" not in after_gather
-    assert after_gather == "No key was pressed. The callback is still yours; you will be called again to try it. Goodbye."
+    assert after_gather == ("No key was pressed. The callback is still yours; you will be called again to try it. "
+                            "Goodbye.")
