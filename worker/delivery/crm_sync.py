@@ -288,7 +288,9 @@ def _sync_many(
 
     # Contacts are upserted by the lead reference, a unique property: sending one again updates it, so the row's
     # mark keeps whatever later step (a note) an earlier attempt left in doubt.
-    need = [item for item in batch.going() if not (item[1].crm_contact_id and item[2].crm_note_id)]
+    # A row that made progress before has had its contact written (created, or updated with this request's details).
+    need = [item for item in batch.going()
+            if not (item[1].crm_contact_id and (item[2].crm_note_id or item[0].progressed_at))]
     done = batch.step(session, need, lambda item: item[1].ref, upsert, None)
     for (_, lead, _), contact_id in done:
         lead.crm_contact_id = contact_id
