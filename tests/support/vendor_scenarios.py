@@ -36,8 +36,11 @@ PUBLIC_URL = "https://admitflow.example.org"
 HUBSPOT, TWILIO = "/crm/", "/2010-04-01/"
 HOLD_SECONDS = 1.5  # longer than the stack's 1 s HTTP timeout
 
+# The sweeper at fault_stack's 2 s / 10 s re-sent a backlog of 750 rows every 2 s (69,000 queued messages at 500
+# people on a loaded machine): here it looks every 10 s for work untouched for a minute.
+PATIENT_SWEEP = {"ADMITFLOW_SWEEP_INTERVAL_SECONDS": "10", "ADMITFLOW_STALE_AFTER_SECONDS": "60"}
 VENDOR_ENV = {"ADMITFLOW_HTTP_TIMEOUT": "1", "PERSON_ACK_SMS": "true", "ADMITFLOW_PUBLIC_URL": PUBLIC_URL,
-              "ESCALATION_INTERVAL_SECONDS": "1", "ADMITFLOW_RETRY_FIRST_SECONDS": "0.5"}
+              "ESCALATION_INTERVAL_SECONDS": "1", "ADMITFLOW_RETRY_FIRST_SECONDS": "0.5", **PATIENT_SWEEP}
 
 
 def lost_answers_env(lag: float) -> dict[str, str]:
@@ -62,7 +65,7 @@ def lost_answers(lag: float, share: float = 0.35) -> Callable[[FaultStack, Scale
         state, storm = stack.providers.state, stack.providers.storm
         state.search_lag, storm.hold_seconds = lag, HOLD_SECONDS
         storm.lost_answers = {HUBSPOT: share, TWILIO: share}
-        stall = lag + 20  # a wait for the search index is not a stall
+        stall = lag + 60  # a wait for the search index, or a backlog being worked through, is not a stall
         submit_all(stack, scale)
         stack.settle(scale.settle_seconds, stall_seconds=stall)
         late = sum(escalate_to(stack, step, scale.settle_seconds) for step in (1, 2))
@@ -188,6 +191,7 @@ def crm_storm(batched: bool) -> Callable[[FaultStack, Scale], dict[str, int]]:
 
 
 STORM_ENV = {"ADMITFLOW_HTTP_TIMEOUT": "1", "ADMITFLOW_RETRY_FIRST_SECONDS": "0.25", "HUBSPOT_SEARCH_LAG_SECONDS": "2",
+             **PATIENT_SWEEP,
              # The production default; fault_stack's fast recovery shortens other waits, never this one.
              "ADMITFLOW_RETRY_MAX_SECONDS": "1800"}
 
