@@ -64,10 +64,20 @@ class NoteSpec:
 @dataclass
 class BatchResult:
     """What a batch call did per item: the CRM id of each item that went through, the error of each that did not.
-    An item in neither was not attempted (the call stopped before it) and is retried like a failure."""
+    An item in neither was not attempted (the call stopped before it) and is retried like a failure. `absent` names
+    the items looked for first (`look_first`) and not there: no earlier attempt made them."""
 
     ids: dict[str, str] = field(default_factory=dict)
     errors: dict[str, IntegrationError] = field(default_factory=dict)
+    absent: set[str] = field(default_factory=set)
+
+
+class LookupFailed(IntegrationError):
+    """The look for an earlier attempt's record did not answer, so nothing was created: try again later."""
+
+    def __init__(self, cause: IntegrationError) -> None:
+        super().__init__(f"looking for an earlier attempt failed: {cause.message}", permanent=False,
+                         status=cause.status)
 
 
 class CRM(Protocol):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
@@ -16,8 +17,8 @@ from urllib.parse import quote, urlsplit
 import requests
 from pydantic import BaseModel, ValidationError
 
-from integrations.crm import BatchResult, CallbackTaskSpec, CallRecord, ContactCard, NoteSpec
-from integrations.errors import Conflict, InvalidRequest, RateLimited, ServiceUnavailable
+from integrations.crm import BatchResult, CallbackTaskSpec, CallRecord, ContactCard, LookupFailed, NoteSpec
+from integrations.errors import Conflict, IntegrationError, InvalidRequest, RateLimited, ServiceUnavailable
 from integrations.http import HttpService
 from integrations.hubspot.models import BatchAnswer, BatchPage, BatchRecord, CrmObject, ErrorBody, SearchPage
 from integrations.ratelimit import SharedRateLimit, Store, Window
@@ -225,38 +226,49 @@ class HubSpotCRM(HttpService):
 
     def add_notes(self, notes: Sequence[NoteSpec], *, look_first: Collection[str] = ()) -> BatchResult:
         """`add_note` for many requests in one call per hundred (POST /crm/v3/objects/notes/batch/create). A note
-        keyed in `look_first` is first looked for on its contact, by its marker."""
+        keyed in `look_first` is first looked for on its contact, by its marker; a look that fails leaves its notes
+        out (`LookupFailed`) and the others go on, so what was learnt is kept."""
         result = BatchResult()
-        if look_first:
-            result.ids.update(self._find_notes([note for note in notes if note.key in look_first]))
-        pending = [note for note in notes if note.key not in result.ids]
+        doubtful = [note for note in notes if note.key in look_first]
+        result.ids.update(self._find_notes(doubtful, result.errors))
+        result.absent = {note.key for note in doubtful} - set(result.ids) - set(result.errors)
+        pending = [note for note in notes if note.key not in result.ids and note.key not in result.errors]
         markers = {html.escape(note.marker): note.key for note in pending}
         for chunk in _chunks(pending, BATCH_LIMIT):
             inputs = [_note_input(note.contact_id, note.text, note.at) | {"objectWriteTraceId": note.key}
                       for note in chunk]
-            page = self._batch("notes", "create", inputs)
-            _collect(page, [note.key for note in chunk],
-                     lambda record: _marked(record.properties.get("hs_note_body"), markers), result)
+            with _kept(result, [note.key for note in chunk]):
+                page = self._batch("notes", "create", inputs)
+                _collect(page, [note.key for note in chunk],
+                         lambda record: _marked(record.properties.get("hs_note_body"), markers), result)
         return result
 
     def ensure_callback_tasks(
         self, tasks: Sequence[tuple[str, CallbackTaskSpec]], *, look_first: Collection[str] = ()
     ) -> BatchResult:
         """`ensure_callback_task` for many leads (POST /crm/v3/objects/tasks/batch/create), keyed by lead
-        reference. Only the tasks of leads in `look_first` are searched for (one search per hundred)."""
+        reference. Only the tasks of leads in `look_first` are searched for (one search per hundred); a search that
+        fails leaves those tasks out (`LookupFailed`) and the others go on."""
         result = BatchResult()
         by_subject = {task.subject: task.lead_ref for _, task in tasks}
         doubtful = [task.subject for _, task in tasks if task.lead_ref in look_first]
-        if doubtful:
+        try:
             for subject, task_id in self._find_tasks(doubtful).items():
                 result.ids[by_subject[subject]] = task_id
-        pending = [(contact_id, task) for contact_id, task in tasks if task.lead_ref not in result.ids]
+        except IntegrationError as exc:
+            if not doubtful or len(doubtful) == len(tasks):
+                raise
+            result.errors.update((by_subject[subject], LookupFailed(exc)) for subject in doubtful)
+        result.absent = {by_subject[subject] for subject in doubtful} - set(result.ids) - set(result.errors)
+        pending = [(contact_id, task) for contact_id, task in tasks
+                   if task.lead_ref not in result.ids and task.lead_ref not in result.errors]
         for chunk in _chunks(pending, BATCH_LIMIT):
             inputs = [_task_input(contact_id, task) | {"objectWriteTraceId": task.lead_ref}
                       for contact_id, task in chunk]
-            page = self._batch("tasks", "create", inputs)
-            _collect(page, [task.lead_ref for _, task in chunk],
-                     lambda record: by_subject.get(record.properties.get("hs_task_subject") or ""), result)
+            with _kept(result, [task.lead_ref for _, task in chunk]):
+                page = self._batch("tasks", "create", inputs)
+                _collect(page, [task.lead_ref for _, task in chunk],
+                         lambda record: by_subject.get(record.properties.get("hs_task_subject") or ""), result)
         return result
 
     def describe_error(self, response: requests.Response) -> str:
@@ -320,18 +332,34 @@ class HubSpotCRM(HttpService):
                         found.setdefault(ref, record.id)
         return found
 
-    def _find_notes(self, notes: Sequence[NoteSpec]) -> dict[str, str]:
-        """Notes already on the contacts, by the marker in their body; five contacts per search."""
+    def _find_notes(self, notes: Sequence[NoteSpec],
+                    failed: dict[str, IntegrationError] | None = None) -> dict[str, str]:
+        """Notes already on the contacts, by the marker in their body; five contacts per search, then read back by
+        id. With `failed`, a search or read that fails is recorded there (`LookupFailed`) for its notes instead of
+        raised, and the other searches go on."""
         found: dict[str, str] = {}
         for chunk in _chunks(list(notes), SEARCH_GROUPS):
             markers = {html.escape(note.marker): note.key for note in chunk}
             groups = [_filter_group(("associations.contact", note.contact_id)) for note in chunk]
-            for record in self._search_all("notes", groups, ["hs_note_body"]):
+            try:
+                records = self._search_all("notes", groups, ["hs_note_body"])
+            except IntegrationError as exc:
+                if failed is None:
+                    raise
+                failed.update((note.key, LookupFailed(exc)) for note in chunk)
+                continue
+            for record in records:
                 key = _marked(record.properties.get("hs_note_body"), markers)
                 if key is not None:
                     found.setdefault(key, record.id)
         markers = {html.escape(note.marker): note.key for note in notes}
-        return self._read_back("notes", found, "hs_note_body", lambda key, body: _marked(body, markers) == key)
+        try:
+            return self._read_back("notes", found, "hs_note_body", lambda key, body: _marked(body, markers) == key)
+        except IntegrationError as exc:
+            if failed is None:
+                raise
+            failed.update((key, LookupFailed(exc)) for key in found)
+            return {}
 
     def _find_tasks(self, subjects: list[str]) -> dict[str, str]:
         found: dict[str, str] = {}
@@ -506,6 +534,18 @@ def _collect(page: BatchPage, keys: list[str], key_of: Callable[[BatchRecord], s
         else:
             message = f"HubSpot's batch answer left this record out ({detail}); will retry"
             result.errors[key] = ServiceUnavailable(message)
+
+
+@contextmanager
+def _kept(result: BatchResult, keys: list[str]) -> Iterator[None]:
+    """Once a batch call has learnt something (found or ruled out earlier records), a create call that fails is
+    those items' error rather than the whole call's, so what was learnt reaches the caller."""
+    try:
+        yield
+    except IntegrationError as exc:
+        if not (result.ids or result.absent or result.errors):
+            raise
+        result.errors.update((key, exc) for key in keys)
 
 
 def _filter_group(*filters: tuple[str, str]) -> dict[str, Any]:

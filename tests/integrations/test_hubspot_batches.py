@@ -12,7 +12,7 @@ import pytest
 import responses
 from responses import matchers
 
-from integrations.crm import CallbackTaskSpec, NoteSpec
+from integrations.crm import CallbackTaskSpec, LookupFailed, NoteSpec
 from integrations.errors import Conflict, InvalidRequest, RateLimited, ServiceUnavailable, Unauthorized
 from integrations.hubspot.client import HubSpotCRM
 from tests.integrations.test_hubspot import (
@@ -268,3 +268,19 @@ def test_a_note_the_search_index_still_shows_but_reading_it_back_does_not_is_cre
 
     text = "Website request L-001 (form 3, entry 1):\n\nPlease call"
     assert crm.add_note("701", text, AT, look_first=True) == "805"
+
+
+def test_a_look_for_earlier_notes_that_is_throttled_holds_back_only_its_own_notes(
+    hubspot: responses.RequestsMock, crm: HubSpotCRM
+) -> None:
+    doubtful = [note(n, f"70{n}") for n in range(1, 7)]  # two searches: five contacts, then one
+    hubspot.post(f"{NOTES}/search", status=429, headers={"Retry-After": "1"}, json={"category": "RATE_LIMITS"})
+    hubspot.post(f"{NOTES}/search", json={"total": 0, "results": []})
+    hubspot.post(f"{NOTES}/batch/create", status=201, match=[traces("note-6")],
+                 json=batch_answer({"id": "806", "objectWriteTraceId": "note-6"}))
+
+    result = crm.add_notes(doubtful, look_first={item.key for item in doubtful})
+
+    assert result.ids == {"note-6": "806"} and result.absent == {"note-6"}
+    assert set(result.errors) == {f"note-{n}" for n in range(1, 6)}
+    assert all(isinstance(error, LookupFailed) for error in result.errors.values()), "nothing created for them"

@@ -22,6 +22,7 @@ from worker.intake.normalize import clean_text
 from worker.leads.best_time import call_time_of
 from worker.leads.processing import applicant_fields, message_text
 from worker.staff.roster import Roster
+from worker.store.db import utcnow
 from worker.store.models import Claim, Lead, OutboxMessage, Submission
 from worker.store.unanswered import (
     Deferred,
@@ -252,6 +253,11 @@ class _Batch:
                 done.append((item, result.ids[key(item)]))
                 continue
             refused = result.errors.get(key(item))
+            if key(item) in result.absent:
+                # Looked for once the search could see it, and not there: the earlier doubt is settled, which is
+                # progress; only a create of this attempt that may have gone through is in doubt now.
+                item[0].progressed_at = utcnow()
+                before[item[0].id] = (None, None)
             if refused is not None and refused_before_writing(refused):
                 untouched.append(item[0])
             if isinstance(refused, InvalidRequest | Conflict):
@@ -259,8 +265,8 @@ class _Batch:
             else:
                 self.errors[item[0].id] = refused or IntegrationError(
                     "the CRM's batch answer did not mention this lead; will retry", permanent=False)
-        if untouched and mark is not None:
-            restore(session, untouched, before)
+        if mark is not None:
+            restore(session, untouched, before)  # commits the progress of items found absent too
         return done
 
     def _alone(self, session: Session, items: list[BatchItem]) -> None:

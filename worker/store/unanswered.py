@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from integrations.crm import CRM
+from integrations.crm import CRM, LookupFailed
 from integrations.errors import IntegrationError, RateLimited
 from worker.store.db import utcnow
 from worker.store.models import OutboxKind, OutboxMessage
@@ -89,9 +89,9 @@ def answered(session: Session, rows: Sequence[OutboxMessage], step: str) -> None
 
 
 def refused_before_writing(error: IntegrationError) -> bool:
-    """A 429 or a refusal for the data (400, 409...): the vendor wrote nothing. A timeout or a 5xx may follow a
-    write that went through."""
-    return error.permanent or isinstance(error, RateLimited)
+    """A 429, a refusal for the data (400, 409...) or a failed look before the create: nothing was written. A
+    timeout or a 5xx may follow a write that went through."""
+    return error.permanent or isinstance(error, RateLimited | LookupFailed)
 
 
 @contextmanager
@@ -114,8 +114,9 @@ def sending(session: Session, rows: Sequence[OutboxMessage], step: str) -> Itera
 
 def restore(session: Session, rows: Sequence[OutboxMessage],
             before: dict[int, tuple[str | None, datetime | None]]) -> None:
-    """Put back the marks rows had before a call the vendor refused before writing. Commits."""
-    session.rollback()
+    """Put back the marks rows had before a call the vendor refused before writing. Commits (what the session holds
+    too)."""
+    session.commit()
     for row in rows:
         session.execute(update(OutboxMessage).where(OutboxMessage.id == row.id).values(
             unanswered=before[row.id][0], unanswered_at=before[row.id][1]))
