@@ -1,5 +1,7 @@
 """Fault injection at scale: the scenarios of tests/integration/test_faults.py with more submissions and a longer
-PostgreSQL outage, each on a private Redis and PostgreSQL (never the shared ones), printing one row per scenario.
+PostgreSQL outage, and the vendors' faults (tests/support/vendor_scenarios.py: every create losing its answer at a
+search lag of 0, 5 and 30 s; the HubSpot storm one lead per call and batched), each on a private Redis and
+PostgreSQL (never the shared ones), printing one row per scenario.
 
     python bench/fault_injection.py [--submissions 500] [--rate 20] [--postgres-outage 30] [--only redis_wiped]
 
@@ -19,18 +21,18 @@ from tests.support.fault_scenarios import SCENARIOS, Outcome, Scale, run_scenari
 from tests.support.private_services import private_services
 
 COLUMNS = ("scenario", "submitted", "leads", "CRM contacts", "CRM tasks", "staff alerts", "lost", "doubled",
-           "seconds", "what the fault did")
+           "dead rows", "seconds", "what the fault did")
 
 
 def row(outcome: Outcome) -> list[str]:
     tally = outcome.tally
-    doubled = f"{outcome.doubled}" + (f" ({tally.unrecorded_texts} unrecorded texts)" if tally.unrecorded_texts
-                                      else "")
+    lost = f"{outcome.lost}" + (f" {dict(tally.lost)}" if outcome.lost else "")
+    doubled = f"{outcome.doubled}" + (f" {dict(tally.doubled)}" if outcome.doubled else "")
+    if tally.unrecorded_texts:
+        doubled += f" ({tally.unrecorded_texts} unrecorded texts)"
     facts = ", ".join(f"{name} {value}" for name, value in outcome.facts.items())
-    if tally.extra_notes:
-        facts += f", extra CRM notes {tally.extra_notes}"
     return [outcome.scenario, str(tally.submitted), str(tally.leads), str(tally.contacts), str(tally.tasks),
-            str(tally.alerts), str(outcome.lost), doubled, f"{outcome.seconds:.0f}", facts]
+            str(tally.alerts), lost, doubled, str(tally.lost["dead outbox rows"]), f"{outcome.seconds:.0f}", facts]
 
 
 def main() -> None:

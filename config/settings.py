@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     # Lead fields for where the person came from, "key=Field__c" comma-separated; keys: utm_source, utm_medium,
     # utm_campaign, utm_term, utm_content, gclid, fbclid, msclkid, referrer, landing_page, form_page.
     salesforce_lead_fields: str = Field("", alias="SALESFORCE_LEAD_FIELDS")
+    # A Text (Unique, External ID) field on Task (Activity): notes, callback tasks and call logs are upserted by it,
+    # so one whose answer was lost is updated, not created again.
+    salesforce_task_external_id_field: str = Field("Admitflow_Key__c", alias="SALESFORCE_TASK_EXTERNAL_ID_FIELD")
 
     hubspot_token: SecretStr | None = Field(None, alias="HUBSPOT_TOKEN")
     hubspot_base_url: str = Field("https://api.hubapi.com", alias="HUBSPOT_BASE_URL")
@@ -100,6 +103,8 @@ class Settings(BaseSettings):
     # With the custom properties on, leads waiting for HubSpot go in batches of up to this many per call (HubSpot
     # takes 100); 0 or 1 sends each lead on its own.
     hubspot_batch_size: int = Field(100, alias="HUBSPOT_BATCH_SIZE", ge=0, le=100)
+    # HubSpot's search trails writes by seconds: a create whose answer was lost is looked for this long after.
+    hubspot_search_lag_seconds: float = Field(10.0, alias="HUBSPOT_SEARCH_LAG_SECONDS", ge=0)
     # A new lead waits this long for others to share its CRM batch (the staff alert does not wait).
     crm_batch_linger_seconds: float = Field(2.0, alias="CRM_BATCH_LINGER_SECONDS", ge=0)
     # A failed delivery is retried after this many seconds, doubling while it keeps failing, up to the longest wait.

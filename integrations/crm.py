@@ -85,20 +85,35 @@ class NoteSpec:
 @dataclass
 class BatchResult:
     """What a batch call did per item: the CRM id of each item that went through, the error of each that did not.
-    An item in neither was not attempted (the call stopped before it) and is retried like a failure."""
+    An item in neither was not attempted (the call stopped before it) and is retried like a failure. `absent` names
+    the items looked for first (`look_first`) and not there: no earlier attempt made them."""
 
     ids: dict[str, str] = field(default_factory=dict)
     errors: dict[str, IntegrationError] = field(default_factory=dict)
+    absent: set[str] = field(default_factory=set)
+
+
+class LookupFailed(IntegrationError):
+    """The look for an earlier attempt's record did not answer, so nothing was created: try again later."""
+
+    def __init__(self, cause: IntegrationError) -> None:
+        super().__init__(f"looking for an earlier attempt failed: {cause.message}", permanent=False,
+                         status=cause.status)
 
 
 class CRM(Protocol):
     """A CRM that holds contacts, notes and callback tasks.
 
     Every method may raise `integrations.errors.IntegrationError`. The worker records each returned id before
-    calling the next method, so a retry resumes where the last attempt stopped.
+    calling the next method, so a retry resumes where the last attempt stopped; a create whose answer was lost is
+    retried with `look_first`, after `lookup_lag_seconds` (docs/idempotency.md).
     """
 
     name: str
+
+    def lookup_lag_seconds(self, step: str) -> float:
+        """How long after a create of `step` ("contact", "note", "task", "call") a lookup is sure to see it: a
+        search index's lag; 0 where the write is keyed by our own id or the lookup reads the database."""
 
     def upsert_contact(self, card: ContactCard, contact_id: str | None) -> str:
         """Create the contact, or update it when `contact_id` is known or an existing contact has the same
@@ -116,8 +131,12 @@ class CRM(Protocol):
     def assign_callback_task(self, task_id: str, owner_id: str) -> None:
         """Make `owner_id` the owner of the callback task (the staff member who claimed the lead). Idempotent."""
 
-    def log_call(self, contact_id: str, task_id: str | None, call: CallRecord) -> str:
-        """Log the connected call on the contact and mark the callback task done. Returns the call's id."""
+    def log_call(self, contact_id: str, call: CallRecord, *, look_first: bool = False) -> str:
+        """Log the connected call on the contact; returns the call's id. With `look_first`, the contact's call
+        for `call.lead_ref` is returned if there is one."""
+
+    def complete_callback_task(self, task_id: str) -> None:
+        """Mark the callback task done (the bridged call reached the person). Idempotent."""
 
 
 class BatchCRM(CRM, Protocol):
@@ -149,6 +168,9 @@ class LogOnlyCRM:
 
     name = "log-only CRM"
 
+    def lookup_lag_seconds(self, step: str) -> float:
+        return 0.0
+
     def upsert_contact(self, card: ContactCard, contact_id: str | None) -> str:
         log.info("LOG-ONLY CRM (no HUBSPOT_TOKEN set): would upsert the contact for lead %s", card.lead_ref)
         return contact_id or f"log-contact-{card.lead_ref}"
@@ -164,7 +186,9 @@ class LogOnlyCRM:
     def assign_callback_task(self, task_id: str, owner_id: str) -> None:
         log.info("LOG-ONLY CRM: would give task %s to owner %s", task_id, owner_id)
 
-    def log_call(self, contact_id: str, task_id: str | None, call: CallRecord) -> str:
-        log.info("LOG-ONLY CRM: would log a %ss call for lead %s and complete task %s", call.duration_seconds,
-                 call.lead_ref, task_id)
+    def log_call(self, contact_id: str, call: CallRecord, *, look_first: bool = False) -> str:
+        log.info("LOG-ONLY CRM: would log a %ss call for lead %s", call.duration_seconds, call.lead_ref)
         return f"log-call-{call.lead_ref}"
+
+    def complete_callback_task(self, task_id: str) -> None:
+        log.info("LOG-ONLY CRM: would complete task %s", task_id)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,10 @@ class Messenger(Protocol):
         """The text with `body` recently sent to `to`, if the provider has one: whether an attempt whose answer
         was lost went out."""
 
+    def find_call(self, to: str, since: datetime, known: Collection[str]) -> SentMessage | None:
+        """The first call to `to` from the center's number created at or after `since` whose sid is not in `known`
+        (the calls already recorded), if the provider has one: whether a call whose answer was lost was placed."""
+
 
 class LogOnlyMessenger:
     """Stands in for Twilio when it is not configured: logs the PHI-free body and the staff recipient."""
@@ -52,4 +58,7 @@ class LogOnlyMessenger:
         return SentMessage(sid=f"log-{uuid.uuid4().hex[:16]}", status="logged")
 
     def find_sms(self, to: str, body: str) -> SentMessage | None:
+        return None
+
+    def find_call(self, to: str, since: datetime, known: Collection[str]) -> SentMessage | None:
         return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
@@ -16,8 +17,8 @@ from urllib.parse import quote, urlsplit
 import requests
 from pydantic import BaseModel, ValidationError
 
-from integrations.crm import BatchResult, CallbackTaskSpec, CallRecord, ContactCard, NoteRoom, NoteSpec
-from integrations.errors import Conflict, InvalidRequest, RateLimited, ServiceUnavailable
+from integrations.crm import BatchResult, CallbackTaskSpec, CallRecord, ContactCard, LookupFailed, NoteRoom, NoteSpec
+from integrations.errors import Conflict, IntegrationError, InvalidRequest, RateLimited, ServiceUnavailable
 from integrations.http import HttpService
 from integrations.hubspot.models import BatchAnswer, BatchPage, BatchRecord, CrmObject, ErrorBody, SearchPage
 from integrations.ratelimit import SharedRateLimit, Store, Window
@@ -52,6 +53,11 @@ _CATEGORY = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 BATCH_LIMIT = 100
 SEARCH_GROUPS = 5
 
+# Search trails writes: "it may take a few moments for newly created or updated objects to appear in search
+# results" (https://developers.hubspot.com/docs/api/crm/search). A create whose answer was lost is looked for by
+# search only after this many seconds (HUBSPOT_SEARCH_LAG_SECONDS).
+DEFAULT_SEARCH_LAG_SECONDS = 10.0
+
 # A 429 without Retry-After: sit out one burst window.
 # https://developers.hubspot.com/docs/developer-tooling/platform/usage-guidelines
 DEFAULT_PAUSE_SECONDS = 10.0
@@ -80,6 +86,7 @@ class HubSpotCRM(HttpService):
         custom_properties: bool = False,
         attribution_properties: bool = False,
         batch_size: int = BATCH_LIMIT,
+        search_lag_seconds: float = DEFAULT_SEARCH_LAG_SECONDS,
     ) -> None:
         if not token:
             raise ValueError("HubSpotCRM needs a private-app token: set HUBSPOT_TOKEN")
@@ -90,12 +97,17 @@ class HubSpotCRM(HttpService):
         self._attribution_properties = attribution_properties
         self._batch_size = max(0, min(batch_size, BATCH_LIMIT))
         self.note_room = NoteRoom(NOTE_ROOM_CHARS, lambda text: len(_as_html(text)))
+        self._search_lag = search_lag_seconds
 
     @property
     def batch_size(self) -> int:
         """Leads per batch call. Batches need the lead reference property: it is what makes a contact upsert that
         went through unanswered safe to send again."""
         return self._batch_size if self._custom_properties else 0
+
+    def lookup_lag_seconds(self, step: str) -> float:
+        """Contacts upserted by the unique lead reference property need no wait; anything found by search does."""
+        return 0.0 if step == "contact" and self._custom_properties else self._search_lag
 
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         # Sent per request rather than set on the session, which a caller may share with other services.
@@ -169,15 +181,23 @@ class HubSpotCRM(HttpService):
         path = f"/crm/v3/objects/tasks/{quote(task_id, safe='')}"
         self.request("PATCH", path, json={"properties": {OWNER_PROPERTY: owner_id}})
 
-    def log_call(self, contact_id: str, task_id: str | None, call: CallRecord) -> str:
-        """Log the bridged call on the contact's timeline, then mark the callback task COMPLETED.
+    def log_call(self, contact_id: str, call: CallRecord, *, look_first: bool = False) -> str:
+        """Log the bridged call on the contact's timeline; with `look_first`, return the contact's call titled for
+        the lead if there is one (found by search, then read back by id).
 
         https://developers.hubspot.com/docs/api/crm/calls (POST /crm/v3/objects/calls; hs_call_duration is in
         milliseconds; 194 = call to contact)
         """
+        title = f"Callback {call.lead_ref}"
+        if look_first:
+            group = _filter_group(("hs_call_title", title), ("associations.contact", contact_id))
+            records = self._search_all("calls", [group], ["hs_call_title"])
+            found = {title: records[0].id} if records else {}
+            if (existing := self._read_back("calls", found, "hs_call_title").get(title)) is not None:
+                return existing
         properties = {
             "hs_timestamp": _timestamp(call.started_at),
-            "hs_call_title": f"Callback {call.lead_ref}",
+            "hs_call_title": title,
             "hs_call_direction": "OUTBOUND",
             "hs_call_status": "COMPLETED",
             "hs_call_body": f"Bridged by admitflow from the center's number (lead {call.lead_ref}).",
@@ -186,13 +206,14 @@ class HubSpotCRM(HttpService):
             properties["hs_call_duration"] = str(call.duration_seconds * 1000)
         if call.owner_id:
             properties[OWNER_PROPERTY] = call.owner_id
-        call_id = self._create(
+        return self._create(
             "calls", {"properties": properties, "associations": [_association(contact_id, CALL_TO_CONTACT)]}
         )
-        if task_id:
-            path = f"/crm/v3/objects/tasks/{quote(task_id, safe='')}"
-            self.request("PATCH", path, json={"properties": {"hs_task_status": "COMPLETED"}})
-        return call_id
+
+    def complete_callback_task(self, task_id: str) -> None:
+        """https://developers.hubspot.com/docs/api/crm/tasks (PATCH /crm/v3/objects/tasks/{taskId})"""
+        path = f"/crm/v3/objects/tasks/{quote(task_id, safe='')}"
+        self.request("PATCH", path, json={"properties": {"hs_task_status": "COMPLETED"}})
 
     def upsert_contacts(self, contacts: Sequence[tuple[ContactCard, str | None]]) -> BatchResult:
         """`upsert_contact` for many leads in a few calls: known contacts and the ones found by email (batch read)
@@ -220,38 +241,49 @@ class HubSpotCRM(HttpService):
 
     def add_notes(self, notes: Sequence[NoteSpec], *, look_first: Collection[str] = ()) -> BatchResult:
         """`add_note` for many requests in one call per hundred (POST /crm/v3/objects/notes/batch/create). A note
-        keyed in `look_first` is first looked for on its contact, by its marker."""
+        keyed in `look_first` is first looked for on its contact, by its marker; a look that fails leaves its notes
+        out (`LookupFailed`) and the others go on, so what was learnt is kept."""
         result = BatchResult()
-        if look_first:
-            result.ids.update(self._find_notes([note for note in notes if note.key in look_first]))
-        pending = [note for note in notes if note.key not in result.ids]
+        doubtful = [note for note in notes if note.key in look_first]
+        result.ids.update(self._find_notes(doubtful, result.errors))
+        result.absent = {note.key for note in doubtful} - set(result.ids) - set(result.errors)
+        pending = [note for note in notes if note.key not in result.ids and note.key not in result.errors]
         markers = {html.escape(note.marker): note.key for note in pending}
         for chunk in _chunks(pending, BATCH_LIMIT):
             inputs = [_note_input(note.contact_id, note.text, note.at) | {"objectWriteTraceId": note.key}
                       for note in chunk]
-            page = self._batch("notes", "create", inputs)
-            _collect(page, [note.key for note in chunk],
-                     lambda record: _marked(record.properties.get("hs_note_body"), markers), result)
+            with _kept(result, [note.key for note in chunk]):
+                page = self._batch("notes", "create", inputs)
+                _collect(page, [note.key for note in chunk],
+                         lambda record: _marked(record.properties.get("hs_note_body"), markers), result)
         return result
 
     def ensure_callback_tasks(
         self, tasks: Sequence[tuple[str, CallbackTaskSpec]], *, look_first: Collection[str] = ()
     ) -> BatchResult:
         """`ensure_callback_task` for many leads (POST /crm/v3/objects/tasks/batch/create), keyed by lead
-        reference. Only the tasks of leads in `look_first` are searched for (one search per hundred)."""
+        reference. Only the tasks of leads in `look_first` are searched for (one search per hundred); a search that
+        fails leaves those tasks out (`LookupFailed`) and the others go on."""
         result = BatchResult()
         by_subject = {task.subject: task.lead_ref for _, task in tasks}
         doubtful = [task.subject for _, task in tasks if task.lead_ref in look_first]
-        if doubtful:
+        try:
             for subject, task_id in self._find_tasks(doubtful).items():
                 result.ids[by_subject[subject]] = task_id
-        pending = [(contact_id, task) for contact_id, task in tasks if task.lead_ref not in result.ids]
+        except IntegrationError as exc:
+            if not doubtful or len(doubtful) == len(tasks):
+                raise
+            result.errors.update((by_subject[subject], LookupFailed(exc)) for subject in doubtful)
+        result.absent = {by_subject[subject] for subject in doubtful} - set(result.ids) - set(result.errors)
+        pending = [(contact_id, task) for contact_id, task in tasks
+                   if task.lead_ref not in result.ids and task.lead_ref not in result.errors]
         for chunk in _chunks(pending, BATCH_LIMIT):
             inputs = [_task_input(contact_id, task) | {"objectWriteTraceId": task.lead_ref}
                       for contact_id, task in chunk]
-            page = self._batch("tasks", "create", inputs)
-            _collect(page, [task.lead_ref for _, task in chunk],
-                     lambda record: by_subject.get(record.properties.get("hs_task_subject") or ""), result)
+            with _kept(result, [task.lead_ref for _, task in chunk]):
+                page = self._batch("tasks", "create", inputs)
+                _collect(page, [task.lead_ref for _, task in chunk],
+                         lambda record: by_subject.get(record.properties.get("hs_task_subject") or ""), result)
         return result
 
     def _first_touch(self, card: ContactCard) -> dict[str, str]:
@@ -330,17 +362,34 @@ class HubSpotCRM(HttpService):
                         found.setdefault(ref, record.id)
         return found
 
-    def _find_notes(self, notes: Sequence[NoteSpec]) -> dict[str, str]:
-        """Notes already on the contacts, by the marker in their body; five contacts per search."""
+    def _find_notes(self, notes: Sequence[NoteSpec],
+                    failed: dict[str, IntegrationError] | None = None) -> dict[str, str]:
+        """Notes already on the contacts, by the marker in their body; five contacts per search, then read back by
+        id. With `failed`, a search or read that fails is recorded there (`LookupFailed`) for its notes instead of
+        raised, and the other searches go on."""
         found: dict[str, str] = {}
         for chunk in _chunks(list(notes), SEARCH_GROUPS):
             markers = {html.escape(note.marker): note.key for note in chunk}
             groups = [_filter_group(("associations.contact", note.contact_id)) for note in chunk]
-            for record in self._search_all("notes", groups, ["hs_note_body"]):
+            try:
+                records = self._search_all("notes", groups, ["hs_note_body"])
+            except IntegrationError as exc:
+                if failed is None:
+                    raise
+                failed.update((note.key, LookupFailed(exc)) for note in chunk)
+                continue
+            for record in records:
                 key = _marked(record.properties.get("hs_note_body"), markers)
                 if key is not None:
                     found.setdefault(key, record.id)
-        return found
+        markers = {html.escape(note.marker): note.key for note in notes}
+        try:
+            return self._read_back("notes", found, "hs_note_body", lambda key, body: _marked(body, markers) == key)
+        except IntegrationError as exc:
+            if failed is None:
+                raise
+            failed.update((key, LookupFailed(exc)) for key in found)
+            return {}
 
     def _find_tasks(self, subjects: list[str]) -> dict[str, str]:
         found: dict[str, str] = {}
@@ -348,7 +397,27 @@ class HubSpotCRM(HttpService):
             groups = [{"filters": [{"propertyName": "hs_task_subject", "operator": "IN", "values": chunk}]}]
             for record in self._search_all("tasks", groups, ["hs_task_subject"]):
                 found.setdefault(record.properties.get("hs_task_subject") or "", record.id)
-        return found
+        return self._read_back("tasks", found, "hs_task_subject")
+
+    def _read_back(self, object_type: str, found: dict[str, str], name: str,
+                   belongs: Callable[[str, str | None], bool] = lambda key, value: key == value) -> dict[str, str]:
+        """Read by id the records a search found (key -> id), keeping those whose `name` property still shows
+        they are the key's: the search index may trail a change or a deletion.
+
+        https://developers.hubspot.com/docs/api-reference/legacy/crm/objects/objects/batch/read-objects
+        (POST /crm/v3/objects/{objectType}/batch/read)
+        """
+        kept: dict[str, str] = {}
+        by_id = {record_id: key for key, record_id in found.items()}
+        for ids in _chunks(list(by_id), BATCH_LIMIT):
+            inputs = [{"id": record_id} for record_id in ids]
+            body = {"properties": [name], "propertiesWithHistory": [], "inputs": inputs}
+            page = self._batch_call("POST", f"/crm/v3/objects/{object_type}/batch/read", body)
+            for record in page.results:
+                key = by_id.get(record.id)
+                if key is not None and belongs(key, record.properties.get(name)):
+                    kept[key] = record.id
+        return kept
 
     def _update_contacts(self, updates: list[tuple[str, str, dict[str, str]]], result: BatchResult) -> None:
         """POST /crm/v3/objects/contacts/batch/update. HubSpot refuses one id twice in a batch, so a contact two
@@ -495,6 +564,18 @@ def _collect(page: BatchPage, keys: list[str], key_of: Callable[[BatchRecord], s
         else:
             message = f"HubSpot's batch answer left this record out ({detail}); will retry"
             result.errors[key] = ServiceUnavailable(message)
+
+
+@contextmanager
+def _kept(result: BatchResult, keys: list[str]) -> Iterator[None]:
+    """Once a batch call has learnt something (found or ruled out earlier records), a create call that fails is
+    those items' error rather than the whole call's, so what was learnt reaches the caller."""
+    try:
+        yield
+    except IntegrationError as exc:
+        if not (result.ids or result.absent or result.errors):
+            raise
+        result.errors.update((key, exc) for key in keys)
 
 
 def _filter_group(*filters: tuple[str, str]) -> dict[str, Any]:

@@ -1,19 +1,23 @@
 """Salesforce behind our `CRM` protocol: the person is a Lead keyed by our lead reference in an External ID field,
 and the note and the callback task are Tasks on that Lead.
 
-The Composite API is not used: every multi-call step here is conditional on the previous answer (query, then
-create only if nothing was found; upsert, then update the record a duplicate rule named), which a composite
-request cannot express, and its all-200 envelope would hide the status codes our errors are built from.
+Every write is keyed by our own id, so sending it again after a lost answer updates instead of duplicating: the
+Lead by the lead reference, each Task (note, callback, call log) by our key in a Task External ID field
+(docs/idempotency.md). The Composite API is not used: a step is conditional on the previous answer (upsert, then
+update the record a duplicate rule named), which a composite request cannot express, and its all-200 envelope
+would hide the status codes our errors are built from.
 Error messages name the call and Salesforce's errorCode values, never a request or response body (both hold PHI).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
+from zoneinfo import ZoneInfo
 
 import requests
 
@@ -23,7 +27,6 @@ from integrations.http import HttpService, parse_retry_after
 from integrations.salesforce.auth import AccessToken, TokenProvider
 from integrations.salesforce.models import (
     ApiError,
-    QueryPage,
     Record,
     SaveResult,
     error_codes,
@@ -44,10 +47,12 @@ _OWNER_REJECTIONS = {"INVALID_CROSS_REFERENCE_KEY", "FIELD_INTEGRITY_EXCEPTION",
                      "INSUFFICIENT_ACCESS_ON_CROSS_REFERENCE_ENTITY"}
 _FIELD_MISSING = {"NOT_FOUND", "INVALID_FIELD", "INVALID_FIELD_FOR_INSERT_UPDATE"}
 _API_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,79}")
-# https://developer.salesforce.com/docs/atlas.en-us.soql_sosl.meta/soql_sosl/sforce_api_calls_soql_select_quotedstringescapes.htm
-_SOQL_ESCAPES = str.maketrans(
-    {"\\": "\\\\", "'": "\\'", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
-)
+# On Lead saves: a duplicate rule that blocks the save names the matched Lead with its fields, and runs with the
+# integration user's sharing, so the Lead it names is one we can update (allowSave stays false: never a second Lead).
+# https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/headers_duplicaterules.htm (API 52.0+)
+DUPLICATE_RULE_HEADER = {
+    "Sforce-Duplicate-Rule-Header": "allowSave=false; includeRecordDetails=true; runAsCurrentUser=true"
+}
 
 
 class Rejected(InvalidRequest):
@@ -75,6 +80,8 @@ class SalesforceCRM(HttpService):
         *,
         api_version: str = "60.0",
         external_id_field: str = "Admitflow_Ref__c",
+        task_external_id_field: str = "Admitflow_Key__c",
+        center_timezone: ZoneInfo | None = None,
         company_placeholder: str = "Individual",
         lead_fields: Mapping[str, str] | None = None,
         timeout: float = 10.0,
@@ -84,6 +91,8 @@ class SalesforceCRM(HttpService):
             raise ValueError("the Salesforce API version looks like 60.0")
         if not _API_NAME.fullmatch(external_id_field) or not external_id_field.endswith("__c"):
             raise ValueError("the external ID field must be a custom field's API name, such as Admitflow_Ref__c")
+        if not _API_NAME.fullmatch(task_external_id_field) or not task_external_id_field.endswith("__c"):
+            raise ValueError("the Task external ID field must be a custom field's API name, such as Admitflow_Key__c")
         if not company_placeholder.strip():
             raise ValueError("Lead.Company is required: give a company placeholder such as Individual")
         lead_fields = dict(lead_fields or {})
@@ -97,6 +106,8 @@ class SalesforceCRM(HttpService):
         self._tokens = token_provider
         self._data = f"/services/data/v{api_version}"
         self._external_id_field = external_id_field
+        self._task_key_field = task_external_id_field
+        self._zone = center_timezone or ZoneInfo("UTC")
         self._company = company_placeholder
         self._lead_fields = lead_fields
         self.note_room = NoteRoom(_LIMITS["Description"])
@@ -127,57 +138,46 @@ class SalesforceCRM(HttpService):
                 raise
         return self._save_lead(card, creating=True)
 
+    def lookup_lag_seconds(self, step: str) -> float:
+        """Leads and Tasks are upserted by our own keys: a retry never needs to wait for an index."""
+        return 0.0
+
     def add_note(self, contact_id: str, text: str, at: datetime, *, look_first: bool = False) -> str:
         """Record the person's message as a completed Task on the Lead; returns the Task id.
 
         A Task rather than a ContentNote: it takes the Lead as WhoId in one call, holds plain text, and shows in the
         Lead's activity history, which moves to the Contact when admissions converts the Lead. A ContentNote needs
         HTML-escaped base64 content, a second insert (ContentDocumentLink) to attach it, and Notes enabled.
-        ActivityDate is `at`'s date in its own time zone. With `look_first`, the Lead's note Task whose
-        Description begins with `text`'s first line is returned if there is one (SOQL cannot filter a long text
-        area, so the few note Tasks of the Lead are read and compared here).
+        ActivityDate is `at`'s date at the center. The Task is upserted by a key made of the Lead and the note's
+        first line (which names the request), so one whose answer was lost is updated, never added again.
         https://developer.salesforce.com/docs/atlas.en-us.api.meta/api/sforce_api_objects_task.htm
         """
-        if look_first:
-            soql = (f"SELECT Id, Description FROM Task WHERE WhoId = {_soql_string(contact_id)} "  # noqa: S608
-                    f"AND Subject = {_soql_string(NOTE_SUBJECT)} LIMIT 200")
-            first_line = text.split("\n", 1)[0]
-            for record in self._query(soql):
-                if (record.description or "").startswith(first_line):
-                    return record.id
+        first_line = text.split("\n", 1)[0]
         body = {
             "Subject": NOTE_SUBJECT,
             "Description": _fit("Description", text),
             "WhoId": contact_id,
             "Status": "Completed",
-            "ActivityDate": at.date().isoformat(),
+            "ActivityDate": self._local_date(at),
         }
-        return self._create("Task", body)
+        return self._upsert_task(_task_key("note", contact_id, first_line), body)
 
     def ensure_callback_task(self, contact_id: str, task: CallbackTaskSpec) -> str:
-        """Return the Lead's Task with `task.subject`, creating it (a high-priority call) if there is none.
-
-        Unlike a search index, SOQL sees a Task as soon as it is saved, so a retry never adds a second one.
-        """
-        # Both values are escaped as SOQL string literals.
-        soql = (f"SELECT Id FROM Task WHERE WhoId = {_soql_string(contact_id)} "  # noqa: S608
-                f"AND Subject = {_soql_string(task.subject)} LIMIT 1")
-        existing = self._query(soql)
-        if existing:
-            return existing[0].id
+        """Upsert the Lead's callback Task (a high-priority call) by a key made of the lead reference: created
+        once, however often a lost answer makes us send it again. Its due date is the center's local date."""
         body: dict[str, Any] = {
             "Subject": task.subject,
             "Description": _fit("Description", task.body),
             "WhoId": contact_id,
             "Priority": "High",
             "Status": "Not Started",
-            "ActivityDate": task.due_at.date().isoformat(),
+            "ActivityDate": self._local_date(task.due_at),
             "IsReminderSet": True,
             "ReminderDateTime": _timestamp(task.due_at),
         }
         if task.owner_id:
             body["OwnerId"] = task.owner_id
-        return self._create("Task", body)
+        return self._upsert_task(_task_key("callback", task.lead_ref), body)
 
     def assign_callback_task(self, task_id: str, owner_id: str) -> None:
         """Give the callback Task to the Salesforce User who claimed the lead (PATCH /sobjects/Task/{id} -> 204).
@@ -186,8 +186,8 @@ class SalesforceCRM(HttpService):
         """
         self.request("PATCH", f"{self._data}/sobjects/Task/{quote(task_id, safe='')}", json={"OwnerId": owner_id})
 
-    def log_call(self, contact_id: str, task_id: str | None, call: CallRecord) -> str:
-        """Log the bridged call as a completed call Task on the Lead, then complete the callback Task.
+    def log_call(self, contact_id: str, call: CallRecord, *, look_first: bool = False) -> str:
+        """Log the bridged call as a completed call Task on the Lead, upserted by a key made of the lead reference.
 
         https://developer.salesforce.com/docs/atlas.en-us.api.meta/api/sforce_api_objects_task.htm
         (TaskSubtype "Call", CallType, CallDurationInSeconds)
@@ -198,17 +198,18 @@ class SalesforceCRM(HttpService):
             "CallType": "Outbound",
             "Status": "Completed",
             "WhoId": contact_id,
-            "ActivityDate": call.started_at.date().isoformat(),
+            "ActivityDate": self._local_date(call.started_at),
             "Description": f"Bridged by admitflow from the center's number (lead {call.lead_ref}).",
         }
         if call.duration_seconds is not None:
             body["CallDurationInSeconds"] = call.duration_seconds
         if call.owner_id:
             body["OwnerId"] = call.owner_id
-        call_id = self._create("Task", body)
-        if task_id:
-            self.request("PATCH", f"{self._data}/sobjects/Task/{quote(task_id, safe='')}", json={"Status": "Completed"})
-        return call_id
+        return self._upsert_task(_task_key("call", call.lead_ref), body)
+
+    def complete_callback_task(self, task_id: str) -> None:
+        """PATCH /sobjects/Task/{id} -> 204."""
+        self.request("PATCH", f"{self._data}/sobjects/Task/{quote(task_id, safe='')}", json={"Status": "Completed"})
 
     def describe_error(self, response: requests.Response) -> str:
         """Salesforce's errorCode values (INVALID_FIELD, DUPLICATES_DETECTED...); `message` may echo PHI."""
@@ -234,6 +235,12 @@ class SalesforceCRM(HttpService):
         if status == 403:
             raise Unauthorized(f"Salesforce refused {where} (403, {detail}): give the integration user the API "
                                "Enabled permission and create and edit access to Leads and Tasks", status=403)
+        if self._misses_task_key_field(errors, status, where):
+            raise InvalidRequest(
+                f"Salesforce has no usable external ID field {self._task_key_field} on Task ({where}, {status}, "
+                f"{detail}): create it on Task (Activity) as Text(255), Unique, External ID, let the integration user "
+                "edit it, or set SALESFORCE_TASK_EXTERNAL_ID_FIELD to the one you made", status=status,
+            )
         if self._misses_external_id_field(errors, status, where):
             raise InvalidRequest(
                 f"Salesforce has no usable external ID field {self._external_id_field} on Lead ({where}, {status}, "
@@ -286,7 +293,7 @@ class SalesforceCRM(HttpService):
         (PATCH /services/data/vXX.X/sobjects/Lead/{field}/{value})
         """
         path = self._lead_by_ref(lead_ref)
-        payload = self.json("PATCH", path, json=fields)
+        payload = self.json("PATCH", path, json=fields, headers=DUPLICATE_RULE_HEADER)
         if payload is None:
             return self._lead_id(lead_ref)
         return read_answer(SaveResult, payload, f"PATCH {path}").id
@@ -300,22 +307,24 @@ class SalesforceCRM(HttpService):
     def _update_lead(self, lead_id: str, fields: dict[str, Any]) -> None:
         """https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/dome_update_fields.htm
         (PATCH /sobjects/Lead/{id} -> 204, no body)"""
-        self.request("PATCH", f"{self._data}/sobjects/Lead/{quote(lead_id, safe='')}", json=fields)
+        self.request("PATCH", f"{self._data}/sobjects/Lead/{quote(lead_id, safe='')}", json=fields,
+                     headers=DUPLICATE_RULE_HEADER)
 
-    def _create(self, sobject: str, body: dict[str, Any]) -> str:
-        """https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/dome_sobject_create.htm
-        (POST /sobjects/{type} -> 201 `{"id", "success", "errors"}`)"""
-        path = f"{self._data}/sobjects/{sobject}"
-        return read_answer(SaveResult, self.json("POST", path, json=body), f"POST {path}").id
+    def _upsert_task(self, key: str, body: dict[str, Any]) -> str:
+        """Upsert a Task by our key in the Task external ID field: 201 created, 200 updated (API 46.0+; 204 and no
+        body before, then the id is read by the key).
+        https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/dome_upsert.htm
+        (PATCH /services/data/vXX.X/sobjects/Task/{field}/{value})"""
+        path = f"{self._data}/sobjects/Task/{self._task_key_field}/{quote(key, safe='')}"
+        payload = self.json("PATCH", path, json=body)
+        if payload is None:
+            return read_answer(Record, self.json("GET", path, params={"fields": "Id"}), f"GET {path}").id
+        return read_answer(SaveResult, payload, f"PATCH {path}").id
 
-    def _query(self, soql: str) -> list[Record]:
-        """The first page is enough: every query here has a LIMIT.
-
-        https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_query.htm
-        (GET /query?q=... -> `{"totalSize", "done", "records": [{"attributes", "Id"}]}`)
-        """
-        path = f"{self._data}/query"
-        return read_answer(QueryPage, self.json("GET", path, params={"q": soql}), f"GET {path}").records
+    def _local_date(self, at: datetime) -> str:
+        """A date field (ActivityDate) is a calendar date with no zone: the center's date, not UTC's."""
+        aware = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+        return aware.astimezone(self._zone).date().isoformat()
 
     def _lead_by_ref(self, lead_ref: str) -> str:
         return f"{self._data}/sobjects/Lead/{self._external_id_field}/{quote(lead_ref, safe='')}"
@@ -348,6 +357,15 @@ class SalesforceCRM(HttpService):
             for error in errors
         )
 
+    def _misses_task_key_field(self, errors: list[ApiError], status: int, where: str) -> bool:
+        field_name = self._task_key_field
+        if status == 404 and f"/sobjects/Task/{field_name}/" in where:
+            return True
+        return "/sobjects/Task/" in where and any(
+            error.error_code in _FIELD_MISSING and (field_name in error.fields or field_name in error.message)
+            for error in errors
+        )
+
     def _duplicate(self, errors: list[ApiError], where: str) -> Conflict:
         for error in errors:
             if error.duplicate_result is not None and (ids := error.duplicate_result.record_ids("Lead")):
@@ -362,8 +380,11 @@ class SalesforceCRM(HttpService):
         )
 
 
-def _soql_string(value: str) -> str:
-    return "'" + value.translate(_SOQL_ESCAPES) + "'"
+def _task_key(kind: str, *parts: str) -> str:
+    """Our key for a Task: the kind and what names it (a lead reference, or a Lead id and the note's first line,
+    hashed to fit the field), with no PHI. A Text External ID field holds up to 255 characters."""
+    digest = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32] if len(parts) > 1 else parts[0]
+    return f"admitflow-{kind}-{digest}"
 
 
 def _fit(field_name: str, value: str) -> str:

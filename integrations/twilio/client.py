@@ -8,8 +8,9 @@ Codes: https://www.twilio.com/docs/api/errors
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import requests
@@ -73,6 +74,10 @@ RING_SECONDS = 25
 # How many of the latest texts to one staff phone are checked for one whose answer was lost: one page at Twilio's
 # largest page size, enough for a long outage during a burst, when every alert goes to the one on-call phone.
 RECENT_TEXTS = 1000
+# The same for calls: the latest calls to one staff phone, one page at the largest page size.
+RECENT_CALLS = 1000
+# Twilio's clock and ours may differ by this much when a call's creation time is compared with our attempt's.
+CLOCK_SKEW = timedelta(seconds=60)
 
 
 class TwilioMessenger:
@@ -119,6 +124,18 @@ class TwilioMessenger:
         with self._errors(to, "message lookup"):
             messages = self.client.messages.list(to=to, from_=self.from_number, limit=RECENT_TEXTS)
         found = next((message for message in messages if body in (message.body or "")), None)
+        return SentMessage(sid=str(found.sid), status=str(found.status)) if found is not None else None
+
+    def find_call(self, to: str, since: datetime, known: Collection[str]) -> SentMessage | None:
+        """The earliest call from the center's number to `to` created since `since` (less clock skew) that is not
+        in `known`. https://www.twilio.com/docs/voice/api/call-resource#read-multiple-call-resources
+        (GET /Calls.json?To=&From=&PageSize=); a queued call has no StartTime yet, so the date is matched here."""
+        since = (since if since.tzinfo else since.replace(tzinfo=UTC)) - CLOCK_SKEW
+        with self._errors(to, "call lookup"):
+            calls = self.client.calls.list(to=to, from_=self.from_number, limit=RECENT_CALLS)
+        fresh = [call for call in calls if str(call.sid) not in known
+                 and call.date_created is not None and call.date_created >= since]
+        found = min(fresh, key=lambda call: call.date_created, default=None)
         return SentMessage(sid=str(found.sid), status=str(found.status)) if found is not None else None
 
     def place_call(self, to: str, twiml_url: str) -> SentMessage:

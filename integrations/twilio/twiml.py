@@ -31,14 +31,19 @@ def spoken(*sentences: str) -> str:
     return str(response.to_xml())
 
 
-def claim_prompt(prompt: str, gather_url: str) -> str:
-    """Say the reminder twice inside one <Gather numDigits=1>, so a key press at any point claims; then hang up."""
+NO_KEY_UNCLAIMED = "No key was pressed. The request is still unclaimed. Goodbye."
+NO_KEY_CALLBACK = "No key was pressed. The callback is still yours; you will be called again to try it. Goodbye."
+
+
+def claim_prompt(prompt: str, gather_url: str, no_key: str = NO_KEY_UNCLAIMED) -> str:
+    """Say the reminder twice inside one <Gather numDigits=1>, so a key press at any point claims (or, on a
+    call-back reminder, connects); without a key press say `no_key` and hang up."""
     response = VoiceResponse()
     gather = response.gather(num_digits=1, action=gather_url, method="POST", timeout=GATHER_SECONDS)
     gather.say(prompt)
     gather.pause(length=1)
     gather.say(prompt)
-    response.say("No key was pressed. The request is still unclaimed. Goodbye.")
+    response.say(no_key)
     response.hangup()
     return str(response.to_xml())
 

@@ -1,6 +1,7 @@
 """A loopback stand-in for HubSpot CRM v3 and Twilio's Messages and Calls APIs, for tests whose worker runs in another
-process (where `responses` cannot reach). It keeps what it was sent, answers in the documented shapes, and can
-be told to fail a share of calls.
+process (where `responses` cannot reach). It keeps what it was sent, answers in the documented shapes, refuses a
+HubSpot body its generated models refuse (tests/fakes/hubspot_models.py), lets search trail writes by
+`search_lag` seconds as HubSpot's index does, and can be told to fail a share of calls.
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
+from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
+
+from tests.fakes.hubspot_models import Refused, check_request
 
 
 @dataclass
@@ -29,10 +33,14 @@ class ProviderState:
     contacts: dict[str, dict[str, Any]] = field(default_factory=dict)
     notes: dict[str, dict[str, Any]] = field(default_factory=dict)
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
-    crm_calls: dict[str, dict[str, Any]] = field(default_factory=dict)  # calls logged on HubSpot contacts
+    call_logs: dict[str, dict[str, Any]] = field(default_factory=dict)  # HubSpot calls (engagements)
     sms: list[dict[str, str]] = field(default_factory=list)
     voice_calls: list[dict[str, str]] = field(default_factory=list)  # Twilio Calls created
     calls: list[Recorded] = field(default_factory=list)
+    # HubSpot bodies its own models refuse: (method, path, why); a test expects none.
+    refused: list[tuple[str, str, str]] = field(default_factory=list)
+    # Seconds a new HubSpot record stays out of search results (HubSpot's index trails writes).
+    search_lag: float = 0.0
     failure_rate: float = 0.0
     retry_after: str = "1"  # the Retry-After of the 429s that failure_rate answers
     # Seconds to hold the answer to a contact or task creation after storing it (a crash test kills the worker
@@ -45,6 +53,14 @@ class ProviderState:
     def new_id(self) -> str:
         self.next_id += 1
         return str(self.next_id)
+
+
+def _refusal(method: str, path: str, body: Any) -> str | None:
+    try:
+        check_request(method, path.split("?", 1)[0], body)
+    except Refused as refused:
+        return str(refused)
+    return None
 
 
 def _matches(record: dict[str, Any], groups: list[dict[str, Any]]) -> bool:
@@ -73,6 +89,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: FakeProviders
     _answer: tuple[int, Any, dict[str, str] | None]
     _delay: float
+    _reset: bool  # close the connection without an answer
 
     def log_message(self, format: str, *args: Any) -> None:
         return
@@ -100,9 +117,13 @@ class _Handler(BaseHTTPRequestHandler):
         state = self.server.state
         self._answer = (500, {}, None)
         self._delay = 0.0
+        self._reset = False
         with state.lock:
             state.calls.append(Recorded(self.command, self.path, body))
-            if state.failure_rate and random.random() < state.failure_rate:
+            if self.path.startswith("/crm/") and (why := _refusal(self.command, self.path, body)):
+                state.refused.append((self.command, self.path.split("?", 1)[0], why))
+                self._send(400, {"status": "error", "category": "VALIDATION_ERROR", "message": why})
+            elif state.failure_rate and random.random() < state.failure_rate:
                 if random.random() < 0.5:
                     self._send(429, {"status": "error", "category": "RATE_LIMITS"}, {"Retry-After": state.retry_after})
                 else:
@@ -111,6 +132,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self._route(state, body)
         # Answered outside the lock, so a held answer does not stall other requests.
         time.sleep(self._delay)
+        if self._reset:
+            self.close_connection = True
+            return
         try:
             self._write(*self._answer)
         except (BrokenPipeError, ConnectionResetError):
@@ -118,10 +142,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _route(self, state: ProviderState, body: Any) -> None:
         path = self.path.split("?", 1)[0]
-        stores = {"contacts": state.contacts, "notes": state.notes, "tasks": state.tasks, "calls": state.crm_calls}
+        stores = {"contacts": state.contacts, "notes": state.notes, "tasks": state.tasks, "calls": state.call_logs}
         if self.command == "POST" and (match := re.fullmatch(r"/crm/v3/objects/(\w+)/search", path)):
             store = stores[match.group(1)]
-            found = [key for key, rec in store.items() if _matches(rec, body["filterGroups"])]
+            indexed = time.time() - state.search_lag
+            found = [key for key, rec in store.items()
+                     if rec["_at"] <= indexed and _matches(rec, body["filterGroups"])]
             names = [name for name in body.get("properties", []) if name != "hs_object_id"]
             results = [_record(key, store[key], names) for key in found[: body.get("limit", 10)]]
             self._send(200, {"total": len(found), "results": results})
@@ -146,17 +172,27 @@ class _Handler(BaseHTTPRequestHandler):
             found = [sms for sms in reversed(state.sms)
                      if sms["To"] == query.get("To", sms["To"]) and sms["From"] == query.get("From", sms["From"])]
             messages = [{"sid": sms["sid"], "to": sms["To"], "from": sms["From"], "body": sms["Body"],
-                         "status": "sent"} for sms in found[:size]]
+                         "status": "sent", "date_created": sms["date_created"]} for sms in found[:size]]
             self._send(200, {"messages": messages, "page": 0, "page_size": size, "next_page_uri": None,
+                             "uri": path, "first_page_uri": path, "previous_page_uri": None})
+        elif self.command == "GET" and re.fullmatch(r"/2010-04-01/Accounts/\w+/Calls.json", path):
+            # https://www.twilio.com/docs/voice/api/call-resource#read-multiple-call-resources
+            query = {key: values[0] for key, values in parse_qs(self.path.partition("?")[2]).items()}
+            size = int(query.get("PageSize", 50))
+            placed = [call for call in reversed(state.voice_calls)
+                      if call["To"] == query.get("To", call["To"]) and call["From"] == query.get("From", call["From"])]
+            listed = [{"sid": call["sid"], "to": call["To"], "from": call["From"], "status": "completed",
+                       "date_created": call["date_created"]} for call in placed[:size]]
+            self._send(200, {"calls": listed, "page": 0, "page_size": size, "next_page_uri": None,
                              "uri": path, "first_page_uri": path, "previous_page_uri": None})
         elif self.command == "POST" and re.fullmatch(r"/2010-04-01/Accounts/\w+/Messages.json", path):
             sid = f"SM{state.new_id():0>32}"
-            state.sms.append({"sid": sid, **body})
+            state.sms.append({"sid": sid, **body, "date_created": formatdate(usegmt=True)})
             self._send(201, {"sid": sid, "status": "queued", "to": body["To"], "from": body["From"]})
         elif self.command == "POST" and re.fullmatch(r"/2010-04-01/Accounts/\w+/Calls.json", path):
             # https://www.twilio.com/docs/voice/api/call-resource#create-a-call-resource
             sid = f"CA{state.new_id():0>32}"
-            state.voice_calls.append({"sid": sid, **body})
+            state.voice_calls.append({"sid": sid, **body, "date_created": formatdate(usegmt=True)})
             self._send(201, {"sid": sid, "status": "queued", "to": body["To"], "from": body["From"]})
         else:
             self._send(404, {"status": "error", "message": f"fake has no route for {self.command} {path}"})
@@ -172,7 +208,7 @@ class _Handler(BaseHTTPRequestHandler):
         new_id = state.new_id()
         associations = item.get("associations") or []
         contact = associations[0]["to"]["id"] if associations else None
-        stores[kind][new_id] = {"properties": dict(item["properties"]), "_contact": contact}
+        stores[kind][new_id] = {"properties": dict(item["properties"]), "_contact": contact, "_at": time.time()}
         if kind in ("contacts", "tasks"):
             self._delay = state.create_answer_delay
             state.created.set()

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from fastapi.testclient import TestClient
 from httpx import Response
 from twilio.request_validator import RequestValidator
 
-from integrations.errors import IntegrationError
+from integrations.errors import IntegrationError, ServiceUnavailable
 from integrations.messaging import SentMessage
 
 AUTH_TOKEN = "test-twilio-auth-token"
@@ -26,11 +28,17 @@ class RecordingMessenger:
     calls: list[tuple[str, str]] = field(default_factory=list)
     sms_failures: list[IntegrationError] = field(default_factory=list)
     call_failures: list[IntegrationError] = field(default_factory=list)
+    # The next this many texts and calls go out and then lose their answer (a timeout after Twilio took them).
+    lost_sms_answers: int = 0
+    lost_call_answers: int = 0
 
     def send_sms(self, to: str, body: str) -> SentMessage:
         if self.sms_failures:
             raise self.sms_failures.pop(0)
         self.texts.append((to, body))
+        if self.lost_sms_answers:
+            self.lost_sms_answers -= 1
+            raise ServiceUnavailable("Twilio did not answer within 10s; will retry")
         return SentMessage(sid=f"SM{len(self.texts):032d}", status="queued")
 
     def find_sms(self, to: str, body: str) -> SentMessage | None:
@@ -41,7 +49,15 @@ class RecordingMessenger:
         if self.call_failures:
             raise self.call_failures.pop(0)
         self.calls.append((to, twiml_url))
+        if self.lost_call_answers:
+            self.lost_call_answers -= 1
+            raise ServiceUnavailable("Twilio did not answer within 10s; will retry")
         return SentMessage(sid=f"CA{len(self.calls):032d}", status="queued")
+
+    def find_call(self, to: str, since: datetime, known: Collection[str]) -> SentMessage | None:
+        sids = [f"CA{n:032d}" for n, call in enumerate(self.calls, start=1) if call[0] == to]
+        fresh = [sid for sid in sids if sid not in known]
+        return SentMessage(sid=fresh[0], status="completed") if fresh else None
 
     @property
     def text_recipients(self) -> list[str]:

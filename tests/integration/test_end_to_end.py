@@ -84,6 +84,7 @@ def provider_environment(
         "CELERY_BROKER_URL": redis_url,
         "HUBSPOT_TOKEN": "pat-na1-test-token",
         "HUBSPOT_BASE_URL": providers.url,
+        "HUBSPOT_SEARCH_LAG_SECONDS": "0",  # the loopback fake's search shows a record as soon as it is stored
         "TWILIO_ACCOUNT_SID": TWILIO_SID,
         "TWILIO_AUTH_TOKEN": "test-auth-token",
         "TWILIO_FROM_NUMBER": CENTER_NUMBER,

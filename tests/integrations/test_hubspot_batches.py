@@ -12,7 +12,7 @@ import pytest
 import responses
 from responses import matchers
 
-from integrations.crm import CallbackTaskSpec, NoteSpec
+from integrations.crm import CallbackTaskSpec, LookupFailed, NoteSpec
 from integrations.errors import Conflict, InvalidRequest, RateLimited, ServiceUnavailable, Unauthorized
 from integrations.hubspot.client import HubSpotCRM
 from tests.integrations.test_hubspot import (
@@ -198,6 +198,9 @@ def test_a_note_an_unanswered_attempt_made_is_found_on_its_contact_and_not_creat
         {"id": "800", "properties": {"hs_note_body": "A note admissions wrote"}},
         {"id": "801", "properties": {"hs_note_body": "Website request L-001 (form 3, entry 1):<br><br>..."}},
     ]})
+    read = {"properties": ["hs_note_body"], "propertiesWithHistory": [], "inputs": [{"id": "801"}]}
+    hubspot.post(f"{NOTES}/batch/read", match=[matchers.json_params_matcher(read)], json=batch_answer(
+        {"id": "801", "properties": {"hs_note_body": "Website request L-001 (form 3, entry 1):<br><br>..."}}))
     hubspot.post(f"{NOTES}/batch/create", status=201, match=[traces("note-2")],
                  json=batch_answer({"id": "802", "objectWriteTraceId": "note-2"}))
 
@@ -218,6 +221,8 @@ def test_tasks_are_created_in_one_call_and_searched_for_only_when_in_doubt(
               "properties": ["hs_task_subject"], "limit": 100}
     hubspot.post(f"{TASKS}/search", match=[matchers.json_params_matcher(search)],
                  json={"total": 1, "results": [{"id": "901", "properties": {"hs_task_subject": "Callback L-001"}}]})
+    hubspot.post(f"{TASKS}/batch/read", json=batch_answer(
+        {"id": "901", "properties": {"hs_task_subject": "Callback L-001"}}))
     association = [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 204}]
     create = {"inputs": [{
         "properties": {"hs_task_subject": "Callback L-002", "hs_task_body": "Confidential callback requested",
@@ -243,9 +248,39 @@ def test_a_client_without_the_lead_reference_property_does_not_batch() -> None:
 def test_one_note_sent_again_after_a_lost_answer_is_found_by_its_first_line(
     hubspot: responses.RequestsMock, crm: HubSpotCRM
 ) -> None:
-    hubspot.post(f"{NOTES}/search", json={"total": 1, "results": [
-        {"id": "801", "properties": {"hs_note_body": "Website request L-001 (form 3, entry 1):<br><br>..."}}]})
+    found = {"id": "801", "properties": {"hs_note_body": "Website request L-001 (form 3, entry 1):<br><br>..."}}
+    hubspot.post(f"{NOTES}/search", json={"total": 1, "results": [found]})
+    hubspot.post(f"{NOTES}/batch/read", json=batch_answer(found))
 
     text = "Website request L-001 (form 3, entry 1):\n\nPlease call"
     assert crm.add_note("701", text, AT, look_first=True) == "801"
-    assert [call.request.url for call in hubspot.calls] == [f"{NOTES}/search"], "no note created"
+    assert [call.request.url for call in hubspot.calls] == [f"{NOTES}/search", f"{NOTES}/batch/read"], "no note created"
+
+
+def test_a_note_the_search_index_still_shows_but_reading_it_back_does_not_is_created_again(
+    hubspot: responses.RequestsMock, crm: HubSpotCRM
+) -> None:
+    found = {"id": "801", "properties": {"hs_note_body": "Website request L-001 (form 3, entry 1):<br><br>..."}}
+    hubspot.post(f"{NOTES}/search", json={"total": 1, "results": [found]})
+    hubspot.post(f"{NOTES}/batch/read", status=207, json={"status": "COMPLETE", "results": [], "errors": [
+        {"status": "error", "category": "OBJECT_NOT_FOUND", "message": "not found"}]})
+    hubspot.post(NOTES, status=201, json={"id": "805", "properties": {}})
+
+    text = "Website request L-001 (form 3, entry 1):\n\nPlease call"
+    assert crm.add_note("701", text, AT, look_first=True) == "805"
+
+
+def test_a_look_for_earlier_notes_that_is_throttled_holds_back_only_its_own_notes(
+    hubspot: responses.RequestsMock, crm: HubSpotCRM
+) -> None:
+    doubtful = [note(n, f"70{n}") for n in range(1, 7)]  # two searches: five contacts, then one
+    hubspot.post(f"{NOTES}/search", status=429, headers={"Retry-After": "1"}, json={"category": "RATE_LIMITS"})
+    hubspot.post(f"{NOTES}/search", json={"total": 0, "results": []})
+    hubspot.post(f"{NOTES}/batch/create", status=201, match=[traces("note-6")],
+                 json=batch_answer({"id": "806", "objectWriteTraceId": "note-6"}))
+
+    result = crm.add_notes(doubtful, look_first={item.key for item in doubtful})
+
+    assert result.ids == {"note-6": "806"} and result.absent == {"note-6"}
+    assert set(result.errors) == {f"note-{n}" for n in range(1, 6)}
+    assert all(isinstance(error, LookupFailed) for error in result.errors.values()), "nothing created for them"

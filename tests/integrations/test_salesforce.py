@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 import traceback
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
+from zoneinfo import ZoneInfo
 
 import pytest
 import requests
@@ -35,7 +37,9 @@ INSTANCE = "https://admitflow-test-instance.my.salesforce.com"
 DATA = f"{INSTANCE}/services/data/v60.0"
 LEAD_BY_REF = f"{DATA}/sobjects/Lead/Admitflow_Ref__c/L-7Q2"
 TASKS = f"{DATA}/sobjects/Task"
-QUERY = f"{DATA}/query"
+# Notes and callbacks are Tasks upserted by our key in the Task external ID field.
+NOTE_TASK = re.compile(re.escape(f"{TASKS}/Admitflow_Key__c/admitflow-note-") + "[0-9a-f]{32}")
+CALLBACK_TASK = f"{TASKS}/Admitflow_Key__c/admitflow-callback-L-7Q2"
 CLIENT_ID, CLIENT_SECRET = "3MVG9-test-consumer-key", "test-consumer-secret-0000"
 TOKEN, FRESH_TOKEN = "00Dtest!first-access-token", "00Dtest!fresh-access-token"
 LEAD_ID, TASK_ID = "00Q5e00000Zeb001AAA", "00T5e00000Zeb001AAA"
@@ -60,13 +64,14 @@ def card(**overrides: Any) -> ContactCard:
     return ContactCard(**(values | overrides))
 
 
-def callback(owner_id: str | None = "0055e000001OwnrAAA") -> CallbackTaskSpec:
+def callback(owner_id: str | None = "0055e000001OwnrAAA",
+             due_at: datetime = datetime(2025, 3, 4, 15, 30, tzinfo=UTC)) -> CallbackTaskSpec:
     return CallbackTaskSpec(
         lead_ref="L-7Q2",
         subject="Callback L-7Q2",
         body=f"{FIRST} asked for a call: {MESSAGE}",
         owner_id=owner_id,
-        due_at=datetime(2025, 3, 4, 15, 30, tzinfo=UTC),
+        due_at=due_at,
     )
 
 
@@ -171,18 +176,18 @@ def test_it_logs_in_with_client_credentials_and_sends_the_token_as_a_bearer(
 ) -> None:
     form = {"grant_type": "client_credentials", "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}
     salesforce.post(TOKEN_URL, json=token_answer(), match=[matchers.urlencoded_params_matcher(form)])
-    salesforce.post(TASKS, status=201, json={"id": TASK_ID, "success": True, "errors": []}, match=[bearer()])
+    salesforce.patch(NOTE_TASK, status=201, json={"id": TASK_ID, "success": True, "errors": []}, match=[bearer()])
 
     crm.add_note(LEAD_ID, MESSAGE, datetime(2025, 3, 4, tzinfo=UTC))
 
-    assert salesforce.calls[1].request.url == TASKS  # on the instance URL the login answered with
+    assert NOTE_TASK.fullmatch(salesforce.calls[1].request.url)  # on the instance URL the login answered with
 
 
 def test_it_logs_in_with_an_rs256_jwt_assertion_signed_by_the_private_key(salesforce: responses.RequestsMock) -> None:
     pem, public_key = rsa_pem()
     login = "https://login.salesforce.com"
     salesforce.post(f"{login}/services/oauth2/token", json=token_answer())
-    salesforce.post(TASKS, status=201, json={"id": TASK_ID, "success": True, "errors": []}, match=[bearer()])
+    salesforce.patch(NOTE_TASK, status=201, json={"id": TASK_ID, "success": True, "errors": []}, match=[bearer()])
     crm = SalesforceCRM(JwtBearerFlow(login, CLIENT_ID, "intake@admitflow.example", pem))
 
     before = int(time.time())
@@ -203,25 +208,27 @@ def test_it_logs_in_with_an_rs256_jwt_assertion_signed_by_the_private_key(salesf
 
 
 def test_it_reuses_the_token_for_later_calls(logged_in: responses.RequestsMock, crm: SalesforceCRM) -> None:
-    logged_in.post(TASKS, status=201, json={"id": TASK_ID, "success": True, "errors": []}, match=[bearer()])
+    logged_in.patch(NOTE_TASK, status=201, json={"id": TASK_ID, "success": True, "errors": []}, match=[bearer()])
 
     crm.add_note(LEAD_ID, "first", datetime(2025, 3, 4, tzinfo=UTC))
     crm.add_note(LEAD_ID, "second", datetime(2025, 3, 4, tzinfo=UTC))
 
-    assert [call.request.url for call in logged_in.calls] == [TOKEN_URL, TASKS, TASKS]
+    urls = [call.request.url for call in logged_in.calls]
+    assert urls[0] == TOKEN_URL and all(NOTE_TASK.fullmatch(url) for url in urls[1:]) and len(urls) == 3
 
 
 def test_it_fetches_one_fresh_token_when_the_session_has_expired(
     logged_in: responses.RequestsMock, crm: SalesforceCRM
 ) -> None:
     logged_in.post(TOKEN_URL, json=token_answer(FRESH_TOKEN))
-    logged_in.post(TASKS, status=401, json=sf_error("INVALID_SESSION_ID", "Session expired or invalid"),
+    logged_in.patch(NOTE_TASK, status=401, json=sf_error("INVALID_SESSION_ID", "Session expired or invalid"),
                    match=[bearer(TOKEN)])
-    logged_in.post(TASKS, status=201, json={"id": TASK_ID, "success": True, "errors": []},
+    logged_in.patch(NOTE_TASK, status=201, json={"id": TASK_ID, "success": True, "errors": []},
                    match=[bearer(FRESH_TOKEN)])
 
     assert crm.add_note(LEAD_ID, MESSAGE, datetime(2025, 3, 4, tzinfo=UTC)) == TASK_ID
-    assert [call.request.url for call in logged_in.calls] == [TOKEN_URL, TASKS, TOKEN_URL, TASKS]
+    urls = [call.request.url for call in logged_in.calls]
+    assert [urls[0], urls[2]] == [TOKEN_URL, TOKEN_URL] and urls[1] == urls[3] and NOTE_TASK.fullmatch(urls[1])
     assert sent_json(logged_in.calls[3]) == sent_json(logged_in.calls[1])
 
 
@@ -229,9 +236,9 @@ def test_it_gives_up_naming_the_settings_when_the_fresh_token_is_refused_too(
     logged_in: responses.RequestsMock, crm: SalesforceCRM
 ) -> None:
     logged_in.post(TOKEN_URL, json=token_answer(FRESH_TOKEN))
-    logged_in.post(TASKS, status=401, json=sf_error("INVALID_SESSION_ID", "Session expired or invalid"),
+    logged_in.patch(NOTE_TASK, status=401, json=sf_error("INVALID_SESSION_ID", "Session expired or invalid"),
                    match=[bearer(TOKEN)])
-    logged_in.post(TASKS, status=401, json=sf_error("INVALID_SESSION_ID", "This session is not valid for REST"),
+    logged_in.patch(NOTE_TASK, status=401, json=sf_error("INVALID_SESSION_ID", "This session is not valid for REST"),
                    match=[bearer(FRESH_TOKEN)])
 
     with pytest.raises(Unauthorized) as caught:
@@ -316,7 +323,7 @@ def test_it_keeps_the_token_out_of_its_repr() -> None:
 
 def test_it_keeps_the_token_off_a_shared_session(logged_in: responses.RequestsMock) -> None:
     shared = requests.Session()
-    logged_in.post(TASKS, status=201, json={"id": TASK_ID, "success": True, "errors": []}, match=[bearer()])
+    logged_in.patch(NOTE_TASK, status=201, json={"id": TASK_ID, "success": True, "errors": []}, match=[bearer()])
 
     crm = SalesforceCRM(ClientCredentialsFlow(LOGIN, CLIENT_ID, CLIENT_SECRET, session=shared), session=shared)
     crm.add_note(LEAD_ID, MESSAGE, datetime(2025, 3, 4, tzinfo=UTC))
@@ -345,6 +352,16 @@ def test_it_creates_the_lead_keyed_by_the_lead_reference(logged_in: responses.Re
         json={"id": LEAD_ID, "success": True, "errors": [], "created": True},
         match=[bearer(), matchers.json_params_matcher(NEW_LEAD)],
     )
+
+    assert crm.upsert_contact(card(), None) == LEAD_ID
+
+
+def test_a_lead_save_asks_a_blocking_duplicate_rule_to_name_the_lead_it_matched_and_never_to_save_a_second(
+    logged_in: responses.RequestsMock, crm: SalesforceCRM
+) -> None:
+    header = {"Sforce-Duplicate-Rule-Header": "allowSave=false; includeRecordDetails=true; runAsCurrentUser=true"}
+    logged_in.patch(LEAD_BY_REF, status=201, json={"id": LEAD_ID, "success": True, "errors": [], "created": True},
+                    match=[matchers.header_matcher(header)])
 
     assert crm.upsert_contact(card(), None) == LEAD_ID
 
@@ -558,54 +575,41 @@ def test_it_checks_its_configuration() -> None:
 # Notes and callback tasks
 
 
-def test_it_records_the_message_as_a_completed_task_on_the_lead(
-    logged_in: responses.RequestsMock, crm: SalesforceCRM
-) -> None:
+def test_it_records_the_message_as_a_completed_task_on_the_lead_dated_by_the_centers_calendar() -> None:
     note = {
         "Subject": "Website request",
         "Description": MESSAGE,
         "WhoId": LEAD_ID,
         "Status": "Completed",
-        "ActivityDate": "2025-03-04",
+        "ActivityDate": "2025-03-04",  # 03:30 on the 5th in UTC
     }
-    logged_in.post(TASKS, status=201, json={"id": TASK_ID, "success": True, "errors": []},
-                   match=[bearer(), matchers.json_params_matcher(note)])
+    crm = SalesforceCRM(ClientCredentialsFlow(LOGIN, CLIENT_ID, CLIENT_SECRET),
+                        center_timezone=ZoneInfo("America/New_York"))
+    with responses.RequestsMock() as salesforce:
+        salesforce.post(TOKEN_URL, json=token_answer())
+        salesforce.patch(NOTE_TASK, status=201, json={"id": TASK_ID, "success": True, "created": True, "errors": []},
+                         match=[bearer(), matchers.json_params_matcher(note)])
 
-    eastern = timezone(timedelta(hours=-5))
-    assert crm.add_note(LEAD_ID, MESSAGE, datetime(2025, 3, 4, 22, 30, tzinfo=eastern)) == TASK_ID
+        assert crm.add_note(LEAD_ID, MESSAGE, datetime(2025, 3, 5, 3, 30, tzinfo=UTC)) == TASK_ID
 
 
-def test_it_finds_the_callback_task_by_soql_and_creates_no_second_one(
+def test_a_note_sent_again_after_a_lost_answer_updates_the_same_task(
     logged_in: responses.RequestsMock, crm: SalesforceCRM
 ) -> None:
-    soql = "SELECT Id FROM Task WHERE WhoId = '00Q5e00000Zeb001AAA' AND Subject = 'Callback L-7Q2' LIMIT 1"
-    found = {
-        "totalSize": 1,
-        "done": True,
-        "records": [{"attributes": {"type": "Task", "url": f"/services/data/v60.0/sobjects/Task/{TASK_ID}"},
-                     "Id": TASK_ID}],
-    }
-    logged_in.get(QUERY, json=found, match=[bearer(), matchers.query_param_matcher({"q": soql})])
+    text = "Website request L-7Q2 (form 3, entry 42):\n\nplease call"
+    logged_in.patch(NOTE_TASK, status=201, json={"id": TASK_ID, "success": True, "created": True, "errors": []})
+    logged_in.patch(NOTE_TASK, status=200, json={"id": TASK_ID, "success": True, "created": False, "errors": []})
 
-    assert crm.ensure_callback_task(LEAD_ID, callback()) == TASK_ID
-    assert [call.request.method for call in logged_in.calls] == ["POST", "GET"]  # the login, then the query
+    first = crm.add_note(LEAD_ID, text, datetime(2025, 3, 4, tzinfo=UTC))
+    again = crm.add_note(LEAD_ID, text, datetime(2025, 3, 4, tzinfo=UTC), look_first=True)
+
+    assert first == again == TASK_ID
+    assert logged_in.calls[1].request.url == logged_in.calls[2].request.url, "one key for one request's note"
 
 
-def test_it_escapes_quotes_in_soql_string_literals(logged_in: responses.RequestsMock, crm: SalesforceCRM) -> None:
-    subject = "Callback O'Neil \\ \"L-7Q2\"\n"
-    soql = ("SELECT Id FROM Task WHERE WhoId = '00Q5e00000Zeb001AAA' "
-            "AND Subject = 'Callback O\\'Neil \\\\ \\\"L-7Q2\\\"\\n' LIMIT 1")
-    logged_in.get(QUERY, json={"totalSize": 1, "done": True, "records": [{"Id": TASK_ID}]},
-                  match=[matchers.query_param_matcher({"q": soql})])
-
-    task = CallbackTaskSpec("L-7Q2", subject, "call", None, datetime(2025, 3, 4, tzinfo=UTC))
-    assert crm.ensure_callback_task(LEAD_ID, task) == TASK_ID
-
-
-def test_it_creates_the_callback_task_for_its_owner_on_the_lead(
+def test_it_upserts_the_callback_task_for_its_owner_on_the_lead_by_the_lead_reference(
     logged_in: responses.RequestsMock, crm: SalesforceCRM
 ) -> None:
-    logged_in.get(QUERY, json={"totalSize": 0, "done": True, "records": []}, match=[bearer()])
     created = {
         "Subject": "Callback L-7Q2",
         "Description": f"{FIRST} asked for a call: {MESSAGE}",
@@ -617,21 +621,56 @@ def test_it_creates_the_callback_task_for_its_owner_on_the_lead(
         "ReminderDateTime": "2025-03-04T15:30:00.000Z",
         "OwnerId": "0055e000001OwnrAAA",
     }
-    logged_in.post(TASKS, status=201, json={"id": TASK_ID, "success": True, "errors": []},
-                   match=[bearer(), matchers.json_params_matcher(created)])
+    logged_in.patch(CALLBACK_TASK, status=201, json={"id": TASK_ID, "success": True, "created": True, "errors": []},
+                    match=[bearer(), matchers.json_params_matcher(created)])
+    logged_in.patch(CALLBACK_TASK, status=200, json={"id": TASK_ID, "success": True, "created": False, "errors": []})
 
     assert crm.ensure_callback_task(LEAD_ID, callback()) == TASK_ID
+    assert crm.ensure_callback_task(LEAD_ID, callback()) == TASK_ID, "a second save updates the one task"
+
+
+def test_the_callback_tasks_due_date_is_the_centers_date_not_utcs() -> None:
+    crm = SalesforceCRM(ClientCredentialsFlow(LOGIN, CLIENT_ID, CLIENT_SECRET),
+                        center_timezone=ZoneInfo("America/Los_Angeles"))
+    with responses.RequestsMock() as salesforce:
+        salesforce.post(TOKEN_URL, json=token_answer())
+        salesforce.patch(CALLBACK_TASK, status=201, json={"id": TASK_ID, "success": True, "errors": []})
+        crm.ensure_callback_task(LEAD_ID, callback(due_at=datetime(2025, 3, 5, 2, 0, tzinfo=UTC)))
+
+        sent = sent_json(salesforce.calls[1])
+    assert (sent["ActivityDate"], sent["ReminderDateTime"]) == ("2025-03-04", "2025-03-05T02:00:00.000Z")
+
+
+def test_it_reads_the_task_id_by_its_key_when_an_upsert_answers_204(
+    logged_in: responses.RequestsMock, crm: SalesforceCRM
+) -> None:
+    logged_in.patch(CALLBACK_TASK, status=204)
+    logged_in.get(CALLBACK_TASK, json={"attributes": {"type": "Task"}, "Id": TASK_ID},
+                  match=[matchers.query_param_matcher({"fields": "Id"})])
+
+    assert crm.ensure_callback_task(LEAD_ID, callback()) == TASK_ID
+
+
+def test_it_tells_the_operator_to_create_the_task_external_id_field(
+    logged_in: responses.RequestsMock, crm: SalesforceCRM
+) -> None:
+    logged_in.patch(CALLBACK_TASK, status=404, json=sf_error(
+        "NOT_FOUND", "Provided external ID field does not exist or is not accessible: Admitflow_Key__c"))
+
+    with pytest.raises(InvalidRequest, match="Admitflow_Key__c on Task") as caught:
+        crm.ensure_callback_task(LEAD_ID, callback())
+
+    assert caught.value.permanent and "SALESFORCE_TASK_EXTERNAL_ID_FIELD" in caught.value.message
 
 
 def test_it_leaves_the_task_with_the_integration_user_when_the_roster_names_no_owner(
     logged_in: responses.RequestsMock, crm: SalesforceCRM
 ) -> None:
-    logged_in.get(QUERY, json={"totalSize": 0, "done": True, "records": []})
-    logged_in.post(TASKS, status=201, json={"id": TASK_ID, "success": True, "errors": []})
+    logged_in.patch(CALLBACK_TASK, status=201, json={"id": TASK_ID, "success": True, "errors": []})
 
     crm.ensure_callback_task(LEAD_ID, callback(owner_id=None))
 
-    assert "OwnerId" not in sent_json(logged_in.calls[2])
+    assert "OwnerId" not in sent_json(logged_in.calls[1])
 
 
 @pytest.mark.parametrize(
@@ -645,8 +684,7 @@ def test_it_leaves_the_task_with_the_integration_user_when_the_roster_names_no_o
 def test_it_tells_the_operator_to_fix_the_roster_when_salesforce_rejects_the_owner(
     logged_in: responses.RequestsMock, crm: SalesforceCRM, rejection: list[dict[str, Any]]
 ) -> None:
-    logged_in.get(QUERY, json={"totalSize": 0, "done": True, "records": []})
-    logged_in.post(TASKS, status=400, json=rejection)
+    logged_in.patch(CALLBACK_TASK, status=400, json=rejection)
 
     with pytest.raises(InvalidRequest) as caught:
         crm.ensure_callback_task(LEAD_ID, callback())
@@ -664,8 +702,8 @@ def test_it_tells_the_operator_to_fix_the_roster_when_salesforce_rejects_the_own
 def test_it_retries_later_when_the_api_request_limit_is_used_up(
     logged_in: responses.RequestsMock, crm: SalesforceCRM, status: int, headers: dict[str, str]
 ) -> None:
-    logged_in.get(QUERY, status=status, headers=headers,
-                  json=sf_error("REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded."))
+    logged_in.patch(CALLBACK_TASK, status=status, headers=headers,
+                    json=sf_error("REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded."))
 
     with pytest.raises(RateLimited) as caught:
         crm.ensure_callback_task(LEAD_ID, callback())
@@ -678,7 +716,7 @@ def test_it_retries_later_when_the_api_request_limit_is_used_up(
 def test_it_reports_other_refusals_as_missing_permissions(
     logged_in: responses.RequestsMock, crm: SalesforceCRM
 ) -> None:
-    logged_in.post(TASKS, status=403, json=sf_error("API_DISABLED_FOR_ORG", "API is not enabled for this org"))
+    logged_in.patch(NOTE_TASK, status=403, json=sf_error("API_DISABLED_FOR_ORG", "API is not enabled for this org"))
 
     with pytest.raises(Unauthorized, match="API Enabled") as caught:
         crm.add_note(LEAD_ID, MESSAGE, datetime(2025, 3, 4, tzinfo=UTC))
@@ -688,17 +726,18 @@ def test_it_reports_other_refusals_as_missing_permissions(
 
 
 def test_it_reports_a_missing_record_as_not_found(logged_in: responses.RequestsMock, crm: SalesforceCRM) -> None:
-    logged_in.post(TASKS, status=404, json=sf_error("NOT_FOUND", "The requested resource does not exist"))
+    missing = sf_error("NOT_FOUND", "The requested resource does not exist")
+    logged_in.patch(f"{TASKS}/{TASK_ID}", status=404, json=missing)
 
     with pytest.raises(NotFound) as caught:
-        crm.add_note(LEAD_ID, MESSAGE, datetime(2025, 3, 4, tzinfo=UTC))
+        crm.complete_callback_task(TASK_ID)
 
     assert caught.value.permanent
     assert_phi_free(caught.value)
 
 
 def test_it_reports_a_conflicting_state_as_permanent(logged_in: responses.RequestsMock, crm: SalesforceCRM) -> None:
-    logged_in.post(TASKS, status=409, json=sf_error("CONFLICT", f"conflict on {FIRST}"))
+    logged_in.patch(NOTE_TASK, status=409, json=sf_error("CONFLICT", f"conflict on {FIRST}"))
 
     with pytest.raises(InvalidRequest) as caught:
         crm.add_note(LEAD_ID, MESSAGE, datetime(2025, 3, 4, tzinfo=UTC))
@@ -709,7 +748,7 @@ def test_it_reports_a_conflicting_state_as_permanent(logged_in: responses.Reques
 
 
 def test_it_retries_when_salesforce_fails(logged_in: responses.RequestsMock, crm: SalesforceCRM) -> None:
-    logged_in.post(TASKS, status=503, json=sf_error("SERVER_UNAVAILABLE", f"failed on {MESSAGE}"))
+    logged_in.patch(NOTE_TASK, status=503, json=sf_error("SERVER_UNAVAILABLE", f"failed on {MESSAGE}"))
 
     with pytest.raises(ServiceUnavailable) as caught:
         crm.add_note(LEAD_ID, MESSAGE, datetime(2025, 3, 4, tzinfo=UTC))
@@ -734,7 +773,7 @@ def test_it_retries_when_salesforce_cannot_be_reached(
 
 def test_it_retries_when_an_answer_cannot_be_read(logged_in: responses.RequestsMock, crm: SalesforceCRM) -> None:
     # pydantic quotes what it rejects, so its error must not travel with ours.
-    logged_in.get(QUERY, json={"totalSize": 1, "done": True, "records": [{"Id": None, "Name": f"{FIRST} {LAST}"}]})
+    logged_in.patch(CALLBACK_TASK, json={"id": None, "success": True, "Name": f"{FIRST} {LAST}"})
 
     with pytest.raises(ServiceUnavailable) as caught:
         crm.ensure_callback_task(LEAD_ID, callback())
@@ -753,19 +792,3 @@ def test_it_gives_the_callback_task_to_the_staff_member_who_claimed_it(
     assert patch.call_count == 1
     assert sent_json(patch.calls[0]) == {"OwnerId": "0055e000001ClmrAAA"}
     assert patch.calls[0].request.headers["Authorization"] == f"Bearer {TOKEN}"
-
-
-def test_a_note_an_unanswered_attempt_added_is_found_on_the_lead_instead_of_added_again(
-    logged_in: responses.RequestsMock, crm: SalesforceCRM
-) -> None:
-    text = "Website request L-7Q2 (form 3, entry 42):\n\nplease call"
-    soql = ("SELECT Id, Description FROM Task WHERE WhoId = '00Q5e00000Zeb001AAA' AND Subject = 'Website request' "
-            "LIMIT 200")
-    earlier = {"attributes": {"type": "Task"}, "Id": "00T5e00000Other1AAA",
-               "Description": "Website request L-7Q2 (form 3, entry 41):\n\nearlier"}
-    this_one = {"attributes": {"type": "Task"}, "Id": TASK_ID, "Description": text}
-    logged_in.get(QUERY, match=[matchers.query_param_matcher({"q": soql})],
-                  json={"totalSize": 2, "done": True, "records": [earlier, this_one]})
-
-    assert crm.add_note(LEAD_ID, text, datetime(2025, 3, 4, tzinfo=UTC), look_first=True) == TASK_ID
-    assert [call.request.method for call in logged_in.calls[1:]] == ["GET"], "nothing created"

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
+from tests.support import vendor_scenarios as vendor
 from tests.support.fault_stack import FaultStack, Tally, fault_stack
 from tests.support.private_services import PrivateServices
 from tests.support.processes import wait_for
@@ -198,6 +199,8 @@ def _count(stack: FaultStack, phrase: str) -> int:
 class Scenario:
     run: Callable[[FaultStack, Scale], dict[str, int]]
     env: dict[str, str] = field(default_factory=dict)
+    # More of what each lead must have exactly once, counted after the run: (lost, doubled) by kind.
+    desk: Callable[[FaultStack], tuple[Counter[str], Counter[str]]] | None = None
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -211,12 +214,24 @@ SCENARIOS: dict[str, Scenario] = {
     "provider_storms": Scenario(provider_storms, {"ADMITFLOW_HTTP_TIMEOUT": "1",
                                                   "ADMITFLOW_RETRY_FIRST_SECONDS": "0.25"}),
     "twilio_timeouts_after_send": Scenario(twilio_timeouts_after_send, {"ADMITFLOW_HTTP_TIMEOUT": "1"}),
+    # The vendors' faults (tests/support/vendor_scenarios.py): every create may lose its answer, search lags.
+    **{f"vendor_lost_answers_lag{lag}": Scenario(vendor.lost_answers(lag), vendor.lost_answers_env(lag),
+                                                 vendor.desk_tally) for lag in (0, 5, 30)},
+    "crm_storm_one_lead": Scenario(vendor.crm_storm(batched=False), vendor.storm_env(batched=False)),
+    "crm_storm_batched": Scenario(vendor.crm_storm(batched=True), vendor.storm_env(batched=True)),
 }
 
 
-def run_scenario(name: str, services: PrivateServices, workdir: Path, scale: Scale) -> Outcome:
-    scenario = SCENARIOS[name]
+def run_scenario(name: str, services: PrivateServices, workdir: Path, scale: Scale,
+                 scenario: Scenario | None = None) -> Outcome:
+    """Run a named scenario (or `scenario`, named `name`) on a fresh stack and tally what it left."""
+    scenario = scenario or SCENARIOS[name]
     started = time.monotonic()
     with fault_stack(services, workdir / name, name, **scenario.env) as stack:
         facts = scenario.run(stack, scale)
-        return Outcome(name, stack.tally(), time.monotonic() - started, facts)
+        tally = stack.tally()
+        if scenario.desk is not None:
+            lost, doubled = scenario.desk(stack)
+            tally.lost.update(lost)
+            tally.doubled.update(doubled)
+        return Outcome(name, tally, time.monotonic() - started, facts)

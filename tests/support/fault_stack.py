@@ -65,8 +65,8 @@ start = "00:00"
 end = "00:00"
 on_call = "avery"
 """
-# Fictional area codes for 555-01xx numbers: 100 people per area code.
-AREA_CODES = ("617", "212", "312", "415", "206", "303", "404", "503", "602", "702")
+# Fictional area codes for 555-01xx numbers: 100 people per area code; not 617, whose 555-010x are the staff's.
+AREA_CODES = ("212", "312", "415", "206", "303", "404", "503", "602", "702", "713")
 # Fault runs move fast: the sweeper looks every 2 s for work untouched for 10 s (the least the setting allows).
 FAST_RECOVERY = {
     "ADMITFLOW_SWEEP_INTERVAL_SECONDS": "2",
@@ -95,6 +95,7 @@ def person_entry(number: int) -> dict[str, Any]:
         "source_url": "https://clinic.example.org/contact/",
         "1.3": "Jordan", "1.6": "Sample" + "".join(chr(ord("a") + int(digit)) for digit in str(number)), **contact,
         "4": "I would like to talk to someone about treatment options.", "5.1": "1",
+        **({"6.1": "Yes"} if number % 2 == 0 else {}),  # OK to text: an acknowledgement, when PERSON_ACK_SMS is on
     }
 
 
@@ -285,6 +286,7 @@ class FaultStack:
             leads = int(connection.execute(text("SELECT count(*) FROM leads")).scalar_one())
             dead = int(connection.execute(text("SELECT count(*) FROM outbox WHERE state = 'dead'")).scalar_one())
             recorded = set(connection.execute(text("SELECT provider_id FROM staff_alerts")).scalars())
+            recorded |= set(connection.execute(text("SELECT provider_ref FROM outbox")).scalars())
         state = self.providers.state
         with state.lock:
             contacts = Counter(contact_key_of(record["properties"]) for record in state.contacts.values())
@@ -307,13 +309,13 @@ class FaultStack:
             lost["entries"] += entry_id not in ref_of
             lost["leads"] += entry_id in ref_of and ref is None
         doubled["leads"] = max(0, leads - len({ref for ref in ref_of.values() if ref}))
-        doubled["stray alerts"] = len(texts) - sum(refs_alerted.values())
+        doubled["stray alerts"] = sum(1 for sms in texts if sms["To"] == ON_CALL) - sum(refs_alerted.values())
         lost["dead outbox rows"] = dead
         extra_notes = sum(max(0, notes[entry_id] - 1) for entry_id in self.entries)
         doubled["notes"] = extra_notes
         return Tally(
             submitted=len(self.entries), leads=leads, contacts=len(state.contacts), tasks=len(state.tasks),
-            alerts=len(texts), notes=len(state.notes), extra_notes=extra_notes,
+            alerts=sum(refs_alerted.values()), notes=len(state.notes), extra_notes=extra_notes,
             unrecorded_texts=sum(1 for sms in texts if sms["sid"] not in recorded), lost=+lost, doubled=+doubled,
             sources=Counter(source for _, source, _ in rows),
         )

@@ -58,7 +58,8 @@ def outbox_drop(outbox_id: int) -> None:
 @outbox.command("list")
 @click.option("--state", type=click.Choice([state.value for state in OutboxState]), default=None)
 def outbox_list(state: str | None) -> None:
-    """One line per outbox row: id, kind, lead, state, attempts, next attempt, last error."""
+    """One line per outbox row: id, kind, lead, state, attempts (those in a row without progress), next attempt,
+    a create still waiting for its answer, and the last error (for a dead row, why it is dead)."""
     settings = command_settings()
     open_store(settings)
     with session_scope() as session:
@@ -66,9 +67,10 @@ def outbox_list(state: str | None) -> None:
         if state:
             query = query.where(OutboxMessage.state == state)
         print_table(
-            ("ID", "KIND", "LEAD", "STATE", "ATTEMPTS", "NEXT ATTEMPT", "LAST ERROR"),
-            ((row.id, row.kind, ref, row.state, row.attempts, row.next_attempt_at.isoformat(timespec="seconds"),
-              row.last_error) for row, ref in session.execute(query)),
+            ("ID", "KIND", "LEAD", "STATE", "ATTEMPTS", "WITHOUT PROGRESS", "NEXT ATTEMPT", "UNANSWERED", "LAST ERROR"),
+            ((row.id, row.kind, ref, row.state, row.attempts, row.fruitless,
+              row.next_attempt_at.isoformat(timespec="seconds"), row.unanswered, row.last_error)
+             for row, ref in session.execute(query)),
             empty=f"no {state} outbox rows" if state else "no outbox rows",
         )
         totals = dict(session.execute(select(OutboxMessage.state, func.count()).group_by(OutboxMessage.state)).all())

@@ -1,4 +1,9 @@
-"""Putting a lead into the CRM as a contact, a note per request and one callback task."""
+"""Putting a lead into the CRM as a contact, a note per request and one callback task.
+
+Each step commits its result as it comes back, so a retry resumes at the first unfinished step; each create is
+marked as sent before the call (worker/delivery/unanswered.py), so a retry whose first attempt lost its answer
+looks for the record instead of creating a second one.
+"""
 
 from __future__ import annotations
 
@@ -17,16 +22,22 @@ from worker.leads.best_time import call_time_of
 from worker.leads.processing import FormReader
 from worker.staff.alerts import can_call_back
 from worker.staff.roster import Roster
+from worker.store.db import utcnow
 from worker.store.models import Claim, Lead, OutboxMessage, PhoneCall, Submission
+from worker.store.unanswered import (
+    Deferred,
+    LeadBusy,
+    WaitForIndex,
+    answered,
+    look_first,
+    refused_before_writing,
+    restore,
+    sending,
+)
 
 LEAD_LEASE = timedelta(minutes=2)
 
-
-class LeadBusy(IntegrationError):
-    """Another worker is syncing the same lead: try again in a moment, without counting it as a failure."""
-
-    def __init__(self, lead_id: int) -> None:
-        super().__init__(f"lead {lead_id} is being synced by another worker; will retry", permanent=False)
+__all__ = ["Deferred", "LeadBusy", "assign_claimed_task", "log_bridged_call", "sync_batch", "sync_lead"]
 
 
 def lease_lead(session: Session, lead_id: int, now: datetime) -> None:
@@ -81,27 +92,36 @@ def _sync(
 ) -> None:
     lead = session.get_one(Lead, row.lead_id, populate_existing=True)
     submission = session.get_one(Submission, row.submission_id)
-    # Leased before, with the contact known: an earlier attempt may have added the note and lost the answer.
-    doubtful = row.attempts > 1 and lead.crm_contact_id is not None
+    timeout = settings.http_timeout_seconds
 
     details = request_details(session, submission, settings)
     if lead.crm_contact_id is not None and submission.crm_note_id is not None:
         contact_id = lead.crm_contact_id  # a retry: this request updated the contact before its note went in
-    else:
+    elif lead.crm_contact_id is not None and row.progressed_at is not None:
+        contact_id = lead.crm_contact_id  # a retry: this request's update of the contact went through before
+    elif lead.crm_contact_id is not None:
         contact_id = crm.upsert_contact(contact_card(lead, submission, details), lead.crm_contact_id)
-        if lead.crm_contact_id != contact_id:
-            lead.crm_contact_id = contact_id
-            _progressed(session, row)
+        answered(session, [row], "contact")
+    else:
+        look_first(session, row, "contact", crm, timeout, now)  # the upsert itself looks: only the wait matters
+        with sending(session, [row], "contact"):
+            contact_id = crm.upsert_contact(contact_card(lead, submission, details), None)
+        lead.crm_contact_id = contact_id
+        answered(session, [row], "contact")
 
     note = note_text(lead, submission, details, note_room(crm)) if details else None
     if submission.crm_note_id is None and note:
-        submission.crm_note_id = crm.add_note(contact_id, note, submission.received_at, look_first=doubtful)
-        _progressed(session, row)
+        look = look_first(session, row, "note", crm, timeout, now)
+        with sending(session, [row], "note"):
+            submission.crm_note_id = crm.add_note(contact_id, note, submission.received_at, look_first=look)
+        answered(session, [row], "note")
 
     if lead.crm_task_id is None and can_call_back(lead):
-        lead.crm_task_id = crm.ensure_callback_task(contact_id, _task_for(session, lead, submission, roster,
-                                                                          settings, now))
-        _progressed(session, row)
+        look_first(session, row, "task", crm, timeout, now)  # the task is always looked for: only the wait matters
+        spec = _task_for(session, lead, submission, roster, settings, now)
+        with sending(session, [row], "task"):
+            lead.crm_task_id = crm.ensure_callback_task(contact_id, spec)
+        answered(session, [row], "task")
 
 
 def _task_for(session: Session, lead: Lead, submission: Submission, roster: Roster, settings: Settings,
@@ -161,30 +181,59 @@ class _Batch:
     def going(self) -> list[BatchItem]:
         return [item for item in self.items if item[0].id not in self.errors and item[0].id not in self.alone]
 
+    def doubtful(self, session: Session, step: str, crm: CRM, timeout: float, now: datetime) -> set[int]:
+        """The rows still going whose `step` may have been created unanswered: looked for first. A row whose
+        lookup could still miss it waits (`WaitForIndex`) and leaves this batch."""
+        doubtful = set()
+        for row, _, _ in self.going():
+            try:
+                if look_first(session, row, step, crm, timeout, now):
+                    doubtful.add(row.id)
+            except WaitForIndex as wait:
+                self.errors[row.id] = wait
+        return doubtful
+
     def step(self, session: Session, todo: list[BatchItem], key: Callable[[BatchItem], str],
-             call: Callable[[list[BatchItem]], BatchResult]) -> list[tuple[BatchItem, str]]:
-        """One batch call over `todo`; returns (item, id) for the items it did. A call refused for its data is
-        redone item by item; any other failure is every item's."""
+             call: Callable[[list[BatchItem]], BatchResult], mark: str | None) -> list[tuple[BatchItem, str]]:
+        """One batch call over `todo`, creating `mark` records (marked as sent first; None: writes keyed by our
+        own id, safe to send again); returns (item, id) for the items it did. A call refused for its data is redone
+        item by item; any other failure is every item's."""
         if not todo:
             return []
+        rows = [item[0] for item in todo]
+        before = {row.id: (row.unanswered, row.unanswered_at) for row in rows}
         try:
-            result = call(todo)
+            if mark is None:
+                result = call(todo)
+            else:
+                with sending(session, rows, mark):
+                    result = call(todo)
         except (InvalidRequest, Conflict):
             self._alone(session, todo)
             return []
         except IntegrationError as exc:
             self.errors.update((item[0].id, exc) for item in todo)
             return []
-        done = []
+        done, untouched = [], []
         for item in todo:
             if key(item) in result.ids:
-                item[0].attempts = 1  # progress, as in `_progressed`
                 done.append((item, result.ids[key(item)]))
-            elif isinstance(refused := result.errors.get(key(item)), InvalidRequest | Conflict):
+                continue
+            refused = result.errors.get(key(item))
+            if key(item) in result.absent:
+                # Looked for once the search could see it, and not there: the earlier doubt is settled, which is
+                # progress; only a create of this attempt that may have gone through is in doubt now.
+                item[0].progressed_at = utcnow()
+                before[item[0].id] = (None, None)
+            if refused is not None and refused_before_writing(refused):
+                untouched.append(item[0])
+            if isinstance(refused, InvalidRequest | Conflict):
                 self._alone(session, [item])
             else:
                 self.errors[item[0].id] = refused or IntegrationError(
                     "the CRM's batch answer did not mention this lead; will retry", permanent=False)
+        if mark is not None:
+            restore(session, untouched, before)  # commits the progress of items found absent too
         return done
 
     def _alone(self, session: Session, items: list[BatchItem]) -> None:
@@ -204,21 +253,24 @@ def _sync_many(
 ) -> None:
     items = [(row, session.get_one(Lead, row.lead_id, populate_existing=True),
               session.get_one(Submission, row.submission_id)) for row in rows]
-    # A row leased before may have had notes or tasks created by an attempt whose answer never came, but only
-    # past the contact step: an attempt creates nothing for a lead before its contact id is stored.
-    doubtful = [(lead, sub) for row, lead, sub in items if row.attempts > 1 and lead.crm_contact_id]
     batch = _Batch(items, errors, lambda item: _sync(session, item[0], crm, roster, settings, now))
     forms = FormReader(session, settings)
     details = {sub.id: request_details(session, sub, settings, forms) for _, _, sub in items}
+    timeout = settings.http_timeout_seconds
 
     def upsert(todo: list[BatchItem]) -> BatchResult:
         return crm.upsert_contacts([(contact_card(lead, sub, details[sub.id]), lead.crm_contact_id)
                                     for _, lead, sub in todo])
 
-    need = [item for item in batch.going() if not (item[1].crm_contact_id and item[2].crm_note_id)]
-    for (_, lead, _), contact_id in batch.step(session, need, lambda item: item[1].ref, upsert):
+    # Contacts are upserted by the lead reference, a unique property: sending one again updates it, so the row's
+    # mark keeps whatever later step (a note) an earlier attempt left in doubt.
+    # A row that made progress before has had its contact written (created, or updated with this request's details).
+    need = [item for item in batch.going()
+            if not (item[1].crm_contact_id and (item[2].crm_note_id or item[0].progressed_at))]
+    done = batch.step(session, need, lambda item: item[1].ref, upsert, None)
+    for (_, lead, _), contact_id in done:
         lead.crm_contact_id = contact_id
-    session.commit()
+    answered(session, [row for (row, _, _), _ in done], "contact")
 
     notes: dict[str, NoteSpec] = {}
     for _, lead, sub in batch.going():
@@ -227,16 +279,19 @@ def _sync_many(
         if text and lead.crm_contact_id:
             notes[_note_key(sub)] = NoteSpec(_note_key(sub), lead.crm_contact_id, text, sub.received_at,
                                              note_header(lead, sub))
+    doubtful = batch.doubtful(session, "note", crm, timeout, now)
 
     def add(todo: list[BatchItem]) -> BatchResult:
         return crm.add_notes([notes[_note_key(sub)] for _, _, sub in todo],
-                             look_first={_note_key(sub) for _, sub in doubtful})
+                             look_first={_note_key(sub) for row, _, sub in todo if row.id in doubtful})
 
     need = [item for item in batch.going() if _note_key(item[2]) in notes]
-    for (_, _, sub), note_id in batch.step(session, need, lambda item: _note_key(item[2]), add):
+    done = batch.step(session, need, lambda item: _note_key(item[2]), add, "note")
+    for (_, _, sub), note_id in done:
         sub.crm_note_id = note_id
-    session.commit()
+    answered(session, [row for (row, _, _), _ in done], "note")
 
+    doubtful = batch.doubtful(session, "task", crm, timeout, now)
     need = [item for item in batch.going()
             if item[1].crm_task_id is None and item[1].crm_contact_id and can_call_back(item[1])]
     tasks = {lead.ref: (lead.crm_contact_id or "", _task_for(session, lead, sub, roster, settings, now))
@@ -244,22 +299,16 @@ def _sync_many(
 
     def create(todo: list[BatchItem]) -> BatchResult:
         return crm.ensure_callback_tasks([tasks[lead.ref] for _, lead, _ in todo],
-                                         look_first={lead.ref for lead, _ in doubtful})
+                                         look_first={lead.ref for row, lead, _ in todo if row.id in doubtful})
 
-    for (_, lead, _), task_id in batch.step(session, need, lambda item: item[1].ref, create):
+    done = batch.step(session, need, lambda item: item[1].ref, create, "task")
+    for (_, lead, _), task_id in done:
         lead.crm_task_id = task_id
-    session.commit()
+    answered(session, [row for (row, _, _), _ in done], "task")
 
 
 def _note_key(submission: Submission) -> str:
     return f"note-{submission.id}"
-
-
-def _progressed(session: Session, row: OutboxMessage) -> None:
-    """Commit a step that went through. The row's attempts then count tries since the last step that succeeded:
-    a sync that moves forward through a flaky CRM is not failing, so it neither backs off for long nor goes dead."""
-    row.attempts = 1
-    session.commit()
 
 
 def assign_claimed_task(session: Session, row: OutboxMessage, crm: CRM) -> None:
@@ -275,9 +324,9 @@ def assign_claimed_task(session: Session, row: OutboxMessage, crm: CRM) -> None:
     crm.assign_callback_task(lead.crm_task_id, claim.crm_owner_id)
 
 
-def log_bridged_call(session: Session, row: OutboxMessage, crm: CRM) -> None:
-    """Put the connected bridged call on the contact's timeline and close the callback task. Waits (retries)
-    until the lead's CRM sync has created the contact."""
+def log_bridged_call(session: Session, row: OutboxMessage, crm: CRM, settings: Settings, now: datetime) -> None:
+    """Put the connected bridged call on the contact's timeline (its id kept on the row), then close the callback
+    task. Waits (retries) until the lead's CRM sync has created the contact."""
     claim = session.scalar(select(Claim).where(Claim.lead_id == row.lead_id))
     lead = session.get_one(Lead, row.lead_id, populate_existing=True)
     if claim is None or claim.bridged_at is None:
@@ -285,8 +334,14 @@ def log_bridged_call(session: Session, row: OutboxMessage, crm: CRM) -> None:
     if lead.crm_contact_id is None:
         raise IntegrationError(f"lead {lead.ref} has no CRM contact yet; will retry after its CRM sync",
                                permanent=False)
-    record = CallRecord(lead.ref, claim.bridged_at, claim.bridge_seconds, claim.crm_owner_id)
-    crm.log_call(lead.crm_contact_id, lead.crm_task_id, record)
+    if row.provider_ref is None:
+        look = look_first(session, row, "call", crm, settings.http_timeout_seconds, now)
+        record = CallRecord(lead.ref, claim.bridged_at, claim.bridge_seconds, claim.crm_owner_id)
+        with sending(session, [row], "call"):
+            row.provider_ref = crm.log_call(lead.crm_contact_id, record, look_first=look)
+        answered(session, [row], "call")
+    if lead.crm_task_id is not None:
+        crm.complete_callback_task(lead.crm_task_id)
 
 
 # After the recording, the voicemail note waits this long for Twilio's transcription (VOICE_TRANSCRIBE), then goes
@@ -321,5 +376,7 @@ def add_voicemail_note(session: Session, row: OutboxMessage, crm: CRM, settings:
         raise IntegrationError(f"lead {lead.ref} has no CRM contact yet; will retry after its CRM sync",
                                permanent=False)
     submission = session.get_one(Submission, row.submission_id)
-    crm.add_note(lead.crm_contact_id, voicemail_note(lead, submission, call), waiting_since,
-                 look_first=row.attempts > 1)
+    look = look_first(session, row, "note", crm, settings.http_timeout_seconds, now)
+    with sending(session, [row], "note"):
+        crm.add_note(lead.crm_contact_id, voicemail_note(lead, submission, call), waiting_since, look_first=look)
+    answered(session, [row], "note")

@@ -1,13 +1,15 @@
 """Delivering outbox rows: lease one, do its work, record the outcome, retry with backoff, or park it.
 
 A lease (not a held transaction) marks a row as being worked on, so a worker killed mid-delivery only delays the
-row until its lease runs out; the CRM writes are keyed so that doing one again updates instead of duplicating.
+row until its lease runs out. Every create is made safe to repeat (docs/idempotency.md): a row records a create
+sent without an answer yet (`unanswered`), and whichever row retries it looks for it first. The retry budget
+(`fruitless`) counts attempts in a row that made no progress: a sync that moves forward through a flaky vendor,
+or one that waits for a 429's Retry-After, never goes dead.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -18,7 +20,7 @@ from config.settings import Settings
 from integrations.crm import BatchCRM, batching
 from integrations.errors import IntegrationError, RateLimited
 from worker.delivery.crm_sync import (
-    LeadBusy,
+    Deferred,
     add_voicemail_note,
     assign_claimed_task,
     log_bridged_call,
@@ -47,11 +49,13 @@ class Delivery:
     others_due: tuple[tuple[int, timedelta], ...] = ()
 
 
-def backoff(attempts: int, error: IntegrationError, first: timedelta = FIRST_RETRY,
+def backoff(fruitless: int, error: IntegrationError, first: timedelta = FIRST_RETRY,
             longest: timedelta = MAX_BACKOFF) -> timedelta:
+    """The wait before the next attempt: a 429's Retry-After (the vendor's own word), else `first` doubling with
+    each attempt in a row that made no progress, up to `longest`."""
     if isinstance(error, RateLimited) and error.retry_after is not None:
         return timedelta(seconds=max(1.0, error.retry_after))
-    return min(first * (1 << min(max(0, attempts - 1), 20)), longest)
+    return min(first * (1 << min(max(0, fruitless - 1), 20)), longest)
 
 
 def lease(session: Session, outbox_id: int, now: datetime) -> OutboxMessage | None:
@@ -131,7 +135,7 @@ def _lingering(row: OutboxMessage, settings: Settings, now: datetime) -> timedel
 
 
 def _deliver_batch(session: Session, row: OutboxMessage, site: str, crm: BatchCRM, services: Services,
-                   now: datetime) -> Delivery:
+                   now: datetime, started: datetime) -> Delivery:
     soon = timedelta(seconds=max(1.0, services.settings.crm_batch_linger_seconds))
     rows = [row, *lease_batch_mates(session, row, site, crm.batch_size - 1, now, soon)]
     try:
@@ -143,7 +147,8 @@ def _deliver_batch(session: Session, row: OutboxMessage, site: str, crm: BatchCR
     outcomes = {}
     for each in rows:
         error = errors.get(each.id)
-        outcomes[each.id] = _failed(session, each.id, error, services.settings) if error else _delivered(session, each)
+        outcomes[each.id] = (_failed(session, each.id, error, services.settings, started) if error
+                             else _delivered(session, each))
     others = tuple((outbox_id, outcome.retry_in) for outbox_id, outcome in outcomes.items()
                    if outbox_id != row.id and outcome.retry_in is not None)
     if len(rows) > 1:
@@ -155,6 +160,7 @@ def _deliver_batch(session: Session, row: OutboxMessage, site: str, crm: BatchCR
 def _delivered(session: Session, row: OutboxMessage) -> Delivery:
     row = session.get_one(OutboxMessage, row.id, populate_existing=True)
     row.state, row.delivered_at, row.leased_until, row.last_error = OutboxState.DELIVERED, utcnow(), None, None
+    row.fruitless, row.unanswered, row.unanswered_at = 0, None, None
     session.commit()
     return Delivery(OutboxState.DELIVERED)
 
@@ -168,7 +174,7 @@ def _do(session: Session, row: OutboxMessage, services: Services, now: datetime)
     elif row.kind == OutboxKind.CRM_ASSIGN:
         assign_claimed_task(session, row, crm)
     elif row.kind == OutboxKind.CRM_CALL_LOG:
-        log_bridged_call(session, row, crm)
+        log_bridged_call(session, row, crm, services.settings, now)
     elif row.kind == OutboxKind.PERSON_ACK:
         acknowledge_person(session, row, services)
     elif row.kind == OutboxKind.CRM_VOICEMAIL:
@@ -181,7 +187,8 @@ def deliver(session: Session, outbox_id: int, services: Services, now: datetime 
             batches: bool = True) -> Delivery:
     """Deliver one row. With `batches`, a CRM sync for a CRM that takes batches waits a moment for others (the
     returned `retry_in`), then carries as many waiting syncs of its site as one call takes."""
-    now = now or utcnow()
+    started = utcnow()  # the wall clock, for progress made during this attempt; `now` may be a test's
+    now = now or started
     target = None
     if batches and (found := session.get(OutboxMessage, outbox_id)) is not None:
         target = _batch_crm(session, found, services)
@@ -191,15 +198,16 @@ def deliver(session: Session, outbox_id: int, services: Services, now: datetime 
     if row is None:
         return Delivery(None)
     if target is not None:
-        return _deliver_batch(session, row, *target, services, now)
+        return _deliver_batch(session, row, *target, services, now, started)
     try:
         _do(session, row, services, now)
     except IntegrationError as exc:
         session.rollback()
-        return _failed(session, outbox_id, exc, services.settings)
+        return _failed(session, outbox_id, exc, services.settings, started)
     except Exception as exc:
         session.rollback()
-        return _failed(session, outbox_id, _internal_error(exc, f"outbox {outbox_id} ({row.kind})"), services.settings)
+        failure = _internal_error(exc, f"outbox {outbox_id} ({row.kind})")
+        return _failed(session, outbox_id, failure, services.settings, started)
     return _delivered(session, row)
 
 
@@ -210,29 +218,35 @@ def _internal_error(exc: Exception, what: str) -> IntegrationError:
     return IntegrationError(f"internal error {type(exc).__name__}; see the worker log", permanent=False)
 
 
-def _failed(session: Session, outbox_id: int, error: IntegrationError, settings: Settings) -> Delivery:
+def _failed(session: Session, outbox_id: int, error: IntegrationError, settings: Settings,
+            started: datetime) -> Delivery:
+    """Record a failed attempt and when to try again. Only an attempt that made no progress and was not told to
+    wait (a 429, a busy lead, a search index catching up) spends the retry budget; a row goes dead when the error
+    is permanent or the budget is spent, and `last_error` then says which."""
     row = session.get_one(OutboxMessage, outbox_id, populate_existing=True)
     row.last_error, row.leased_until = error.message[:1000], None
-    if isinstance(error, LeadBusy):
-        row.attempts -= 1
-        delay = timedelta(seconds=random.uniform(0.5, 2.0))  # noqa: S311 (jitter, not security)
-        row.next_attempt_at = utcnow() + delay
+    if isinstance(error, Deferred):
+        row.next_attempt_at = utcnow() + error.retry_in
         session.commit()
-        return Delivery(OutboxState.PENDING, retry_in=delay)
-    if isinstance(error, RateLimited):
-        # Waiting for a provider's Retry-After or a shared budget is not this row failing: not counted, so a long
-        # burst (or a used-up daily limit) delays the work but never parks it as dead.
-        row.attempts -= 1
-    if error.permanent or row.attempts >= settings.max_delivery_attempts:
+        return Delivery(OutboxState.PENDING, retry_in=error.retry_in)
+    progressed = row.progressed_at is not None and row.progressed_at >= started
+    if progressed:
+        row.fruitless = 0
+    elif not isinstance(error, RateLimited):
+        row.fruitless += 1
+    if error.permanent or row.fruitless >= settings.max_delivery_attempts:
         row.state = OutboxState.DEAD
-        log.error("outbox %s (%s) dead after %d attempt(s): %s", row.id, row.kind, row.attempts, error.message)
+        why = ("refused for good" if error.permanent
+               else f"{row.fruitless} attempts in a row made no progress ({row.attempts} in all)")
+        row.last_error = f"dead: {why}: {error.message}"[:1000]
+        log.error("outbox %s (%s) dead: %s", row.id, row.kind, row.last_error)
         session.commit()
         return Delivery(OutboxState.DEAD)
-    delay = backoff(row.attempts, error, timedelta(seconds=settings.retry_first_seconds),
+    delay = backoff(row.fruitless, error, timedelta(seconds=settings.retry_first_seconds),
                     timedelta(seconds=settings.retry_max_seconds))
     row.next_attempt_at = utcnow() + delay
-    log.warning("outbox %s (%s) attempt %d failed, retrying in %ss: %s",
-                row.id, row.kind, row.attempts, int(delay.total_seconds()), error.message)
+    log.warning("outbox %s (%s) attempt %d failed (%d without progress), retrying in %ss: %s",
+                row.id, row.kind, row.attempts, row.fruitless, int(delay.total_seconds()), error.message)
     session.commit()
     return Delivery(OutboxState.PENDING, retry_in=delay)
 
@@ -266,6 +280,7 @@ def retry_now(session: Session, outbox_id: int) -> OutboxMessage:
     if row.state not in (OutboxState.DEAD, OutboxState.PENDING):
         raise OutboxCommandError(f"outbox row {outbox_id} is {row.state}; only dead or pending rows are retried")
     row.state, row.attempts, row.next_attempt_at, row.leased_until = OutboxState.PENDING, 0, utcnow(), None
+    row.fruitless = 0
     session.commit()
     return row
 

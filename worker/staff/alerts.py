@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session
 
-from integrations.errors import IntegrationError, RateLimited, Unauthorized
+from integrations.errors import IntegrationError, Unauthorized
 from integrations.messaging import SentMessage
 from worker.leads.best_time import call_time_of
 from worker.leads.processing import SOURCE_FLOOD, SOURCE_FLOOD_WINDOW
@@ -25,6 +25,7 @@ from worker.store.models import (
     SubmissionSource,
     TimerState,
 )
+from worker.store.unanswered import refused_before_writing, sending
 
 log = logging.getLogger(__name__)
 
@@ -130,13 +131,8 @@ def text_staff(
         .where(StaffAlert.outbox_id == row.id, StaffAlert.channel == "sms", StaffAlert.status == "sending")
         .order_by(StaffAlert.id.desc())
     ).first()
-    if unanswered is not None:
-        found = services.messenger.find_sms(unanswered.staff_phone, unanswered.body)
-        if found is not None:
-            unanswered.status, unanswered.provider_id, unanswered.error = found.status, found.sid, None
-            return found
-        unanswered.status = "failed"
-        unanswered.error = f"{unanswered.error or 'no answer'}; the provider has no such text, so it is sent again"
+    if unanswered is not None and (found := look_up_unanswered(session, unanswered, services)) is not None:
+        return found
     staff = services.roster.on_call_staff(now)[0]
     attempt = record_attempt(session, lead, row.id, staff, "sms", body, now)
     session.commit()
@@ -144,12 +140,35 @@ def text_staff(
         sent = services.messenger.send_sms(staff.phone, body)
     except IntegrationError as exc:
         attempt.error = exc.message
-        if exc.permanent or isinstance(exc, RateLimited):
+        if refused_before_writing(exc):
             attempt.status = "failed"  # refused, so certainly not sent; otherwise it stays `sending` until known
         session.commit()
         raise
     attempt.status, attempt.provider_id = sent.status, sent.sid
     return sent
+
+
+UNANSWERED = ("sending", "calling")
+
+
+def look_up_unanswered(session: Session, attempt: StaffAlert, services: Services) -> SentMessage | None:
+    """Ask Twilio whether a text or call still `sending`/`calling` (its answer lost) went out, and record what it
+    says: the sid and status when it did; `failed` when Twilio has no such text or call, so it may be sent again.
+    Raises `IntegrationError` (the attempt left as it was) when Twilio cannot be asked."""
+    if attempt.channel == "sms":
+        found = services.messenger.find_sms(attempt.staff_phone, attempt.body)
+    else:
+        known = session.scalars(select(StaffAlert.provider_id).where(
+            StaffAlert.staff_phone == attempt.staff_phone, StaffAlert.channel == attempt.channel,
+            StaffAlert.provider_id.is_not(None), StaffAlert.created_at >= attempt.created_at - timedelta(hours=1)))
+        found = services.messenger.find_call(attempt.staff_phone, attempt.created_at, {sid for sid in known if sid})
+    if found is not None:
+        attempt.status, attempt.provider_id, attempt.error = found.status, found.sid, None
+        return found
+    attempt.status = "failed"
+    kind, again = ("text", "sent") if attempt.channel == "sms" else ("call", "placed")
+    attempt.error = f"{attempt.error or 'no answer'}; Twilio has no such {kind}, so it is {again} again"
+    return None
 
 
 def _remind_later(session: Session, lead: Lead, submission: Submission, row: OutboxMessage, services: Services,
@@ -207,16 +226,22 @@ def _spoken_number(e164: str) -> str:
 
 
 def acknowledge_person(session: Session, row: OutboxMessage, services: Services) -> None:
-    """Text the person who asked (and consented to texts) that their request arrived; a person who texted the
-    center's number gets SMS_AUTO_REPLY instead."""
+    """Text the person who asked (and consented to texts) that their request arrived, once; a person who texted the
+    center's number gets SMS_AUTO_REPLY instead. A try whose answer was lost is looked up at Twilio (by the
+    person's number and the text) before another is sent; the sid is kept."""
     lead = session.get_one(Lead, row.lead_id)
     texted_us = session.get_one(Submission, row.submission_id).source == SubmissionSource.SMS
     body = services.settings.sms_auto_reply if texted_us else acknowledgement_body(
         services.settings.twilio_from_number)
     if not (body and lead.phone and (texted_us or lead.consent_to_text)):
         return
+    if row.unanswered == "ack" and (found := services.messenger.find_sms(lead.phone, body)) is not None:
+        row.provider_ref, row.unanswered, row.unanswered_at = found.sid, None, None
+        session.commit()
+        return
     try:
-        services.messenger.send_sms(lead.phone, body)
+        with sending(session, [row], "ack"):
+            sent = services.messenger.send_sms(lead.phone, body)
     except IntegrationError as exc:
         if not exc.permanent or isinstance(exc, Unauthorized):
             raise
@@ -227,3 +252,5 @@ def acknowledge_person(session: Session, row: OutboxMessage, services: Services)
             "staff call the person as usual. If every acknowledgement fails, check TWILIO_FROM_NUMBER",
             permanent=True, status=exc.status,
         ) from None
+    row.provider_ref, row.unanswered, row.unanswered_at = sent.sid, None, None
+    session.commit()

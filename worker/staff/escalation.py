@@ -10,6 +10,8 @@ The same rows time call-back attempts after a bridged call that did not reach th
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -17,11 +19,13 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from integrations.errors import IntegrationError
-from worker.staff.alerts import alert_facts, record_attempt
+from integrations.messaging import SentMessage
+from worker.staff.alerts import UNANSWERED, alert_facts, look_up_unanswered, record_attempt
 from worker.staff.roster import StaffMember
 from worker.staff.services import Services
 from worker.staff.twilio_urls import REMINDER_PATH, hook_url
 from worker.store.models import Claim, EscalationTimer, Lead, LeadStatus, StaffAlert, TimerPurpose, TimerState
+from worker.store.unanswered import refused_before_writing
 
 log = logging.getLogger(__name__)
 
@@ -120,11 +124,41 @@ def _text(
     session: Session, timer: EscalationTimer, lead: Lead, member: StaffMember, services: Services, now: datetime
 ) -> Contact:
     body = services.templates.render(services.templates.escalation_sms, alert_facts(lead, services, now))
-    attempt = record_attempt(session, lead, timer.outbox_id, member, "sms", body, now)
+    return _reach(session, timer, lead, member, "sms", body, services, now,
+                  lambda attempt: services.messenger.send_sms(member.phone, body))
+
+
+def _reach(
+    session: Session, timer: EscalationTimer, lead: Lead, member: StaffMember, channel: str, body: str,
+    services: Services, now: datetime, send: Callable[[StaffAlert], SentMessage],
+) -> Contact:
+    """Text or call `member` for this step, once. The attempt is committed before Twilio is asked (a reminder
+    call's TwiML names it, and a crash after the send leaves it to be found); one whose answer is lost is looked up
+    at Twilio at once, and again before the step is tried again, so a step never texts or rings twice."""
+    step = f"{timer.purpose}-{timer.step}-{timer.callback_attempts}"
+    earlier = session.scalars(select(StaffAlert).where(
+        StaffAlert.lead_id == lead.id, StaffAlert.channel == channel, StaffAlert.escalation_step == step,
+        StaffAlert.status.in_(UNANSWERED), StaffAlert.provider_id.is_(None)).order_by(StaffAlert.id.desc())).first()
+    if earlier is not None:
+        try:
+            if (found := look_up_unanswered(session, earlier, services)) is not None:
+                return Contact(found.sid)
+        except IntegrationError as exc:
+            return Contact(None, exc)  # not known whether it went out: this step waits rather than risk a second
+    attempt = record_attempt(session, lead, timer.outbox_id, member, channel, body, now)
+    attempt.escalation_step = step
+    session.commit()
     try:
-        sent = services.messenger.send_sms(member.phone, body)
+        sent = send(attempt)
     except IntegrationError as exc:
-        attempt.status, attempt.error = "failed", exc.message
+        attempt.error = exc.message
+        if refused_before_writing(exc):
+            attempt.status = "failed"
+            return Contact(None, exc)
+        with suppress(IntegrationError):
+            if (found := look_up_unanswered(session, attempt, services)) is not None:
+                return Contact(found.sid)
+        attempt.status, attempt.error = UNANSWERED[channel == "voice"], exc.message  # still not known
         return Contact(None, exc)
     attempt.status, attempt.provider_id = sent.status, sent.sid
     return Contact(sent.sid)
@@ -161,22 +195,15 @@ def _call(
     now: datetime,
 ) -> Contact:
     prompt = services.templates.render(template, alert_facts(lead, services, now))
-    attempt = record_attempt(session, lead, timer.outbox_id, member, "voice", prompt, now)
-    # Twilio may ask for the TwiML as soon as the call is answered: the row it names must be committed first.
-    session.commit()
-    url = hook_url(services.settings, REMINDER_PATH, alert=attempt.id)
-    if url is None:
-        error = IntegrationError("voice reminders need ADMITFLOW_PUBLIC_URL: set it to the https address "
-                                 "Twilio reaches admitflow at", permanent=True)
-        attempt.status, attempt.error = "failed", error.message
-        return Contact(None, error)
-    try:
-        placed = services.messenger.place_call(member.phone, url)
-    except IntegrationError as exc:
-        attempt.status, attempt.error = "failed", exc.message
-        return Contact(None, exc)
-    attempt.status, attempt.provider_id = placed.status, placed.sid
-    return Contact(placed.sid)
+
+    def place(attempt: StaffAlert) -> SentMessage:
+        url = hook_url(services.settings, REMINDER_PATH, alert=attempt.id)
+        if url is None:
+            raise IntegrationError("voice reminders need ADMITFLOW_PUBLIC_URL: set it to the https address Twilio "
+                                   "reaches admitflow at", permanent=True)
+        return services.messenger.place_call(member.phone, url)
+
+    return _reach(session, timer, lead, member, "voice", prompt, services, now, place)
 
 
 def record_message_status(session: Session, sid: str, status: str, error_code: str | None, now: datetime) -> None:

@@ -49,6 +49,7 @@ def crm_from_settings(settings: Settings, choice: str = "auto") -> CRM:
             custom_properties=settings.hubspot_custom_properties,
             attribution_properties=settings.hubspot_attribution_properties,
             batch_size=settings.hubspot_batch_size,
+            search_lag_seconds=settings.hubspot_search_lag_seconds,
         )
     if backend == "salesforce":
         try:
@@ -56,6 +57,8 @@ def crm_from_settings(settings: Settings, choice: str = "auto") -> CRM:
                 salesforce_tokens(settings),
                 api_version=settings.salesforce_api_version,
                 external_id_field=settings.salesforce_external_id_field,
+                task_external_id_field=settings.salesforce_task_external_id_field,
+                center_timezone=ZoneInfo(settings.center_timezone),
                 lead_fields=settings.salesforce_lead_field_map,
                 timeout=settings.http_timeout_seconds,
             )

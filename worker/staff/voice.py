@@ -54,9 +54,13 @@ def reminder_twiml(
     if lead.status == LeadStatus.NEW:
         return twiml.claim_prompt(templates.render(templates.voice_reminder, facts), keypress_url)
     claim = session.scalar(select(Claim).where(Claim.lead_id == lead.id))
-    if claim is not None and claim.staff_phone == alert.staff_phone and claim.bridge_status != "completed":
+    if claim is not None and claim.staff_phone == alert.staff_phone:
+        if claim.bridge_status == "completed":
+            return twiml.spoken(f"Reference {spoken_ref(lead.ref)} is yours, and your call with the person was "
+                                "completed. Nothing more is needed. Goodbye.")
         # Theirs, and nobody has reached the person yet: a call-back attempt; one key connects them.
-        return twiml.claim_prompt(templates.render(templates.voice_callback, facts), keypress_url)
+        return twiml.claim_prompt(templates.render(templates.voice_callback, facts), keypress_url,
+                                  twiml.NO_KEY_CALLBACK)
     return twiml.spoken(f"Reference {spoken_ref(lead.ref)} has already been claimed by "
                         f"{_holder(session, lead.id)}. Thank you. Goodbye.")
 

@@ -155,7 +155,16 @@ class OutboxMessage(Base):
     lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id"), index=True)
     submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id"))
     state: Mapped[str] = mapped_column(String(16), default=OutboxState.PENDING)
-    attempts: Mapped[int] = mapped_column(default=0)
+    attempts: Mapped[int] = mapped_column(default=0)  # every attempt, never given back
+    # The retry budget: attempts in a row that made no progress (a step that went through sets it back to 0; a
+    # 429, a busy lead or a wait for a search index does not count).
+    fruitless: Mapped[int] = mapped_column(default=0)
+    progressed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # "May a first attempt have gone through?": the create (contact, note, task, call, ack) sent without an answer
+    # yet, set before the vendor call and cleared only when its answer, or a look-up, tells (docs/idempotency.md).
+    unanswered: Mapped[str | None] = mapped_column(String(16))
+    unanswered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    provider_ref: Mapped[str | None] = mapped_column(String(64))  # the vendor's id for what the row made (a sid)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     leased_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)  # never PHI
@@ -181,6 +190,8 @@ class StaffAlert(Base):
     status: Mapped[str] = mapped_column(String(24))
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Which escalation step sent it ("claim-2", "callback-1-0"): a retry of that step looks for it at Twilio.
+    escalation_step: Mapped[str | None] = mapped_column(String(32))
 
 
 class PollCursor(Base):

@@ -42,7 +42,8 @@ def test_a_refused_acknowledgement_is_parked_without_the_persons_digits_or_blami
 
     assert row.state == OutboxState.DEAD
     assert row.last_error is not None and row.last_error.startswith(
-        f"Twilio refused the acknowledgement text for lead {lead.ref} (HTTP 400); it is not sent"
+        f"dead: refused for good: Twilio refused the acknowledgement text for lead {lead.ref} (HTTP 400); it is not "
+        "sent"
     )
     assert "42" not in row.last_error.replace(lead.ref, "") and "ROSTER_FILE" not in row.last_error
 

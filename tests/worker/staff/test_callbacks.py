@@ -184,3 +184,29 @@ def test_an_unanswered_call_back_reminder_is_repeated_later_not_at_once(bridge: 
     record_call_status(bridge.session, sid, "no-answer", bridge.at(22.5))
 
     assert bridge.timer.due_at == bridge.at(27)
+
+
+def test_a_claimer_called_again_after_a_completed_bridge_hears_it_is_theirs_and_done_not_claimed_by_themselves(
+    bridge: Bridge
+) -> None:
+    bridge.dial_ended("completed", 7)
+
+    spoken = said(reminder_twiml(bridge.session, bridge.alerts("voice")[0].id, bridge.services, bridge.at(8)))
+
+    ref = bridge.session.scalars(select(Lead.ref)).one()
+    assert spoken == (f"Reference {spoken_ref(ref)} is yours, and your call with the person was completed. Nothing "
+                      "more is needed. Goodbye.")
+    assert "already claimed" not in spoken
+
+
+def test_a_call_back_reminder_without_a_key_press_does_not_call_the_claimed_lead_unclaimed(bridge: Bridge) -> None:
+    bridge.dial_ended("busy", 7)
+    bridge.tick(22)
+
+    document = reminder_twiml(bridge.session, bridge.alerts("voice")[-1].id, bridge.services, bridge.at(22.5))
+
+    root = ET.fromstring(document)  # noqa: S314 (our own TwiML)
+    after_gather = " ".join(element.text or "" for element in root.findall("Say"))
+    assert "unclaimed" not in after_gather
+    assert after_gather == ("No key was pressed. The callback is still yours; you will be called again to try it. "
+                            "Goodbye.")

@@ -349,3 +349,44 @@ def test_a_reminder_a_person_or_an_undecided_detection_answered_plays_the_prompt
 
     assert "<Gather" in document and spoken_ref(desk.lead.ref) in document
     assert desk.timer.due_at == desk.at(10)
+def test_a_reminder_call_twilio_placed_but_whose_answer_was_lost_is_found_and_not_rung_again(desk: Desk) -> None:
+    desk.alert()
+    desk.messenger.lost_call_answers = 1
+
+    desk.tick(5)
+
+    assert desk.messenger.call_recipients == [AVERY], "one call"
+    call = desk.session.scalars(select(StaffAlert).where(StaffAlert.channel == "voice")).one()
+    assert (call.status, call.provider_id) == ("completed", "CA" + "1".zfill(32))
+    timer = desk.timer
+    assert timer.step == 1 and timer.waiting_call_sid == call.provider_id, "the ladder moves on at once"
+    desk.tick(6)
+    assert desk.messenger.call_recipients == [AVERY]
+
+
+def test_an_escalation_text_twilio_sent_but_whose_answer_was_lost_is_recorded_with_its_sid(desk: Desk) -> None:
+    desk.alert()
+    desk.tick(5)
+    desk.messenger.lost_sms_answers = 1
+
+    desk.tick(10)
+
+    escalation = desk.session.scalars(select(StaffAlert).where(StaffAlert.channel == "sms")
+                                      .order_by(StaffAlert.id.desc())).first()
+    assert escalation is not None and escalation.status != "failed" and escalation.provider_id is not None
+    assert escalation.escalation_step == "claim-1-0"
+    assert len(desk.messenger.texts) == 2, "the alert and one escalation text"
+
+
+def test_a_step_whose_answers_could_not_be_checked_waits_rather_than_ringing_twice(desk: Desk) -> None:
+    desk.alert()
+    desk.messenger.call_failures = [ServiceUnavailable("Twilio answered 503; will retry")]
+    desk.tick(5)
+    assert desk.timer.step == 0 and desk.messenger.calls == []
+    attempt = desk.session.scalars(select(StaffAlert).where(StaffAlert.channel == "voice")).one()
+    assert attempt.status == "calling", "a 503 does not prove the call was not placed"
+
+    desk.tick(6)
+
+    assert desk.messenger.call_recipients == [AVERY], "looked up first, found nothing, then placed once"
+    assert desk.timer.step == 1

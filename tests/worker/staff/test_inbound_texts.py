@@ -78,7 +78,8 @@ def test_a_text_from_someone_not_on_the_roster_becomes_a_lead_with_their_words_i
     assert to == AVERY and alert.startswith(f"admitflow: New TEXT to the admissions line: callback request {lead.ref}")
     assert "drinking" not in alert
     [(_, note)] = desk.crm.notes
-    assert note == (f"Text message {lead.ref} (message {sid(1)}):\n\nMessage:\nHi, I need to talk to someone about my drinking\n"
+    assert note == (f"Text message {lead.ref} (message {sid(1)}):\n\nMessage:\n"
+                    "Hi, I need to talk to someone about my drinking\n"
                     "(1 picture(s) or file(s) attached, kept at Twilio)")
     [(_, task)] = desk.crm.tasks
     assert "a text to the admissions line" in task.body

@@ -4,7 +4,7 @@ submissions whose entry id is a Twilio CallSid or MessageSid (34 characters, so 
 PHI added: the caller's number, the voicemail's address and its transcription, encrypted like every PHI column.
 
 Revision ID: 0009
-Revises: 0005
+Revises: 0008
 Create Date: 2026-12-04 10:00:00.000000
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0009"
-down_revision = "0005"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
