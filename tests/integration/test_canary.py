@@ -116,7 +116,8 @@ class EchoingHandler(_Handler):
         if CRM_CONFLICT.email in sent and path in CONTACT_WRITES and not counts.get("conflict"):
             counts["conflict"] = 1
             existing = self.server.state.new_id()
-            self.server.state.contacts[existing] = {"properties": {"email": CRM_CONFLICT.email}, "_contact": None}
+            self.server.state.contacts[existing] = {"properties": {"email": CRM_CONFLICT.email}, "_contact": None,
+                                                    "_at": 0.0}  # indexed long ago
             self._send(409, {"status": "error", "category": "CONFLICT",
                              "message": f"Contact already exists. Existing ID: {existing} ({quoted(CRM_CONFLICT)})"})
             return True
