@@ -257,11 +257,14 @@ def _assign_all(
         lead, created = assignment.lead, assignment.created
         submission.device_index = dedup.assigned(applicant, item.requested_at, lead)
         submission.state, submission.lead, submission.is_repeat = SubmissionState.PROCESSED, lead, not created
+        submission.match_evidence = assignment.evidence
         # The same columns written for every row, changed or not: the page's updates then go as one batch.
         flag_modified(submission, "is_repeat")
         flag_modified(submission, "device_index")
-        rows = [OutboxMessage(kind=kind, lead=lead, submission_id=submission.id)
-                for kind in _outbox_kinds(session, item, lead, created, settings)]
+        kinds = _outbox_kinds(session, item, lead, created, settings)
+        if assignment.crm_follow_up:
+            kinds.append(OutboxKind.CRM_CORRECT)  # two leads with CRM records became one: the CRM follows
+        rows = [OutboxMessage(kind=kind, lead=lead, submission_id=submission.id) for kind in kinds]
         session.add_all(rows)
         decided[submission.id] = (lead, created, rows)
     return decided
