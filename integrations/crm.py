@@ -70,6 +70,15 @@ class BatchResult:
     errors: dict[str, IntegrationError] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class MergeOutcome:
+    """A merge of two records for one person: the record they now have, and what a person must still do in the
+    CRM when its API cannot finish the merge (never PHI: CRM ids only)."""
+
+    contact_id: str
+    left_for_a_person: str | None = None
+
+
 class CRM(Protocol):
     """A CRM that holds contacts, notes and callback tasks.
 
@@ -97,6 +106,15 @@ class CRM(Protocol):
 
     def log_call(self, contact_id: str, task_id: str | None, call: CallRecord) -> str:
         """Log the connected call on the contact and mark the callback task done. Returns the call's id."""
+
+    def merge_contacts(self, contact_id: str, duplicate_id: str, duplicate_task_id: str | None) -> MergeOutcome:
+        """Make `duplicate_id` (a second record for the person of `contact_id`) part of `contact_id`'s: its notes
+        and tasks go to it, and its callback task `duplicate_task_id` is removed (the contact has its own). Safe
+        to repeat after an answer was lost."""
+
+    def remove_note(self, note_id: str) -> None:
+        """Delete a note: the request it holds was split off to another person's record. A note already gone is
+        not an error."""
 
 
 class BatchCRM(CRM, Protocol):
@@ -147,3 +165,11 @@ class LogOnlyCRM:
         log.info("LOG-ONLY CRM: would log a %ss call for lead %s and complete task %s", call.duration_seconds,
                  call.lead_ref, task_id)
         return f"log-call-{call.lead_ref}"
+
+    def merge_contacts(self, contact_id: str, duplicate_id: str, duplicate_task_id: str | None) -> MergeOutcome:
+        log.info("LOG-ONLY CRM: would merge %s into %s and remove task %s", duplicate_id, contact_id,
+                 duplicate_task_id)
+        return MergeOutcome(contact_id)
+
+    def remove_note(self, note_id: str) -> None:
+        log.info("LOG-ONLY CRM: would remove note %s", note_id)

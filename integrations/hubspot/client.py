@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from integrations.crm import BatchResult, CallbackTaskSpec, CallRecord, ContactCard, NoteSpec
 from integrations.errors import Conflict, InvalidRequest, RateLimited, ServiceUnavailable
-from integrations.http import HttpService
+from integrations.hubspot.corrections import HubSpotCorrections
 from integrations.hubspot.models import BatchAnswer, BatchPage, BatchRecord, CrmObject, ErrorBody, SearchPage
 from integrations.ratelimit import SharedRateLimit, Store, Window
 
@@ -48,7 +48,7 @@ DEFAULT_PAUSE_SECONDS = 10.0
 Answer = TypeVar("Answer", bound=BaseModel)
 
 
-class HubSpotCRM(HttpService):
+class HubSpotCRM(HubSpotCorrections):
     """The `CRM` the worker uses when HUBSPOT_TOKEN is set."""
 
     name = "HubSpot"

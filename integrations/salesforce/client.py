@@ -19,8 +19,9 @@ import requests
 
 from integrations.crm import CallbackTaskSpec, CallRecord, ContactCard
 from integrations.errors import Conflict, IntegrationError, InvalidRequest, RateLimited, Unauthorized
-from integrations.http import HttpService, parse_retry_after
+from integrations.http import parse_retry_after
 from integrations.salesforce.auth import AccessToken, TokenProvider
+from integrations.salesforce.corrections import SalesforceCorrections
 from integrations.salesforce.models import (
     ApiError,
     QueryPage,
@@ -55,7 +56,7 @@ class Rejected(InvalidRequest):
         self.codes = codes
 
 
-class SalesforceCRM(HttpService):
+class SalesforceCRM(SalesforceCorrections):
     """The `CRM` the worker uses when Salesforce credentials are set.
 
     `lead_fields` maps card attributes (source, repeat_count, consent_to_text) to custom Lead fields; attributes

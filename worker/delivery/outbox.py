@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from config.settings import Settings
 from integrations.crm import BatchCRM, batching
 from integrations.errors import IntegrationError, RateLimited
+from worker.delivery.crm_correct import correct_crm
 from worker.delivery.crm_sync import LeadBusy, assign_claimed_task, log_bridged_call, sync_batch, sync_lead
 from worker.staff.alerts import acknowledge_person, alert_staff
 from worker.staff.services import Services
@@ -164,6 +165,8 @@ def _do(session: Session, row: OutboxMessage, services: Services, now: datetime)
         log_bridged_call(session, row, crm)
     elif row.kind == OutboxKind.PERSON_ACK:
         acknowledge_person(session, row, services)
+    elif row.kind == OutboxKind.CRM_CORRECT:
+        correct_crm(session, row, crm)
     else:
         raise IntegrationError(f"unknown outbox kind {row.kind!r}: upgrade admitflow", permanent=True)
 

@@ -341,23 +341,7 @@ class Deduplicator:
             follow_up |= self._absorb_now_agreeing(lead, at)
             return Assignment(lead, created=False, corrected=corrected, evidence=decision.record(lead.ref),
                               crm_follow_up=follow_up)
-        lead = Lead(
-            ref=self._refs.pop() if self._refs else fresh_refs(self.session, 1)[0],
-            first_name=applicant.first_name,
-            last_name=applicant.last_name,
-            known_first_names=[applicant.first_name] if applicant.first_name else [],
-            phone=applicant.phone,
-            email=applicant.email,
-            phone_index=digests.get("phone"),
-            email_index=digests.get("email"),
-            consent_to_text=applicant.consent_to_text,
-            consent=applicant.consent,
-            created_at=at,
-            last_request_at=at,
-            priority="normal",
-            status=LeadStatus.NEW,
-            repeat_count=0,
-        )
+        lead = new_lead(applicant, digests, at, self._refs.pop() if self._refs else fresh_refs(self.session, 1)[0])
         self.session.add(lead)
         self.known.add(lead)
         return Assignment(lead, created=True, evidence=decision.record(lead.ref))
@@ -441,6 +425,39 @@ def absorb(session: Session, survivor: Lead, other: Lead) -> bool:
     other.phone_index = other.email_index = None
     session.flush()
     return follow_up
+
+
+def new_lead(applicant: Applicant, digests: dict[str, str], at: datetime, ref: str) -> Lead:
+    """A lead made from its first request; `digests` are the request's blind indexes under the newest key."""
+    return Lead(
+        ref=ref,
+        first_name=applicant.first_name,
+        last_name=applicant.last_name,
+        known_first_names=[applicant.first_name] if applicant.first_name else [],
+        phone=applicant.phone,
+        email=applicant.email,
+        phone_index=digests.get("phone"),
+        email_index=digests.get("email"),
+        consent_to_text=applicant.consent_to_text,
+        consent=applicant.consent,
+        created_at=at,
+        last_request_at=at,
+        priority="normal",
+        status=LeadStatus.NEW,
+        repeat_count=0,
+    )
+
+
+def rebuild(lead: Lead, requests: list[tuple[Applicant, dict[str, str], datetime, bool]]) -> None:
+    """Recompute a lead's details from its requests (applicant, newest-key digests, when, joined as a correction),
+    as processing them in time order would have left them: after a request was split off it."""
+    first, *rest = sorted(requests, key=lambda request: request[2])
+    fresh = new_lead(first[0], first[1], first[2], lead.ref)
+    for name in ("first_name", "last_name", "known_first_names", "phone", "email", "phone_index", "email_index",
+                 "consent_to_text", "consent", "created_at", "last_request_at", "priority", "repeat_count"):
+        setattr(lead, name, getattr(fresh, name))
+    for applicant, digests, at, corrected in rest:
+        _join(lead, applicant, digests, at, corrected=corrected)
 
 
 def _union(*lists: list[str | None]) -> list[str]:

@@ -92,6 +92,13 @@ def normalized_applicant(fields: ApplicantFields, meta: EntryMeta, region: str) 
     )
 
 
+def stored_applicant(forms: FormReader, submission: Submission, region: str) -> Applicant | None:
+    """The applicant a processed submission was read as; None when its form is gone or its entry was purged."""
+    fields = forms.applicant_fields(submission)
+    return None if fields is None else normalized_applicant(fields, EntryMeta.model_validate(submission.payload),
+                                                            region)
+
+
 def message_text(fields: ApplicantFields) -> str | None:
     return clean_text(fields.message, limit=MAX_MESSAGE_CHARS)
 
