@@ -26,6 +26,13 @@ class ContactCard:
     source: str  # "<site>/form <id>"
     consent_to_text: bool | None
     consent: bool | None = None  # the form's "OK to contact me" box
+    # Another lead, another person, reached this inbox first (a shared family address): HubSpot, which keeps one
+    # contact per email, leaves the address off this person's contact; Salesforce keeps it on both Leads.
+    email_shared_with: str | None = None
+    # False when the record the CRM would find by this card's email (else phone) may be another lead's, another
+    # person's (a shared inbox; a shared phone and no email): the CRM must not attach this person to it, or the
+    # record's name and phone would flip between the two on every sync.
+    match_existing: bool = True
 
 
 @dataclass(frozen=True)

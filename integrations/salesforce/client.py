@@ -266,9 +266,14 @@ class SalesforceCRM(SalesforceCorrections):
         try:
             return self._upsert_lead(card.lead_ref, fields)
         except Conflict as duplicate:
-            # A duplicate rule blocked a new Lead and named the one it matched: that Lead becomes ours.
+            # A duplicate rule blocked a new Lead and named the one it matched: that Lead becomes ours, unless it
+            # may be another person's (a shared phone or inbox): taking it would flip it between the two.
             if duplicate.existing_id is None:
                 raise
+            if not card.match_existing:
+                raise Conflict(f"{duplicate.message}: it may be another person's Lead (this person shares a phone or "
+                               "inbox with another lead), so it is not taken over; set the duplicate rule's action "
+                               "to Allow for the integration user") from None
             person = self._lead_values(card, creating=False)
             self._update_lead(duplicate.existing_id, {**person, self._external_id_field: card.lead_ref})
             return duplicate.existing_id

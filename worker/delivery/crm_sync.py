@@ -17,7 +17,7 @@ from worker.intake.normalize import clean_text
 from worker.leads.best_time import call_time_of
 from worker.leads.processing import applicant_fields, message_text
 from worker.staff.roster import Roster
-from worker.store.models import Claim, Lead, OutboxMessage, Submission
+from worker.store.models import Claim, Lead, LeadStatus, OutboxMessage, Submission
 
 LEAD_LEASE = timedelta(minutes=2)
 
@@ -46,7 +46,8 @@ def release_lead(session: Session, lead_id: int) -> None:
     session.commit()
 
 
-def contact_card(lead: Lead, submission: Submission) -> ContactCard:
+def contact_card(lead: Lead, submission: Submission, shared: Shared | None = None) -> ContactCard:
+    email_holder, sharing = shared or (None, False)
     return ContactCard(
         lead_ref=lead.ref,
         first_name=lead.first_name,
@@ -57,7 +58,35 @@ def contact_card(lead: Lead, submission: Submission) -> ContactCard:
         source=f"{submission.site}/form {submission.form_id}",
         consent_to_text=lead.consent_to_text,
         consent=lead.consent,
+        email_shared_with=email_holder,
+        match_existing=not sharing,
     )
+
+
+# (the lead that reached this lead's inbox first, if another did; whether a record found by this lead's email, else
+# phone, could be another person's)
+Shared = tuple[str | None, bool]
+
+
+def shared_identity(session: Session, leads: list[Lead]) -> dict[int, Shared]:
+    """For each lead, what it shares with other live leads (other people: dedup keeps one person in one lead), in
+    one query. One CRM record per lead, always: the inbox's address goes to the lead that had it first, and no
+    lead is attached to a record found by an address or (having no address) a phone another lead shares."""
+    phones = {lead.phone_index for lead in leads if lead.phone_index}
+    emails = {lead.email_index for lead in leads if lead.email_index}
+    if not phones and not emails:
+        return {}
+    others = session.execute(select(Lead.id, Lead.ref, Lead.phone_index, Lead.email_index).where(
+        or_(Lead.phone_index.in_(phones), Lead.email_index.in_(emails)), Lead.status != LeadStatus.MERGED,
+    ).order_by(Lead.id)).all()
+    shared: dict[int, Shared] = {}
+    for lead in leads:
+        holder = next((other.ref for other in others if other.id < lead.id and lead.email_index
+                       and other.email_index == lead.email_index), None)
+        phone_shared = any(other.id != lead.id and lead.phone_index and other.phone_index == lead.phone_index
+                           for other in others)
+        shared[lead.id] = (holder, holder is not None or (phone_shared and not lead.email_index))
+    return shared
 
 
 def note_text(lead: Lead, submission: Submission, fields: ApplicantFields) -> str | None:
@@ -80,16 +109,19 @@ def note_header(lead: Lead, submission: Submission) -> str:
     return f"Website request {lead.ref} (form {submission.form_id}, entry {submission.entry_id}):"
 
 
-def callback_task(lead: Lead, owner_id: str | None, due_at: datetime) -> CallbackTaskSpec:
+def callback_task(lead: Lead, owner_id: str | None, due_at: datetime,
+                  email_shared_with: str | None = None) -> CallbackTaskSpec:
     answer = {True: "yes", False: "no", None: "not asked"}
     urgency = "HIGH PRIORITY: asked again within hours. " if lead.priority == "high" else ""
+    inbox = (f" Shares an email inbox with lead {email_shared_with} (another person): the address is on that "
+             "lead's record." if email_shared_with else "")
     return CallbackTaskSpec(
         lead_ref=lead.ref,
         subject=f"Callback {lead.ref}",
         body=(
             f"{urgency}Confidential callback requested through the website (lead {lead.ref}). "
             f"Repeat requests: {lead.repeat_count}. Consented to be contacted: {answer[lead.consent]}. "
-            f"OK to text: {answer[lead.consent_to_text]}."
+            f"OK to text: {answer[lead.consent_to_text]}.{inbox}"
         ),
         owner_id=owner_id,
         due_at=due_at,
@@ -120,7 +152,8 @@ def _sync(
     if lead.crm_contact_id is not None and submission.crm_note_id is not None:
         contact_id = lead.crm_contact_id  # a retry: this request updated the contact before its note went in
     else:
-        contact_id = crm.upsert_contact(contact_card(lead, submission), lead.crm_contact_id)
+        card = contact_card(lead, submission, shared_identity(session, [lead]).get(lead.id))
+        contact_id = crm.upsert_contact(card, lead.crm_contact_id)
         if lead.crm_contact_id != contact_id:
             lead.crm_contact_id = contact_id
             _progressed(session, row)
@@ -143,7 +176,8 @@ def _task_for(session: Session, lead: Lead, submission: Submission, roster: Rost
     claim = session.scalar(select(Claim).where(Claim.lead_id == lead.id))
     owner = claim.crm_owner_id if claim else roster.on_call_staff(now)[0].crm_owner_id
     due = call_time_of(session, submission, settings) or now
-    return callback_task(lead, owner, due)
+    holder, _ = shared_identity(session, [lead]).get(lead.id, (None, False))
+    return callback_task(lead, owner, due, holder)
 
 
 def lease_leads(session: Session, lead_ids: list[int], now: datetime) -> set[int]:
@@ -243,7 +277,9 @@ def _sync_many(
     batch = _Batch(items, errors, lambda item: _sync(session, item[0], crm, roster, settings, now))
 
     def upsert(todo: list[BatchItem]) -> BatchResult:
-        return crm.upsert_contacts([(contact_card(lead, sub), lead.crm_contact_id) for _, lead, sub in todo])
+        shared = shared_identity(session, [lead for _, lead, _ in todo])
+        return crm.upsert_contacts([(contact_card(lead, sub, shared.get(lead.id)), lead.crm_contact_id)
+                                    for _, lead, sub in todo])
 
     need = [item for item in batch.going() if not (item[1].crm_contact_id and item[2].crm_note_id)]
     for (_, lead, _), contact_id in batch.step(session, need, lambda item: item[1].ref, upsert):
