@@ -167,7 +167,9 @@ def mergeable(a: Lead, b: Lead, applicant: Applicant | None = None) -> bool:
     their last names differ; and their first names must agree with each other, or the submission's own full
     first name must bridge them (Uliess and Ulsies are both one typo from Ulises): what processing in time order
     would have concluded. An initial or a missing name bridges nothing."""
-    if a.split_from_id == b.id or b.split_from_id == a.id:
+    if a.split_from_id is not None and a.split_from_id == b.id:
+        return False
+    if b.split_from_id is not None and b.split_from_id == a.id:
         return False
     context = (applicant.first_name,) if applicant is not None and applicant.first_name else ()
     relation = compare(lead_profile(a), lead_profile(b), context=context)
@@ -316,12 +318,13 @@ class Deduplicator:
                    if _active_around(lead, at, self.window)]
         devices = self.known.from_device(lookups["device"], at) if "device" in lookups else []
         candidates = list(dict.fromkeys([*contact, *devices]))
-        if len(candidates) > 1 and any(lead.id is None for lead in candidates):
-            self.session.flush()  # a lead created earlier in this transaction: ranking and merging need its id
         me = applicant_profile(applicant, at)
         weighed = _ambiguity_guarded(
             [(lead, compare(me, lead_profile(lead), same_device_soon=lead in devices)) for lead in candidates])
-        matches = _best_first([(lead, evidence) for lead, evidence in weighed if evidence.same_person])
+        matches = [(lead, evidence) for lead, evidence in weighed if evidence.same_person]
+        if len(matches) > 1 and any(lead.id is None for lead, _ in matches):
+            self.session.flush()  # a lead created earlier in this transaction: ranking and merging need its id
+        matches = _best_first(matches)
         decision = Decision()
         for lead, evidence in weighed:
             if not evidence.same_person:

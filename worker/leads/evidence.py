@@ -57,8 +57,8 @@ class Level(enum.StrEnum):
     TWO_NAMES = "two_names"  # two real first names further apart (Daniel, Danielle)
     DIFFERENT = "different"
     MISSING = "missing"  # one side does not say
-    SOON = "soon"  # the same device within the correction window, the same first name
-    SOON_OTHER_NAME = "soon_other_name"  # the same device within the window, the first name written otherwise
+    SOON = "soon"  # the same device within the correction window, the first name one person's
+    SOON_OTHER_NAME = "soon_other_name"  # the same device within the window, the first names not clearly one
     WITHIN_HOUR = "within_hour"
     WITHIN_TWO_DAYS = "within_two_days"
     LATER = "later"
@@ -102,7 +102,7 @@ WEIGHTS: dict[Field, dict[Level, float]] = {
         # m 0.1 (a correction minutes later from the same browser); u 0.0001 (a colleague behind the same office
         # router with the same browser build, within the same half hour)
         Level.SOON: 10.0,
-        # m 0.02; u 0.01: a slip in the name on top of a correction, or a relative on the family laptop
+        # m 0.01; u 0.005: an initial or two slips on top of a correction, or a relative on the family laptop
         Level.SOON_OTHER_NAME: 1.0,
         Level.MISSING: 0.0,  # no device evidence either way: people use several, and offices share one
     },
@@ -164,7 +164,7 @@ def compare(a: Profile, b: Profile, *, same_device_soon: bool = False, context: 
         Field.TIME_GAP: time_gap_level(a, b),
     }
     if same_device_soon:
-        named = levels[Field.FIRST_NAME] in (Level.SAME, Level.NICKNAME)
+        named = levels[Field.FIRST_NAME] in (Level.SAME, Level.NICKNAME, Level.TYPO, Level.NICKNAME_TYPO)
         levels[Field.DEVICE] = Level.SOON if named else Level.SOON_OTHER_NAME
     score = sum(WEIGHTS[name].get(level, 0.0) for name, level in levels.items())
     names = (*a.first_names, *b.first_names, *context)
