@@ -17,6 +17,7 @@ from integrations.crm import CRM
 from worker.delivery.crm_sync import lease_lead, release_lead
 from worker.store.db import utcnow
 from worker.store.models import CrmCorrection, CrmCorrectionKind, Lead, OutboxMessage
+from worker.trust import audit
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,10 @@ def correct_crm(session: Session, row: OutboxMessage, crm: CRM) -> None:
             .order_by(CrmCorrection.id)
         ).all():
             _correct(session, correction, crm)
-            correction.done_at = utcnow()
+            correction.done_at, correction.outcome = utcnow(), (correction.outcome or "")[:255]
+            lead_ref = session.get_one(Lead, correction.lead_id).ref
+            audit.record(session, audit.AuditAction.CHANGE, actor_kind=audit.ActorKind.SYSTEM, actor="crm_correct",
+                         lead_ref=lead_ref, outbox_id=row.id, detail=correction.outcome)
             session.commit()
     finally:
         session.rollback()

@@ -383,7 +383,8 @@ class Deduplicator:
 def _ambiguity_guarded(weighed: list[tuple[Lead, Evidence]]) -> list[tuple[Lead, Evidence]]:
     """A slip one letter from the names of two people who share this phone (Danielw, beside a Daniel and a
     Daniela) says nothing about which of them wrote it: only a shared inbox joins it to one."""
-    slipped = [lead for lead, evidence in weighed if evidence.levels[Field.FIRST_NAME] == Level.TYPO]
+    slipped = [lead for lead, evidence in weighed
+               if evidence.levels[Field.FIRST_NAME] in (Level.TYPO, Level.TYPO_BETWEEN_NAMES)]
     if len(slipped) < 2 or not any(
         compare(lead_profile(a), lead_profile(b)).guard in (Level.TWO_NAMES, Level.CLOSE_NAMES)
         for at, a in enumerate(slipped) for b in slipped[at + 1:]

@@ -49,6 +49,7 @@ class Level(enum.StrEnum):
     ONE_OFF = "one_off"  # a phone one digit off, an address one character off: a typo, or a neighbour's
     PART = "part"  # one last name is part of the other (Garcia, Garcia Lopez)
     TYPO = "typo"  # one edit apart, and not two names (Sauah for Sarah)
+    TYPO_BETWEEN_NAMES = "typo_between_names"  # a slip one edit from two names one edit apart (Paull: Paul, Paula)
     NICKNAME = "nickname"
     NICKNAME_TYPO = "nickname_typo"  # one edit from a nickname of the other (Jne: Jen, for Jennifer)
     INITIAL = "initial"
@@ -88,6 +89,10 @@ WEIGHTS: dict[Field, dict[Level, float]] = {
     Field.FIRST_NAME: {
         Level.SAME: 4.0,  # m 0.85; u 0.05 (a Jr. and a Sr. on one phone)
         Level.TYPO: 3.5,  # m 0.08; u 0.007: a non-name one edit from a name is almost always that name mistyped
+        # As a typo, but not enough for device evidence: Paull, from Paul's hand on the family laptop, beside
+        # Paula's correction minutes later. Slips land between two names too often (Dnona: Dona, Donna) to weigh
+        # less on their own.
+        Level.TYPO_BETWEEN_NAMES: 3.5,
         Level.NICKNAME: 2.5,  # m 0.06; u 0.01
         Level.NICKNAME_TYPO: 1.5,  # m 0.01; u 0.004
         Level.INITIAL: 0.5,  # m 0.01; u 0.007 (J could be anyone in a house of Js)
@@ -233,7 +238,7 @@ def first_name_level(a: str | None, b: str | None) -> Level:
         return Level.CLOSE_NAMES if distance <= 1 else Level.TWO_NAMES
     typed = key_b if key_a in known else key_a
     if distance <= 1:
-        return Level.TYPO
+        return Level.TYPO_BETWEEN_NAMES if _between_names(typed) else Level.TYPO
     if distance <= 2 and len(short) >= 5 and JaroWinkler.similarity(key_a, key_b) >= 0.9:
         # Two slips from this name, unless one slip from another (Julin: Julian, not Juliana).
         return Level.DIFFERENT if _names_one_edit_from(typed) else Level.NEAR
@@ -243,8 +248,8 @@ def first_name_level(a: str | None, b: str | None) -> Level:
 
 
 # Best first: the level a lead's several names reach is the best any of them reaches.
-_FIRST_NAME_ORDER = (Level.SAME, Level.TYPO, Level.NICKNAME, Level.NICKNAME_TYPO, Level.INITIAL, Level.NEAR,
-                     Level.MISSING, Level.CLOSE_NAMES, Level.TWO_NAMES, Level.DIFFERENT)
+_FIRST_NAME_ORDER = (Level.SAME, Level.TYPO, Level.TYPO_BETWEEN_NAMES, Level.NICKNAME, Level.NICKNAME_TYPO,
+                     Level.INITIAL, Level.NEAR, Level.MISSING, Level.CLOSE_NAMES, Level.TWO_NAMES, Level.DIFFERENT)
 
 
 def time_gap_level(a: Profile, b: Profile) -> Level:
@@ -279,6 +284,14 @@ def _names_one_edit_from(typed: str) -> frozenset[str]:
     edits |= {head + letter + tail[1:] for head, tail in splits if tail for letter in letters}
     edits |= {head + letter + tail for head, tail in splits for letter in letters}
     return frozenset(edits & known_first_names())
+
+
+@lru_cache(maxsize=4096)
+def _between_names(typed: str) -> bool:
+    """Is this slip one edit from two real names that are themselves one edit apart (Paull: Paul and Paula)?
+    Then it may be either relative's, and the names of a household are often that close."""
+    near = sorted(_names_one_edit_from(typed))
+    return any(OSA.distance(x, y) <= 1 for at, x in enumerate(near) for y in near[at + 1:])
 
 
 def _typo_of_nickname(typed: str, name: str) -> bool:

@@ -204,6 +204,8 @@ def test_salesforce_moves_the_tasks_to_the_surviving_lead_and_says_what_a_person
     assert "00Q5e00000Dupl1AAA" in query
     outcome = session.scalars(select(CrmCorrection.outcome)).one() or ""
     assert "merge Salesforce Lead 00Q5e00000Dupl1AAA into Lead 00Q5e00000Keep1AAA" in outcome
+    told = session.scalars(select(AuditEvent.detail).where(AuditEvent.actor == "crm_correct")).one()
+    assert told == outcome  # `admitflow audit --lead` shows the operator what is left to do
     session.refresh(keep)
     assert keep.crm_contact_id == "00Q5e00000Keep1AAA"
 
