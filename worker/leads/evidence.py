@@ -89,10 +89,10 @@ WEIGHTS: dict[Field, dict[Level, float]] = {
     Field.FIRST_NAME: {
         Level.SAME: 4.0,  # m 0.85; u 0.05 (a Jr. and a Sr. on one phone)
         Level.TYPO: 3.5,  # m 0.08; u 0.007: a non-name one edit from a name is almost always that name mistyped
-        # As a typo, but not enough for device evidence: Paull, from Paul's hand on the family laptop, beside
-        # Paula's correction minutes later. Slips land between two names too often (Dnona: Dona, Donna) to weigh
-        # less on their own.
-        Level.TYPO_BETWEEN_NAMES: 3.5,
+        # m 0.08; u 0.03: a slip between two names one letter apart, which relatives often bear (Eriac: Eric or
+        # Erica?). With a shared phone and last name it joins unless the inbox differs; it is no device evidence
+        # (Paull, from Paul's hand on the family laptop, beside Paula's correction minutes later).
+        Level.TYPO_BETWEEN_NAMES: 1.5,
         Level.NICKNAME: 2.5,  # m 0.06; u 0.01
         Level.NICKNAME_TYPO: 1.5,  # m 0.01; u 0.004
         Level.INITIAL: 0.5,  # m 0.01; u 0.007 (J could be anyone in a house of Js)
