@@ -59,7 +59,7 @@ class Level(enum.StrEnum):
     DIFFERENT = "different"
     MISSING = "missing"  # one side does not say
     SOON = "soon"  # the same device within the correction window, the first name one person's
-    SOON_OTHER_NAME = "soon_other_name"  # the same device within the window, the first names not clearly one
+    SOON_OTHER_NAME = "soon_other_name"  # the same device within the window, the first name an initial or further
     WITHIN_HOUR = "within_hour"
     WITHIN_TWO_DAYS = "within_two_days"
     LATER = "later"
@@ -90,8 +90,7 @@ WEIGHTS: dict[Field, dict[Level, float]] = {
         Level.SAME: 4.0,  # m 0.85; u 0.05 (a Jr. and a Sr. on one phone)
         Level.TYPO: 3.5,  # m 0.08; u 0.007: a non-name one edit from a name is almost always that name mistyped
         # m 0.08; u 0.03: a slip between two names one letter apart, which relatives often bear (Eriac: Eric or
-        # Erica?). With a shared phone and last name it joins unless the inbox differs; it is no device evidence
-        # (Paull, from Paul's hand on the family laptop, beside Paula's correction minutes later).
+        # Erica?). With a shared phone and last name it joins unless the inbox differs.
         Level.TYPO_BETWEEN_NAMES: 1.5,
         Level.NICKNAME: 2.5,  # m 0.06; u 0.01
         Level.NICKNAME_TYPO: 1.5,  # m 0.01; u 0.004
@@ -169,23 +168,28 @@ def compare(a: Profile, b: Profile, *, same_device_soon: bool = False, context: 
         Field.TIME_GAP: time_gap_level(a, b),
     }
     if same_device_soon:
-        named = levels[Field.FIRST_NAME] in (Level.SAME, Level.NICKNAME, Level.TYPO, Level.NICKNAME_TYPO)
+        named = levels[Field.FIRST_NAME] in (Level.SAME, Level.NICKNAME, Level.TYPO, Level.TYPO_BETWEEN_NAMES,
+                                             Level.NICKNAME_TYPO)
         levels[Field.DEVICE] = Level.SOON if named else Level.SOON_OTHER_NAME
     score = sum(WEIGHTS[name].get(level, 0.0) for name, level in levels.items())
     names = (*a.first_names, *b.first_names, *context)
     conflicts: set[Level] = {level for (x, y), level in pairs.items()
                  if (level == Level.TWO_NAMES or (level == Level.CLOSE_NAMES and levels[Field.EMAIL] != Level.SAME))
-                 and not _reconciled(x, y, names)}
+                 and not _reconciled(x, y, names, (a.first_names, b.first_names))}
     guard: Level | None = min(conflicts, key=_FIRST_NAME_ORDER.index) if conflicts else None
     if guard is None and levels[Field.FIRST_NAME] == Level.DIFFERENT:
         guard = Level.DIFFERENT
     return Evidence(levels, score, guard)
 
 
-def _reconciled(x: str, y: str, names: tuple[str, ...]) -> bool:
+def _reconciled(x: str, y: str, names: tuple[str, ...], sides: tuple[tuple[str, ...], ...]) -> bool:
     """Two real names are one person's when both are that person's name or a nickname of it (Liz and Beth, known
-    along with Elizabeth). Real names that differ otherwise keep two sides apart even when a misspelling links
-    them (Ericc is one slip from both Eric and Erica)."""
+    along with Elizabeth), or when one side already holds both as one person's (Ana and Anna, joined on a shared
+    inbox). Real names that differ otherwise keep two sides apart even when a misspelling links them (Ericc is
+    one slip from both Eric and Erica)."""
+    pair = {name_key(x), name_key(y)}
+    if any(pair <= {name_key(name) for name in side} for side in sides):
+        return True
     agreeing = (Level.SAME, Level.NICKNAME)
     return any(first_name_level(x, z) in agreeing and first_name_level(y, z) in agreeing
                for z in names if name_key(z) not in (name_key(x), name_key(y)))
