@@ -29,6 +29,13 @@ class ContactCard:
     # Where the request came from: utm_source/medium/campaign/term/content, gclid, fbclid, msclkid, referrer,
     # landing_page and form_page (the page the form was on), those the entry had.
     attribution: Mapping[str, str] = field(default_factory=dict)
+    # Another lead, another person, reached this inbox first (a shared family address): HubSpot, which keeps one
+    # contact per email, leaves the address off this person's contact; Salesforce keeps it on both Leads.
+    email_shared_with: str | None = None
+    # False when the record the CRM would find by this card's email (else phone) may be another lead's, another
+    # person's (a shared inbox; a shared phone and no email): the CRM must not attach this person to it, or the
+    # record's name and phone would flip between the two on every sync.
+    match_existing: bool = True
 
 
 @dataclass(frozen=True)
@@ -101,6 +108,15 @@ class LookupFailed(IntegrationError):
                          status=cause.status)
 
 
+@dataclass(frozen=True)
+class MergeOutcome:
+    """A merge of two records for one person: the record they now have, and what a person must still do in the
+    CRM when its API cannot finish the merge (never PHI: CRM ids only)."""
+
+    contact_id: str
+    left_for_a_person: str | None = None
+
+
 class CRM(Protocol):
     """A CRM that holds contacts, notes and callback tasks.
 
@@ -137,6 +153,15 @@ class CRM(Protocol):
 
     def complete_callback_task(self, task_id: str) -> None:
         """Mark the callback task done (the bridged call reached the person). Idempotent."""
+
+    def merge_contacts(self, contact_id: str, duplicate_id: str, duplicate_task_id: str | None) -> MergeOutcome:
+        """Make `duplicate_id` (a second record for the person of `contact_id`) part of `contact_id`'s: its notes
+        and tasks go to it, and its callback task `duplicate_task_id` is removed (the contact has its own). Safe
+        to repeat after an answer was lost."""
+
+    def remove_note(self, note_id: str) -> None:
+        """Delete a note: the request it holds was split off to another person's record. A note already gone is
+        not an error."""
 
 
 class BatchCRM(CRM, Protocol):
@@ -192,3 +217,10 @@ class LogOnlyCRM:
 
     def complete_callback_task(self, task_id: str) -> None:
         log.info("LOG-ONLY CRM: would complete task %s", task_id)
+    def merge_contacts(self, contact_id: str, duplicate_id: str, duplicate_task_id: str | None) -> MergeOutcome:
+        log.info("LOG-ONLY CRM: would merge %s into %s and remove task %s", duplicate_id, contact_id,
+                 duplicate_task_id)
+        return MergeOutcome(contact_id)
+
+    def remove_note(self, note_id: str) -> None:
+        log.info("LOG-ONLY CRM: would remove note %s", note_id)

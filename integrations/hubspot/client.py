@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from integrations.crm import BatchResult, CallbackTaskSpec, CallRecord, ContactCard, LookupFailed, NoteRoom, NoteSpec
 from integrations.errors import Conflict, IntegrationError, InvalidRequest, RateLimited, ServiceUnavailable
-from integrations.http import HttpService
+from integrations.hubspot.corrections import HubSpotCorrections
 from integrations.hubspot.models import BatchAnswer, BatchPage, BatchRecord, CrmObject, ErrorBody, SearchPage
 from integrations.ratelimit import SharedRateLimit, Store, Window
 
@@ -65,7 +65,7 @@ DEFAULT_PAUSE_SECONDS = 10.0
 Answer = TypeVar("Answer", bound=BaseModel)
 
 
-class HubSpotCRM(HttpService):
+class HubSpotCRM(HubSpotCorrections):
     """The `CRM` the worker uses when HUBSPOT_TOKEN is set."""
 
     name = "HubSpot"
@@ -129,7 +129,7 @@ class HubSpotCRM(HttpService):
         update: PATCH /crm/v3/objects/contacts/{contactId})
         """
         properties = _contact_properties(card) | (_custom_properties(card) if self._custom_properties else {})
-        if contact_id is None:
+        if contact_id is None and card.match_existing:
             contact_id = self._find_contact(card)
         if contact_id is not None:
             self._update_contact(contact_id, properties)
@@ -220,7 +220,7 @@ class HubSpotCRM(HttpService):
         or phone (one search) are updated in one batch; the rest are upserted by lead reference in another.
         Results are keyed by lead reference."""
         result = BatchResult()
-        found = self._find_contacts([card for card, contact_id in contacts if contact_id is None])
+        found = self._find_contacts([card for card, known in contacts if known is None and card.match_existing])
         updates: list[tuple[str, str, dict[str, str]]] = []
         creates: list[tuple[str, dict[str, str]]] = []
         for card, contact_id in contacts:
@@ -498,7 +498,8 @@ def hubspot_rate_limit(redis: Store, requests_per_10_seconds: int, searches_per_
 def _contact_properties(card: ContactCard) -> dict[str, str]:
     # Empty values are left out as well as None: sending "" would blank what HubSpot already holds.
     values = {"firstname": card.first_name, "lastname": card.last_name}
-    values |= {"email": card.email, "phone": card.phone}
+    # HubSpot keeps one contact per email: a second person's inbox stays on the first person's contact.
+    values |= {"email": None if card.email_shared_with else card.email, "phone": card.phone}
     return {name: value for name, value in values.items() if value}
 
 

@@ -23,8 +23,9 @@ import requests
 
 from integrations.crm import CallbackTaskSpec, CallRecord, ContactCard, NoteRoom
 from integrations.errors import Conflict, IntegrationError, InvalidRequest, RateLimited, Unauthorized
-from integrations.http import HttpService, parse_retry_after
+from integrations.http import parse_retry_after
 from integrations.salesforce.auth import AccessToken, TokenProvider
+from integrations.salesforce.corrections import SalesforceCorrections
 from integrations.salesforce.models import (
     ApiError,
     Record,
@@ -63,7 +64,7 @@ class Rejected(InvalidRequest):
         self.codes = codes
 
 
-class SalesforceCRM(HttpService):
+class SalesforceCRM(SalesforceCorrections):
     """The `CRM` the worker uses when Salesforce credentials are set.
 
     `lead_fields` maps card attributes (source, repeat_count, consent_to_text) and attribution keys (utm_source,
@@ -277,9 +278,14 @@ class SalesforceCRM(HttpService):
         try:
             return self._upsert_lead(card.lead_ref, fields)
         except Conflict as duplicate:
-            # A duplicate rule blocked a new Lead and named the one it matched: that Lead becomes ours.
+            # A duplicate rule blocked a new Lead and named the one it matched: that Lead becomes ours, unless it
+            # may be another person's (a shared phone or inbox): taking it would flip it between the two.
             if duplicate.existing_id is None:
                 raise
+            if not card.match_existing:
+                raise Conflict(f"{duplicate.message}: it may be another person's Lead (this person shares a phone or "
+                               "inbox with another lead), so it is not taken over; set the duplicate rule's action "
+                               "to Allow for the integration user") from None
             person = self._lead_values(card, creating=False)
             self._update_lead(duplicate.existing_id, {**person, self._external_id_field: card.lead_ref})
             return duplicate.existing_id

@@ -1,23 +1,26 @@
-"""Looking at leads and submissions: export leads, list, show and release submissions."""
+"""Looking at leads and submissions: export leads, explain and correct dedup, list, show and release submissions."""
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from typing import TextIO
 
 import click
 from sqlalchemy import func, select
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import Session, selectinload
 
 from worker.cli.common import command_settings, open_store, print_table
 from worker.delivery.dispatch import dispatcher_for
+from worker.leads.explain import UnknownLead, explain
 from worker.leads.export import lead_record
 from worker.leads.processing import process_submission
 from worker.staff.services import default_services
 from worker.store.db import session_scope
 from worker.store.models import Lead, Submission, SubmissionState
 from worker.trust import audit
+from worker.trust.corrections import Correction, CorrectionError, merge_by_hand, split_by_hand
 
 
 @click.group()
@@ -52,6 +55,57 @@ def leads_export(output: TextIO) -> None:
     finally:
         with session_scope() as session:
             audit.operator_did(session, audit.AuditAction.EXPORT, detail=f"{exported} of {total} leads exported")
+
+
+@leads.command("why")
+@click.argument("ref")
+@click.option("--show", is_flag=True, help="Print names, phones and emails in full (PHI; audited).")
+def leads_why(ref: str, show: bool) -> None:
+    """Why lead REF holds its requests: for each, the leads it was weighed against, the evidence (email, phone,
+    last name, first name, device, time gap), the score and the verdict; then near misses, other leads' requests
+    kept apart from it. Names, phones and emails are masked unless --show."""
+    settings = command_settings()
+    open_store(settings)
+    with session_scope() as session:
+        try:
+            lines = explain(session, ref, settings, show=show)
+        except UnknownLead as missing:
+            raise click.ClickException(str(missing)) from None
+        if show:
+            audit.operator_did(session, audit.AuditAction.READ, lead_ref=ref.strip().upper(),
+                               detail="dedup evidence shown with names, phones and emails")
+    click.echo("\n".join(lines))
+
+
+@leads.command("merge")
+@click.argument("keep")
+@click.argument("other")
+def leads_merge(keep: str, other: str) -> None:
+    """Merge lead OTHER into lead KEEP: one person dedup kept apart. The CRM records follow; staff are not texted."""
+    _correct(lambda session: merge_by_hand(session, keep, other))
+
+
+@leads.command("split")
+@click.argument("ref")
+@click.option("--submission", "submission_id", type=int, required=True, help="The request to move out (an id).")
+def leads_split(ref: str, submission_id: int) -> None:
+    """Move one request out of lead REF into a lead of its own: someone else dedup joined. Dedup never merges the
+    two again; the CRM follows; staff are not texted (the new lead's callback task is in the CRM)."""
+    settings = command_settings()
+    _correct(lambda session: split_by_hand(session, ref, submission_id, settings))
+
+
+def _correct(change: Callable[[Session], Correction]) -> None:
+    settings = command_settings()
+    open_store(settings)
+    with session_scope() as session:
+        try:
+            done = change(session)
+        except CorrectionError as refused:
+            raise click.ClickException(str(refused)) from None
+    if done.outbox_ids:
+        dispatcher_for(settings, default_services()).outbox_ready(done.outbox_ids)
+    click.echo(done.summary)
 
 
 @click.group()

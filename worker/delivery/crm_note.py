@@ -74,7 +74,11 @@ def typed_email(lead: Lead, fields: ApplicantFields | None) -> str | None:
     return None
 
 
-def contact_card(lead: Lead, submission: Submission, details: RequestDetails | None = None) -> ContactCard:
+def contact_card(lead: Lead, submission: Submission, details: RequestDetails | None = None,
+                 shared: tuple[str | None, bool] | None = None) -> ContactCard:
+    """The contact as the CRM gets it. `shared`: the lead that reached this lead's inbox first, if another did, and
+    whether a record found by this lead's email (else phone) could be another person's (crm_sync.shared_identity)."""
+    email_holder, sharing = shared or (None, False)
     return ContactCard(
         lead_ref=lead.ref,
         first_name=lead.first_name,
@@ -86,6 +90,8 @@ def contact_card(lead: Lead, submission: Submission, details: RequestDetails | N
         consent_to_text=lead.consent_to_text,
         consent=lead.consent,
         attribution=details.attribution if details else {},
+        email_shared_with=email_holder,
+        match_existing=not sharing,
     )
 
 

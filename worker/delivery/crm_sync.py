@@ -23,7 +23,7 @@ from worker.leads.processing import FormReader
 from worker.staff.alerts import can_call_back
 from worker.staff.roster import Roster
 from worker.store.db import utcnow
-from worker.store.models import Claim, Lead, OutboxMessage, PhoneCall, Submission
+from worker.store.models import Claim, Lead, LeadStatus, OutboxMessage, PhoneCall, Submission
 from worker.store.unanswered import (
     Deferred,
     LeadBusy,
@@ -57,17 +57,46 @@ def release_lead(session: Session, lead_id: int) -> None:
     session.commit()
 
 
-def callback_task(lead: Lead, owner_id: str | None, due_at: datetime, through: str = "the website") -> CallbackTaskSpec:
+# (the lead that reached this lead's inbox first, if another did; whether a record found by this lead's email, else
+# phone, could be another person's)
+Shared = tuple[str | None, bool]
+
+
+def shared_identity(session: Session, leads: list[Lead]) -> dict[int, Shared]:
+    """For each lead, what it shares with other live leads (other people: dedup keeps one person in one lead), in
+    one query. One CRM record per lead, always: the inbox's address goes to the lead that had it first, and no
+    lead is attached to a record found by an address or (having no address) a phone another lead shares."""
+    phones = {lead.phone_index for lead in leads if lead.phone_index}
+    emails = {lead.email_index for lead in leads if lead.email_index}
+    if not phones and not emails:
+        return {}
+    others = session.execute(select(Lead.id, Lead.ref, Lead.phone_index, Lead.email_index).where(
+        or_(Lead.phone_index.in_(phones), Lead.email_index.in_(emails)), Lead.status != LeadStatus.MERGED,
+    ).order_by(Lead.id)).all()
+    shared: dict[int, Shared] = {}
+    for lead in leads:
+        holder = next((other.ref for other in others if other.id < lead.id and lead.email_index
+                       and other.email_index == lead.email_index), None)
+        phone_shared = any(other.id != lead.id and lead.phone_index and other.phone_index == lead.phone_index
+                           for other in others)
+        shared[lead.id] = (holder, holder is not None or (phone_shared and not lead.email_index))
+    return shared
+
+
+def callback_task(lead: Lead, owner_id: str | None, due_at: datetime, through: str = "the website",
+                  email_shared_with: str | None = None) -> CallbackTaskSpec:
     answer = {True: "yes", False: "no", None: "not asked"}
     urgency = "HIGH PRIORITY: asked again within hours. " if lead.priority == "high" else ""
     no_phone = "" if lead.phone else " No phone number we could read: see the request's note for what was typed."
+    inbox = (f" Shares an email inbox with lead {email_shared_with} (another person): the address is on that "
+             "lead's record." if email_shared_with else "")
     return CallbackTaskSpec(
         lead_ref=lead.ref,
         subject=f"Callback {lead.ref}",
         body=(
             f"{urgency}Confidential callback requested through {through} (lead {lead.ref}). "
             f"Repeat requests: {lead.repeat_count}. Consented to be contacted: {answer[lead.consent]}. "
-            f"OK to text: {answer[lead.consent_to_text]}.{no_phone}"
+            f"OK to text: {answer[lead.consent_to_text]}.{no_phone}{inbox}"
         ),
         owner_id=owner_id,
         due_at=due_at,
@@ -100,12 +129,14 @@ def _sync(
     elif lead.crm_contact_id is not None and row.progressed_at is not None:
         contact_id = lead.crm_contact_id  # a retry: this request's update of the contact went through before
     elif lead.crm_contact_id is not None:
-        contact_id = crm.upsert_contact(contact_card(lead, submission, details), lead.crm_contact_id)
+        card = contact_card(lead, submission, details, shared_identity(session, [lead]).get(lead.id))
+        contact_id = crm.upsert_contact(card, lead.crm_contact_id)
         answered(session, [row], "contact")
     else:
         look_first(session, row, "contact", crm, timeout, now)  # the upsert itself looks: only the wait matters
+        card = contact_card(lead, submission, details, shared_identity(session, [lead]).get(lead.id))
         with sending(session, [row], "contact"):
-            contact_id = crm.upsert_contact(contact_card(lead, submission, details), None)
+            contact_id = crm.upsert_contact(card, None)
         lead.crm_contact_id = contact_id
         answered(session, [row], "contact")
 
@@ -130,7 +161,8 @@ def _task_for(session: Session, lead: Lead, submission: Submission, roster: Rost
     claim = session.scalar(select(Claim).where(Claim.lead_id == lead.id))
     owner = claim.crm_owner_id if claim else roster.on_call_staff(now)[0].crm_owner_id
     due = call_time_of(session, submission, settings) or now
-    return callback_task(lead, owner, due, REQUESTED_THROUGH.get(submission.source, "the website"))
+    holder, _ = shared_identity(session, [lead]).get(lead.id, (None, False))
+    return callback_task(lead, owner, due, REQUESTED_THROUGH.get(submission.source, "the website"), holder)
 
 
 def lease_leads(session: Session, lead_ids: list[int], now: datetime) -> set[int]:
@@ -259,7 +291,8 @@ def _sync_many(
     timeout = settings.http_timeout_seconds
 
     def upsert(todo: list[BatchItem]) -> BatchResult:
-        return crm.upsert_contacts([(contact_card(lead, sub, details[sub.id]), lead.crm_contact_id)
+        shared = shared_identity(session, [lead for _, lead, _ in todo])
+        return crm.upsert_contacts([(contact_card(lead, sub, details[sub.id], shared.get(lead.id)), lead.crm_contact_id)
                                     for _, lead, sub in todo])
 
     # Contacts are upserted by the lead reference, a unique property: sending one again updates it, so the row's

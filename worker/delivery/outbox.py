@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from config.settings import Settings
 from integrations.crm import BatchCRM, batching
 from integrations.errors import IntegrationError, RateLimited
+from worker.delivery.crm_correct import correct_crm
 from worker.delivery.crm_sync import (
     Deferred,
     add_voicemail_note,
@@ -179,6 +180,8 @@ def _do(session: Session, row: OutboxMessage, services: Services, now: datetime)
         acknowledge_person(session, row, services)
     elif row.kind == OutboxKind.CRM_VOICEMAIL:
         add_voicemail_note(session, row, crm, services.settings, now)
+    elif row.kind == OutboxKind.CRM_CORRECT:
+        correct_crm(session, row, crm)
     else:
         raise IntegrationError(f"unknown outbox kind {row.kind!r}: upgrade admitflow", permanent=True)
 

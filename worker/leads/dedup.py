@@ -1,42 +1,58 @@
 """Which lead a submission belongs to.
 
-Precision comes first: merging two people means one of them is never called. So:
-- A submission joins the most recent lead, active within the dedup window, that shares its normalized phone or
-  email, unless the first names disagree: a couple or a parent and child can share a phone or an inbox.
-  First names agree when equal, when one is an initial of the other, when one is a known nickname of the other
-  (Bob and Robert), or when a longer name differs by a single typo (Jordan and Jordna).
-- A person who resubmits within minutes to correct a mistyped phone or email shares neither with their first
-  submission, so the device (IP and browser) and the full name are the evidence: same device, same full name,
-  moments apart, is the same lead, and the corrected contact replaces the mistyped one.
-- Names alone never merge anyone.
+Precision comes first: merging two people means one of them is never called. Each lead that shares the
+submission's normalized phone or email (active within the dedup window), or holds a submission sent from the same
+device (IP and browser) within the correction window, is a candidate; the evidence for each is weighed
+(`worker/leads/evidence.py`: email, phone, last name, first name, device, time gap) and the submission joins the
+strongest that scores at least the threshold, unless the household guard keeps them apart (first names that
+clearly differ: a couple or a parent and child share a phone, a last name, a device and often an inbox). A
+person who resubmits within minutes to correct a mistyped phone or email shares neither with their first
+submission: the device is the evidence then, and the corrected contact replaces the mistyped one. Names alone
+never merge anyone: without a shared phone, email or device, a lead is not even a candidate.
+
+Every decision is recorded with the submission (`Submission.match_evidence`): the levels and score of each
+candidate and what came of it, never a name or a number. `admitflow leads why` reads it.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
-import unicodedata
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from functools import lru_cache
+from typing import Any
 
-from nicknames import NickNamer
-from rapidfuzz.distance import DamerauLevenshtein
 from sqlalchemy import ARRAY, ColumnElement, String, any_, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import QueryableAttribute, Session
 
-from worker.store.models import Lead, LeadKey, LeadStatus, OutboxMessage, OutboxState, Submission
+from worker.leads.evidence import (
+    Decision,
+    Evidence,
+    Field,
+    Level,
+    Profile,
+    compare,
+    name_key,
+)
+from worker.store.models import (
+    CrmCorrection,
+    CrmCorrectionKind,
+    Lead,
+    LeadKey,
+    LeadStatus,
+    OutboxMessage,
+    OutboxState,
+    Submission,
+)
 from worker.store.phi import PhiVault
 
 log = logging.getLogger(__name__)
 
 REF_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U to misread in an SMS
 REF_LENGTH = 5
-# A typo is only forgiven in names this long: "Maria" and "Mario" are two people.
-TYPO_MIN_LENGTH = 6
 # A second request this soon after the last one marks the lead high priority: the person is waiting.
 URGENT_WITHIN = timedelta(hours=6)
 
@@ -59,59 +75,18 @@ class Assignment:
     lead: Lead
     created: bool
     corrected: bool = False  # joined on device evidence, with a corrected phone or email
+    evidence: dict[str, Any] = field(default_factory=dict)  # the decision as stored: PHI-free
+    crm_follow_up: bool = False  # a merge joined two leads that each have a CRM record
 
 
-def name_key(name: str | None) -> str:
-    """Lower-case letters and digits only, accents removed: how two spellings of a name are compared."""
-    if not name:
-        return ""
-    decomposed = unicodedata.normalize("NFKD", name.casefold())
-    return "".join(ch for ch in decomposed if ch.isalnum())
+def applicant_profile(applicant: Applicant, at: datetime) -> Profile:
+    names = (applicant.first_name,) if applicant.first_name else ()
+    return Profile(names, applicant.last_name, applicant.phone, applicant.email, at, at)
 
 
-@lru_cache(maxsize=1)
-def _nicknamer() -> NickNamer:
-    return NickNamer()
-
-
-def _nicknames_agree(a: str, b: str) -> bool:
-    """One is a nickname of the other (Bob, Robert), or both shorten one longer name (Liz, Beth: Elizabeth).
-    The dataset also links full names through shared nicknames (Robert and William both via "Bill"), which
-    must not count: that is two people."""
-    namer = _nicknamer()
-    if b in namer.nicknames_of(a) or a in namer.nicknames_of(b):
-        return True
-    longest = max(len(a), len(b))
-    return any(len(common) > longest for common in namer.canonicals_of(a) & namer.canonicals_of(b))
-
-
-def first_names_agree(a: str | None, b: str | None) -> bool:
-    """Could these first names be one person's? Unknown names agree with anything."""
-    key_a, key_b = name_key(a), name_key(b)
-    if not key_a or not key_b or key_a == key_b:
-        return True
-    short, long = sorted((key_a, key_b), key=len)
-    if len(short) == 1:
-        return long.startswith(short)
-    if _nicknames_agree(key_a, key_b):
-        return True
-    return (
-        len(short) >= TYPO_MIN_LENGTH and key_a[0] == key_b[0] and DamerauLevenshtein.distance(key_a, key_b) <= 1
-    )
-
-
-def full_names_match(a_first: str | None, a_last: str | None, b_first: str | None, b_last: str | None) -> bool:
-    """Both full names known and the same person's: the bar for merging on device evidence alone."""
-    if not all((name_key(a_first), name_key(a_last), name_key(b_first), name_key(b_last))):
-        return False
-    return first_names_agree(a_first, b_first) and _last_names_agree(a_last, b_last)
-
-
-def _last_names_agree(a: str | None, b: str | None) -> bool:
-    key_a, key_b = name_key(a), name_key(b)
-    if key_a == key_b:
-        return True
-    return min(len(key_a), len(key_b)) >= TYPO_MIN_LENGTH and DamerauLevenshtein.distance(key_a, key_b) <= 1
+def lead_profile(lead: Lead) -> Profile:
+    names = tuple(name for name in lead_first_names(lead) if name)
+    return Profile(names, lead.last_name, lead.phone, lead.email, lead.created_at, lead.last_request_at)
 
 
 def lookup_digests(applicant: Applicant, vault: PhiVault) -> dict[str, tuple[str, ...]]:
@@ -187,20 +162,23 @@ def lead_first_names(lead: Lead) -> list[str | None]:
     return list(lead.known_first_names or []) or [lead.first_name]
 
 
-def _agrees_with_lead(lead: Lead, first_name: str | None) -> bool:
-    return any(first_names_agree(known, first_name) for known in lead_first_names(lead))
-
-
-def _same_person(a: Lead, b: Lead, applicant: Applicant) -> bool:
-    """May two leads that one submission matched be merged? Only if their last names do not disagree, and
-    their first names agree with each other, or the submission's own full first name bridges them (Uliess and
-    Ulsies are both one typo from Ulises): what processing in time order would have concluded. An initial or
-    a missing name bridges nothing."""
-    if not _last_names_consistent(a, b):
+def mergeable(a: Lead, b: Lead, applicant: Applicant | None = None) -> bool:
+    """May two leads that both match a submission be merged? Not if an operator split one from the other, nor if
+    their last names differ; and their first names must agree with each other, or the submission's own full
+    first name must bridge them (Uliess and Ulsies are both one typo from Ulises): what processing in time order
+    would have concluded. An initial or a missing name bridges nothing."""
+    if a.split_from_id is not None and a.split_from_id == b.id:
         return False
-    if any(_agrees_with_lead(a, name) for name in lead_first_names(b)):
+    if b.split_from_id is not None and b.split_from_id == a.id:
+        return False
+    context = (applicant.first_name,) if applicant is not None and applicant.first_name else ()
+    relation = compare(lead_profile(a), lead_profile(b), context=context)
+    if relation.levels[Field.LAST_NAME] == Level.DIFFERENT:
+        return False
+    if not relation.guarded:
         return True
-    return len(name_key(applicant.first_name)) > 1
+    # Two real names (Paul, Paula) are never bridged; a name and a misspelling of it can be.
+    return relation.guard == Level.DIFFERENT and applicant is not None and len(name_key(applicant.first_name)) > 1
 
 
 def _active_around(lead: Lead, at: datetime, window: timedelta) -> bool:
@@ -329,7 +307,7 @@ class Deduplicator:
         self._refs = fresh_refs(self.session, len(applicants))
 
     def assign(self, applicant: Applicant, *, at: datetime) -> Assignment:
-        """The lead this applicant belongs to, created if none.
+        """The lead this applicant belongs to, created if none, with the evidence that decided it.
 
         When the submission links leads that were created apart (entries processed out of order), those that
         are the same person are merged into the strongest match, so the result does not depend on arrival order.
@@ -337,45 +315,39 @@ class Deduplicator:
         lookups = self.lookups(applicant)
         digests = {kind: under_each_key[0] for kind, under_each_key in lookups.items()}  # stored: the newest key
         contact = [lead for lead in self.known.sharing(lookups.get("phone", ()), lookups.get("email", ()))
-                   if _active_around(lead, at, self.window) and _agrees_with_lead(lead, applicant.first_name)]
-        corrections = [
-            lead for lead in self.known.from_device(lookups.get("device", ()), at)
-            if any(full_names_match(known, lead.last_name, applicant.first_name, applicant.last_name)
-                   for known in lead_first_names(lead))
-        ] if "device" in lookups else []
-        candidates = dict.fromkeys([*contact, *corrections])
-        if len(candidates) > 1 and any(lead.id is None for lead in candidates):
+                   if _active_around(lead, at, self.window)]
+        devices = self.known.from_device(lookups["device"], at) if "device" in lookups else []
+        candidates = list(dict.fromkeys([*contact, *devices]))
+        me = applicant_profile(applicant, at)
+        weighed = _ambiguity_guarded(
+            [(lead, compare(me, lead_profile(lead), same_device_soon=lead in devices)) for lead in candidates])
+        matches = [(lead, evidence) for lead, evidence in weighed if evidence.same_person]
+        if len(matches) > 1 and any(lead.id is None for lead, _ in matches):
             self.session.flush()  # a lead created earlier in this transaction: ranking and merging need its id
-        matches = _best_first(list(candidates), lookups)
+        matches = _best_first(matches)
+        decision = Decision()
+        for lead, evidence in weighed:
+            if not evidence.same_person:
+                decision.weigh(lead.ref, evidence, "guard" if evidence.guarded else "below")
         if matches:
-            lead = matches[0]
-            for other in matches[1:]:
-                if _same_person(lead, other, applicant):
-                    absorb(self.session, lead, other)
+            (lead, evidence), follow_up = matches[0], False
+            decision.weigh(lead.ref, evidence, "joined")
+            for other, other_evidence in matches[1:]:
+                if mergeable(lead, other, applicant):
+                    follow_up |= absorb(self.session, lead, other)
+                    decision.weigh(other.ref, other_evidence, "merged")
+                else:
+                    decision.weigh(other.ref, other_evidence, "leads_disagree")
             corrected = lead not in contact
+            decision.outcome = "corrected" if corrected else "joined"
             _join(lead, applicant, digests, at, corrected=corrected)
-            self._absorb_now_agreeing(lead, at)
-            return Assignment(lead, created=False, corrected=corrected)
-        lead = Lead(
-            ref=self._refs.pop() if self._refs else fresh_refs(self.session, 1)[0],
-            first_name=applicant.first_name,
-            last_name=applicant.last_name,
-            known_first_names=[applicant.first_name] if applicant.first_name else [],
-            phone=applicant.phone,
-            email=applicant.email,
-            phone_index=digests.get("phone"),
-            email_index=digests.get("email"),
-            consent_to_text=applicant.consent_to_text,
-            consent=applicant.consent,
-            created_at=at,
-            last_request_at=at,
-            priority="normal",
-            status=LeadStatus.NEW,
-            repeat_count=0,
-        )
+            follow_up |= self._absorb_now_agreeing(lead, at)
+            return Assignment(lead, created=False, corrected=corrected, evidence=decision.record(lead.ref),
+                              crm_follow_up=follow_up)
+        lead = new_lead(applicant, digests, at, self._refs.pop() if self._refs else fresh_refs(self.session, 1)[0])
         self.session.add(lead)
         self.known.add(lead)
-        return Assignment(lead, created=True)
+        return Assignment(lead, created=True, evidence=decision.record(lead.ref))
 
     def assigned(self, applicant: Applicant, at: datetime, lead: Lead) -> str | None:
         """Record that a submission from this applicant now belongs to `lead` (device evidence for the rest of the
@@ -389,42 +361,49 @@ class Deduplicator:
         values = {"phone": lead.phone, "email": lead.email}
         return {kind: self.vault.blind_indexes(kind, value) for kind, value in values.items() if value}
 
-    def _absorb_now_agreeing(self, lead: Lead, at: datetime) -> None:
-        """A join can teach a lead a name (Elizabeth) that reconciles it with a lead kept apart earlier for the
-        same phone or email (Liz): merge those now, as time-ordered processing would have. Neighbours are looked
-        up under every blind-index key: during a rotation theirs may not be rewritten yet."""
+    def _absorb_now_agreeing(self, lead: Lead, at: datetime) -> bool:
+        """A join can teach a lead a name (Elizabeth) or a phone that reconciles it with a lead kept apart earlier
+        for the same phone or email (Liz): merge those now, as time-ordered processing would have. Neighbours are
+        looked up under every blind-index key: during a rotation theirs may not be rewritten yet. True when a
+        merge left the CRM with two records to merge."""
         own = self._own_lookups(lead)
         if not own:
-            return
+            return False
         neighbours = [other for other in self.known.sharing(own.get("phone", ()), own.get("email", ()))
                       if other is not lead and _active_around(other, at, self.window)]
+        follow_up = False
         for other in neighbours:
-            if any(_agrees_with_lead(lead, name) for name in lead_first_names(other)) and _last_names_consistent(
-                lead, other
-            ):
+            if compare(lead_profile(lead), lead_profile(other)).same_person and mergeable(lead, other):
                 if other.id is None or lead.id is None:
                     self.session.flush()
-                absorb(self.session, lead, other)
+                follow_up |= absorb(self.session, lead, other)
+        return follow_up
 
 
-def _best_first(candidates: list[Lead], lookups: dict[str, tuple[str, ...]]) -> list[Lead]:
-    """The matching leads, the strongest first: more shared identifiers, then the latest request."""
-    def strength(lead: Lead) -> tuple[int, datetime, int]:
-        shared = sum(
-            1 for kind, column in (("phone", lead.phone_index), ("email", lead.email_index))
-            if column is not None and column in lookups.get(kind, ())
-        )
-        return (shared, lead.last_request_at, -lead.id)
-
-    return candidates if len(candidates) < 2 else sorted(candidates, key=strength, reverse=True)
-
-
-def _last_names_consistent(a: Lead, b: Lead) -> bool:
-    return not (name_key(a.last_name) and name_key(b.last_name)) or _last_names_agree(a.last_name, b.last_name)
+def _ambiguity_guarded(weighed: list[tuple[Lead, Evidence]]) -> list[tuple[Lead, Evidence]]:
+    """A slip one letter from the names of two people who share this phone (Danielw, beside a Daniel and a
+    Daniela) says nothing about which of them wrote it: only a shared inbox joins it to one."""
+    slipped = [lead for lead, evidence in weighed
+               if evidence.levels[Field.FIRST_NAME] in (Level.TYPO, Level.TYPO_BETWEEN_NAMES)]
+    if len(slipped) < 2 or not any(
+        compare(lead_profile(a), lead_profile(b)).guard in (Level.TWO_NAMES, Level.CLOSE_NAMES)
+        for at, a in enumerate(slipped) for b in slipped[at + 1:]
+    ):
+        return weighed
+    return [(lead, replace(evidence, guard=Level.TYPO) if lead in slipped and not evidence.guarded
+             and evidence.levels[Field.EMAIL] != Level.SAME else evidence) for lead, evidence in weighed]
 
 
-def absorb(session: Session, survivor: Lead, other: Lead) -> None:
-    """Move `other`'s submissions and pending work to `survivor` and mark `other` merged."""
+def _best_first(matches: list[tuple[Lead, Evidence]]) -> list[tuple[Lead, Evidence]]:
+    """The matching leads, the strongest evidence first, then the latest request."""
+    if len(matches) < 2:
+        return matches
+    return sorted(matches, key=lambda match: (-match[1].score, -match[0].last_request_at.timestamp(), match[0].id))
+
+
+def absorb(session: Session, survivor: Lead, other: Lead) -> bool:
+    """Move `other`'s submissions and pending work to `survivor` and mark `other` merged. True when both have a
+    CRM record: a correction is then recorded for the CRM to merge them (`worker/delivery/crm_correct.py`)."""
     session.execute(update(Submission).where(Submission.lead_id == other.id).values(lead_id=survivor.id))
     session.execute(
         update(OutboxMessage)
@@ -439,15 +418,50 @@ def absorb(session: Session, survivor: Lead, other: Lead) -> None:
     survivor.email, survivor.email_index = survivor.email or other.email, survivor.email_index or other.email_index
     if other.status == LeadStatus.CLAIMED:
         survivor.status = LeadStatus.CLAIMED
+    follow_up = False
     if other.crm_contact_id and other.crm_contact_id != survivor.crm_contact_id:
         if survivor.crm_contact_id is None:
             survivor.crm_contact_id, survivor.crm_task_id = other.crm_contact_id, other.crm_task_id
         else:
-            log.warning("lead %s merged into %s; both have a CRM contact: merge them in the CRM", other.ref,
-                        survivor.ref)
+            session.add(CrmCorrection(lead_id=survivor.id, kind=CrmCorrectionKind.MERGE, other_lead_id=other.id))
+            follow_up = True
     other.status, other.merged_into_id = LeadStatus.MERGED, survivor.id
     other.phone_index = other.email_index = None
     session.flush()
+    return follow_up
+
+
+def new_lead(applicant: Applicant, digests: dict[str, str], at: datetime, ref: str) -> Lead:
+    """A lead made from its first request; `digests` are the request's blind indexes under the newest key."""
+    return Lead(
+        ref=ref,
+        first_name=applicant.first_name,
+        last_name=applicant.last_name,
+        known_first_names=[applicant.first_name] if applicant.first_name else [],
+        phone=applicant.phone,
+        email=applicant.email,
+        phone_index=digests.get("phone"),
+        email_index=digests.get("email"),
+        consent_to_text=applicant.consent_to_text,
+        consent=applicant.consent,
+        created_at=at,
+        last_request_at=at,
+        priority="normal",
+        status=LeadStatus.NEW,
+        repeat_count=0,
+    )
+
+
+def rebuild(lead: Lead, requests: list[tuple[Applicant, dict[str, str], datetime, bool]]) -> None:
+    """Recompute a lead's details from its requests (applicant, newest-key digests, when, joined as a correction),
+    as processing them in time order would have left them: after a request was split off it."""
+    first, *rest = sorted(requests, key=lambda request: request[2])
+    fresh = new_lead(first[0], first[1], first[2], lead.ref)
+    for name in ("first_name", "last_name", "known_first_names", "phone", "email", "phone_index", "email_index",
+                 "consent_to_text", "consent", "created_at", "last_request_at", "priority", "repeat_count"):
+        setattr(lead, name, getattr(fresh, name))
+    for applicant, digests, at, corrected in rest:
+        _join(lead, applicant, digests, at, corrected=corrected)
 
 
 def _union(*lists: list[str | None]) -> list[str]:

@@ -117,6 +117,13 @@ def normalized_applicant(fields: ApplicantFields, meta: EntryMeta, region: str) 
     )
 
 
+def stored_applicant(forms: FormReader, submission: Submission, region: str) -> Applicant | None:
+    """The applicant a processed submission was read as; None when its form is gone or its entry was purged."""
+    fields = forms.applicant_fields(submission)
+    return None if fields is None else normalized_applicant(fields, EntryMeta.model_validate(submission.payload),
+                                                            region)
+
+
 def message_text(fields: ApplicantFields) -> str | None:
     return clean_text(fields.message, limit=MAX_MESSAGE_CHARS)
 
@@ -308,12 +315,15 @@ def _assign_all(
         submission.device_index = dedup.assigned(applicant, item.requested_at, lead)
         submission.state, submission.lead, submission.is_repeat = SubmissionState.PROCESSED, lead, not created
         submission.flag_reason = PHONE_UNPARSED if item.phone_unparsed else None
+        submission.match_evidence = assignment.evidence
         # The same columns written for every row, changed or not: the page's updates then go as one batch.
         flag_modified(submission, "is_repeat")
         flag_modified(submission, "device_index")
         flag_modified(submission, "flag_reason")
-        rows = [OutboxMessage(kind=kind, lead=lead, submission_id=submission.id)
-                for kind in _outbox_kinds(session, item, lead, created, settings)]
+        kinds = _outbox_kinds(session, item, lead, created, settings)
+        if assignment.crm_follow_up:
+            kinds.append(OutboxKind.CRM_CORRECT)  # two leads with CRM records became one: the CRM follows
+        rows = [OutboxMessage(kind=kind, lead=lead, submission_id=submission.id) for kind in kinds]
         session.add_all(rows)
         decided[submission.id] = (lead, created, rows)
     return decided

@@ -41,6 +41,7 @@ class OutboxKind(enum.StrEnum):
     CRM_CALL_LOG = "crm_call_log"  # log a bridged call that reached the person and complete the task
     PERSON_ACK = "person_ack"  # the PHI-free "we received your request" text to a person who consented
     CRM_VOICEMAIL = "crm_voicemail"  # a missed call's voicemail (link, transcription) as a note on the contact
+    CRM_CORRECT = "crm_correct"  # bring the CRM in line with a merge or split (the lead's pending `CrmCorrection`s)
 
 
 class OutboxState(enum.StrEnum):
@@ -82,6 +83,8 @@ class Lead(Base):
     # Every first name this person has written (a nickname one time, the full name the next).
     known_first_names: Mapped[Any] = mapped_column(EncryptedJSON, nullable=True)
     merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id"))
+    # An operator split this lead's request out of that lead (`admitflow leads split`): dedup never merges them.
+    split_from_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id"))
     # "high" once the person asked again within hours: a signal that they are waiting.
     priority: Mapped[str] = mapped_column(String(8), default="normal")
     status: Mapped[str] = mapped_column(String(16), default=LeadStatus.NEW)
@@ -137,6 +140,9 @@ class Submission(Base):
     released: Mapped[bool] = mapped_column(default=False)
     lead_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id"), index=True)
     crm_note_id: Mapped[str | None] = mapped_column(String(64))
+    # How dedup decided its lead: each candidate's agreement levels, score and verdict (worker/leads/evidence.py).
+    # Never PHI: levels, scores and lead references only.
+    match_evidence: Mapped[Any] = mapped_column(JSON, nullable=True)
 
     lead: Mapped[Lead | None] = relationship(back_populates="submissions")
 
@@ -172,6 +178,27 @@ class OutboxMessage(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     lead: Mapped[Lead] = relationship()
+
+
+class CrmCorrectionKind(enum.StrEnum):
+    MERGE = "merge"  # merge `other_lead`'s CRM record into the lead's
+    REMOVE_NOTE = "remove_note"  # a request split off to another lead: its note leaves this lead's record
+
+
+class CrmCorrection(Base):
+    """CRM work a merge or split left for the lead's record, done by its `crm_correct` outbox row."""
+
+    __tablename__ = "crm_corrections"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    other_lead_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id"))
+    note_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # What the CRM did, or what a person must still do there. Never PHI: CRM ids and lead references.
+    outcome: Mapped[str | None] = mapped_column(String(255))
 
 
 class StaffAlert(Base):
