@@ -162,6 +162,9 @@ class EntryMeta(BaseModel):
         # Gravity Forms writes "2026-11-27 03:12:45", in UTC.
         if isinstance(value, str) and value:
             try:
+                # fromisoformat reads this shape too, at a tenth of strptime's cost; the checks keep it to it.
+                if len(value) == 19 and value[10] == " " and value[13] == value[16] == ":":
+                    return datetime.fromisoformat(value).replace(tzinfo=UTC)
                 return datetime.strptime(value, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
             except ValueError:
                 return None

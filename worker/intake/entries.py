@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from sqlalchemy import ARRAY, String, Table, bindparam, exists, func, literal, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from integrations.gravityforms.exports import FormDocumentError, forms_in, pick_form
@@ -83,21 +84,21 @@ _STORE_ON_POSTGRES = (
     .on_conflict_do_nothing()
     .returning(*_STORED)
 )
-_STORE_ON_SQLITE = (
-    sqlite_insert(_TABLE)
-    .values(state=SubmissionState.RECEIVED.value, is_repeat=False)
-    .on_conflict_do_nothing()
+# One entry (a webhook), or a page on SQLite: the plain statement; on PostgreSQL it skips the arrays' cost.
+_STORE_ROW = {
+    dialect: insert(_TABLE).values(state=SubmissionState.RECEIVED.value, is_repeat=False).on_conflict_do_nothing()
     .returning(*_STORED)
-)
+    for dialect, insert in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
+}
 
 
-def store_entry(session: Session, *, site: str, entry: dict[str, Any], source: SubmissionSource) -> StoredEntry:
+def store_entry(db: Session | Connection, *, site: str, entry: dict[str, Any], source: SubmissionSource) -> StoredEntry:
     """Insert the entry unless (site, form, entry id) is already stored. The caller commits before it answers."""
-    return store_entries(session, site=site, entries=[entry], source=source)[0]
+    return store_entries(db, site=site, entries=[entry], source=source)[0]
 
 
 def store_entries(
-    session: Session, *, site: str, entries: list[dict[str, Any]], source: SubmissionSource
+    db: Session | Connection, *, site: str, entries: list[dict[str, Any]], source: SubmissionSource
 ) -> list[StoredEntry]:
     """`store_entry` for several entries in one statement (a page of history), in their order. An entry given
     twice is created once. Raises `RejectedEntry` for the first entry that is not one; the caller commits."""
@@ -105,15 +106,16 @@ def store_entries(
     if not keys:
         return []
     values = {"site": site, "source": source.value, "received_at": utcnow()}
-    if session.get_bind().dialect.name == "postgresql":
-        rows = session.execute(_STORE_ON_POSTGRES, {
+    dialect = (db.get_bind() if isinstance(db, Session) else db).dialect.name
+    if dialect == "postgresql" and len(keys) > 1:
+        rows = db.execute(_STORE_ON_POSTGRES, {
             **values,
             "form_ids": [form_id for form_id, _ in keys],
             "entry_ids": [entry_id for _, entry_id in keys],
             "payloads": entries,
         })
     else:
-        rows = session.execute(_STORE_ON_SQLITE, [
+        rows = db.execute(_STORE_ROW[dialect], [
             {**values, "form_id": form_id, "entry_id": entry_id, "payload": entry}
             for (form_id, entry_id), entry in zip(keys, entries, strict=True)
         ])
@@ -123,7 +125,7 @@ def store_entries(
     if missing:
         stored.update(
             ((form_id, entry_id), submission_id)
-            for form_id, entry_id, submission_id in session.execute(
+            for form_id, entry_id, submission_id in db.execute(
                 select(*_STORED).where(
                     Submission.site == site, tuple_(Submission.form_id, Submission.entry_id).in_(missing)
                 )
@@ -178,8 +180,8 @@ def register_forms(
     return [register_form(session, site=site, form_object=form) for form in chosen]
 
 
-def form_registered(session: Session, site: str, form_id: str) -> bool:
-    return bool(session.scalar(
+def form_registered(db: Session | Connection, site: str, form_id: str) -> bool:
+    return bool(db.scalar(
         select(exists().where(FormDefinition.site == site, FormDefinition.form_id == form_id))
     ))
 
