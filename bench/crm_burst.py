@@ -23,6 +23,7 @@ from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.quiet import watched
 from bench.stack import POSTGRES_URL, SECRET, entry, environment, free_port, fresh_database, running
 from tests.fakes.providers import FakeProviders
 
@@ -45,7 +46,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=900.0)
     args = parser.parse_args()
     fresh_database()
-    with FakeProviders() as hubspot:
+    with watched() as watch, FakeProviders() as hubspot:
         env = environment()
         env.update(HUBSPOT_TOKEN="bench-token", HUBSPOT_BASE_URL=hubspot.url,  # noqa: S106 (loopback fake)
                    HUBSPOT_CUSTOM_PROPERTIES="true", HUBSPOT_BATCH_SIZE=str(args.batch_size))
@@ -79,6 +80,7 @@ def main() -> None:
           f"{len(state.notes):>6} {len(state.tasks):>6} {crm_syncs_waiting():>8}")
     for endpoint, count in by_endpoint.most_common():
         print(f"  {count:>6}  {endpoint}")
+    print(watch.verdict())
 
 
 if __name__ == "__main__":

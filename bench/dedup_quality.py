@@ -20,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("ADMITFLOW_ENCRYPTION_KEYS", "mH5GJ0QK3N0yC1qk2mYB0q5tq1N4m3E1mZpX0sB9a1A=")
 os.environ.setdefault("ADMITFLOW_BLIND_INDEX_KEY", "dGVzdC1ibGluZC1pbmRleC1rZXktMzItYnl0ZXMtbG9uZyEhIQ==")
 
-from config.settings import get_settings
+from bench.quiet import watched
+from config.settings import Settings, get_settings
 from tests.support.corpus import contact_rule, linkable_share, make_corpus, pair_scores
 from tests.support.pipeline import lead_of_each_entry
 
@@ -31,19 +32,25 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     args = parser.parse_args()
     settings = get_settings()
-    print(f"load average {' '.join(f'{load:.1f}' for load in os.getloadavg())}")
     print(f"{'seed':>4} {'entries':>7} {'true pairs':>10} {'merged':>6} {'false':>5} {'precision':>9} {'recall':>6} "
           f"{'ceiling':>7} | {'rule precision':>14} {'rule recall':>11} | {'seconds':>7}")
-    for seed in range(1, args.seeds + 1):
-        corpus = make_corpus(people=args.people, seed=seed)
-        started = time.perf_counter()
-        leads = lead_of_each_entry((entry for entry, _ in corpus), settings)
-        elapsed = time.perf_counter() - started
-        scores = pair_scores((leads[entry["id"]] or -int(entry["id"]), person) for entry, person in corpus)
-        rule = contact_rule(corpus)
-        print(f"{seed:>4} {len(corpus):>7} {scores.true_pairs:>10} {scores.predicted_pairs:>6} "
-              f"{scores.false_merges:>5} {scores.precision:>9.4f} {scores.recall:>6.4f} {linkable_share(corpus):>7.4f}"
-              f" | {rule.precision:>14.4f} {rule.recall:>11.4f} | {elapsed:>7.1f}")
+    with watched() as watch:
+        for seed in range(1, args.seeds + 1):
+            score_seed(seed, args.people, settings)
+    # Precision and recall do not depend on the load; the seconds do.
+    print(watch.verdict())
+
+
+def score_seed(seed: int, people: int, settings: Settings) -> None:
+    corpus = make_corpus(people=people, seed=seed)
+    started = time.perf_counter()
+    leads = lead_of_each_entry((entry for entry, _ in corpus), settings)
+    elapsed = time.perf_counter() - started
+    scores = pair_scores((leads[entry["id"]] or -int(entry["id"]), person) for entry, person in corpus)
+    rule = contact_rule(corpus)
+    print(f"{seed:>4} {len(corpus):>7} {scores.true_pairs:>10} {scores.predicted_pairs:>6} "
+          f"{scores.false_merges:>5} {scores.precision:>9.4f} {scores.recall:>6.4f} {linkable_share(corpus):>7.4f}"
+          f" | {rule.precision:>14.4f} {rule.recall:>11.4f} | {elapsed:>7.1f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.quiet import watched
 from bench.stack import (
     POSTGRES_URL,
     SECRET,
@@ -65,7 +66,8 @@ def main() -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = environment()
-    with running(["web", "--host", "127.0.0.1", "--port", str(port)], env, f"{base}/healthz") as web, \
+    with watched() as watch, \
+            running(["web", "--host", "127.0.0.1", "--port", str(port)], env, f"{base}/healthz") as web, \
             running(["worker", "--concurrency", str(args.concurrency)], env) as worker:
         started = time.perf_counter()
         asyncio.run(burst(f"{base}/hooks/gravityforms", args.entries))
@@ -80,6 +82,7 @@ def main() -> None:
     for name, _, rss in rows:
         print(f"{name:<16} {rss:>12.0f}")
     print(f"{'worker total':<16} {sum(rss for name, _, rss in rows if name.startswith('worker')):>12.0f}")
+    print(watch.verdict())
 
 
 if __name__ == "__main__":
