@@ -122,19 +122,27 @@ def _sync(
     lead = session.get_one(Lead, row.lead_id, populate_existing=True)
     submission = session.get_one(Submission, row.submission_id)
     timeout = settings.http_timeout_seconds
+    forms = FormReader(session, settings)
+    details = request_details(session, submission, settings, forms)
+    shared: list[Shared | None] = []
 
-    details = request_details(session, submission, settings)
+    def sharing() -> Shared | None:
+        if not shared:
+            shared.append(shared_identity(session, [lead]).get(lead.id))
+        return shared[0]
+
     if lead.crm_contact_id is not None and submission.crm_note_id is not None:
         contact_id = lead.crm_contact_id  # a retry: this request updated the contact before its note went in
     elif lead.crm_contact_id is not None and row.progressed_at is not None:
         contact_id = lead.crm_contact_id  # a retry: this request's update of the contact went through before
     elif lead.crm_contact_id is not None:
-        card = contact_card(lead, submission, details, shared_identity(session, [lead]).get(lead.id))
+        card = contact_card(lead, submission, details, sharing())
+        session.commit()  # ends the read: no transaction stays open across the call
         contact_id = crm.upsert_contact(card, lead.crm_contact_id)
         answered(session, [row], "contact")
     else:
         look_first(session, row, "contact", crm, timeout, now)  # the upsert itself looks: only the wait matters
-        card = contact_card(lead, submission, details, shared_identity(session, [lead]).get(lead.id))
+        card = contact_card(lead, submission, details, sharing())
         with sending(session, [row], "contact"):
             contact_id = crm.upsert_contact(card, None)
         lead.crm_contact_id = contact_id
@@ -149,19 +157,19 @@ def _sync(
 
     if lead.crm_task_id is None and can_call_back(lead):
         look_first(session, row, "task", crm, timeout, now)  # the task is always looked for: only the wait matters
-        spec = _task_for(session, lead, submission, roster, settings, now)
+        spec = _task_for(session, lead, submission, roster, settings, now, forms, sharing())
         with sending(session, [row], "task"):
             lead.crm_task_id = crm.ensure_callback_task(contact_id, spec)
         answered(session, [row], "task")
 
 
 def _task_for(session: Session, lead: Lead, submission: Submission, roster: Roster, settings: Settings,
-              now: datetime) -> CallbackTaskSpec:
+              now: datetime, forms: FormReader, shared: Shared | None) -> CallbackTaskSpec:
     # A lead claimed before its task exists gets it owned by the claimer; otherwise the on-call person.
     claim = session.scalar(select(Claim).where(Claim.lead_id == lead.id))
     owner = claim.crm_owner_id if claim else roster.on_call_staff(now)[0].crm_owner_id
-    due = call_time_of(session, submission, settings) or now
-    holder, _ = shared_identity(session, [lead]).get(lead.id, (None, False))
+    due = call_time_of(session, submission, settings, forms) or now
+    holder, _ = shared or (None, False)
     return callback_task(lead, owner, due, REQUESTED_THROUGH.get(submission.source, "the website"), holder)
 
 
@@ -290,10 +298,13 @@ def _sync_many(
     details = {sub.id: request_details(session, sub, settings, forms) for _, _, sub in items}
     timeout = settings.http_timeout_seconds
 
+    shared = shared_identity(session, [lead for _, lead, _ in items])
+
     def upsert(todo: list[BatchItem]) -> BatchResult:
-        shared = shared_identity(session, [lead for _, lead, _ in todo])
-        return crm.upsert_contacts([(contact_card(lead, sub, details[sub.id], shared.get(lead.id)), lead.crm_contact_id)
-                                    for _, lead, sub in todo])
+        cards = [(contact_card(lead, sub, details[sub.id], shared.get(lead.id)), lead.crm_contact_id)
+                 for _, lead, sub in todo]
+        session.commit()  # ends the read: no transaction stays open across the call
+        return crm.upsert_contacts(cards)
 
     # Contacts are upserted by the lead reference, a unique property: sending one again updates it, so the row's
     # mark keeps whatever later step (a note) an earlier attempt left in doubt.
@@ -327,7 +338,8 @@ def _sync_many(
     doubtful = batch.doubtful(session, "task", crm, timeout, now)
     need = [item for item in batch.going()
             if item[1].crm_task_id is None and item[1].crm_contact_id and can_call_back(item[1])]
-    tasks = {lead.ref: (lead.crm_contact_id or "", _task_for(session, lead, sub, roster, settings, now))
+    tasks = {lead.ref: (lead.crm_contact_id or "",
+                        _task_for(session, lead, sub, roster, settings, now, forms, shared.get(lead.id)))
              for _, lead, sub in need}
 
     def create(todo: list[BatchItem]) -> BatchResult:
@@ -354,6 +366,7 @@ def assign_claimed_task(session: Session, row: OutboxMessage, crm: CRM) -> None:
     if lead.crm_task_id is None:
         raise IntegrationError(f"lead {lead.ref} has no CRM task yet; will retry after its CRM sync",
                                permanent=False)
+    session.commit()  # ends the read: no transaction stays open across the call
     crm.assign_callback_task(lead.crm_task_id, claim.crm_owner_id)
 
 
@@ -374,6 +387,7 @@ def log_bridged_call(session: Session, row: OutboxMessage, crm: CRM, settings: S
             row.provider_ref = crm.log_call(lead.crm_contact_id, record, look_first=look)
         answered(session, [row], "call")
     if lead.crm_task_id is not None:
+        session.commit()  # ends the read of a retry that logged the call before: nothing open across the call
         crm.complete_callback_task(lead.crm_task_id)
 
 

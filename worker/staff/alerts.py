@@ -154,14 +154,18 @@ UNANSWERED = ("sending", "calling")
 def look_up_unanswered(session: Session, attempt: StaffAlert, services: Services) -> SentMessage | None:
     """Ask Twilio whether a text or call still `sending`/`calling` (its answer lost) went out, and record what it
     says: the sid and status when it did; `failed` when Twilio has no such text or call, so it may be sent again.
-    Raises `IntegrationError` (the attempt left as it was) when Twilio cannot be asked."""
+    Raises `IntegrationError` (the attempt left as it was) when Twilio cannot be asked. Commits what the session
+    holds first: no transaction stays open while Twilio is asked."""
     if attempt.channel == "sms":
+        session.commit()
         found = services.messenger.find_sms(attempt.staff_phone, attempt.body)
     else:
-        known = session.scalars(select(StaffAlert.provider_id).where(
+        known = {sid for sid in session.scalars(select(StaffAlert.provider_id).where(
             StaffAlert.staff_phone == attempt.staff_phone, StaffAlert.channel == attempt.channel,
             StaffAlert.provider_id.is_not(None), StaffAlert.created_at >= attempt.created_at - timedelta(hours=1)))
-        found = services.messenger.find_call(attempt.staff_phone, attempt.created_at, {sid for sid in known if sid})
+            if sid}
+        session.commit()
+        found = services.messenger.find_call(attempt.staff_phone, attempt.created_at, known)
     if found is not None:
         attempt.status, attempt.provider_id, attempt.error = found.status, found.sid, None
         return found
@@ -235,6 +239,7 @@ def acknowledge_person(session: Session, row: OutboxMessage, services: Services)
         services.settings.twilio_from_number)
     if not (body and lead.phone and (texted_us or lead.consent_to_text)):
         return
+    session.commit()  # ends the read: no transaction stays open while Twilio is asked
     if row.unanswered == "ack" and (found := services.messenger.find_sms(lead.phone, body)) is not None:
         row.provider_ref, row.unanswered, row.unanswered_at = found.sid, None, None
         session.commit()
