@@ -40,14 +40,16 @@ LEAD_LEASE = timedelta(minutes=2)
 __all__ = ["Deferred", "LeadBusy", "assign_claimed_task", "log_bridged_call", "sync_batch", "sync_lead"]
 
 
-def lease_lead(session: Session, lead_id: int, now: datetime) -> None:
-    """Take the lead's CRM lease or raise `LeadBusy`. Commits."""
+def lease_lead(session: Session, lead_id: int, now: datetime, *, commit: bool = True) -> None:
+    """Take the lead's CRM lease or raise `LeadBusy`. Commits, unless `commit` is false: then the caller commits
+    before it calls the CRM."""
     taken = session.execute(
         update(Lead)
         .where(Lead.id == lead_id, or_(Lead.crm_lease_until.is_(None), Lead.crm_lease_until < now))
         .values(crm_lease_until=now + LEAD_LEASE)
     )
-    session.commit()
+    if commit or taken.rowcount != 1:  # type: ignore[attr-defined]
+        session.commit()
     if taken.rowcount != 1:  # type: ignore[attr-defined]
         raise LeadBusy(lead_id)
 
@@ -107,13 +109,18 @@ def sync_lead(
     session: Session, row: OutboxMessage, crm: CRM, roster: Roster, settings: Settings, now: datetime
 ) -> None:
     """Contact, then note, then task, committing each id as it comes back, so a retry resumes after the last
-    step that succeeded instead of creating a second record. Holds the lead's lease throughout."""
-    lease_lead(session, row.lead_id, now)
+    step that succeeded instead of creating a second record. Holds the lead's lease throughout.
+
+    The lease is committed with the first mark before the first CRM call, and on success its release is left to
+    the caller's commit (the delivery's outcome): a crash before it leaves the lease to run out."""
+    lease_lead(session, row.lead_id, now, commit=False)
     try:
         _sync(session, row, crm, roster, settings, now)
-    finally:
+    except BaseException:
         session.rollback()
         release_lead(session, row.lead_id)
+        raise
+    session.execute(update(Lead).where(Lead.id == row.lead_id).values(crm_lease_until=None))
 
 
 def _sync(
