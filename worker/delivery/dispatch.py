@@ -7,6 +7,7 @@ the sweeper finds rows nobody picked up.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from datetime import timedelta
 from typing import Protocol
@@ -35,6 +36,8 @@ BATCH_SIZE = 50
 # the commit, sparing each text a trip through the broker and the pool; a larger page (a backfill) hands its
 # alerts to the pool like the rest, so they go out side by side.
 ALERTS_SENT_IN_PLACE = 10
+# Alerts still to send after this long (a slow Twilio) go to the pool instead, well within the task's time limit.
+IN_PLACE_SECONDS = 15.0
 
 
 class Dispatcher(Protocol):
@@ -91,7 +94,11 @@ def hand_on(outbox_ids: list[int], services: Services, dispatcher: Dispatcher) -
         alerts = set()
     dispatcher.outbox_ready(outbox_id for outbox_id in outbox_ids if outbox_id not in alerts)
     due_again = []
-    for outbox_id in sorted(alerts):
+    until = time.monotonic() + IN_PLACE_SECONDS
+    for n, outbox_id in enumerate(sorted(alerts)):
+        if time.monotonic() > until:
+            dispatcher.outbox_ready(sorted(alerts)[n:])
+            break
         try:
             with session_scope() as session:
                 delivery = deliver(session, outbox_id, services)

@@ -239,11 +239,12 @@ def acknowledge_person(session: Session, row: OutboxMessage, services: Services)
         services.settings.twilio_from_number)
     if not (body and lead.phone and (texted_us or lead.consent_to_text)):
         return
-    session.commit()  # ends the read: no transaction stays open while Twilio is asked
-    if row.unanswered == "ack" and (found := services.messenger.find_sms(lead.phone, body)) is not None:
-        row.provider_ref, row.unanswered, row.unanswered_at = found.sid, None, None
-        session.commit()
-        return
+    if row.unanswered == "ack":
+        session.commit()  # ends the read: no transaction stays open while Twilio is asked
+        if (found := services.messenger.find_sms(lead.phone, body)) is not None:
+            row.provider_ref, row.unanswered, row.unanswered_at = found.sid, None, None
+            session.commit()
+            return
     try:
         with sending(session, [row], "ack"):
             sent = services.messenger.send_sms(lead.phone, body)
