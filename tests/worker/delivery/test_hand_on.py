@@ -46,7 +46,7 @@ def processed_page(session: Session, settings: Settings, form_object: dict[str, 
     return [outbox_id for outcome in outcomes for outbox_id in outcome.outbox_ids]
 
 
-def kinds(session: Session) -> dict[int, OutboxKind]:
+def kinds(session: Session) -> dict[int, str]:
     return {row.id: row.kind for row in session.scalars(select(OutboxMessage))}
 
 
