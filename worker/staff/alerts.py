@@ -6,6 +6,8 @@ import logging
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from integrations.errors import IntegrationError, Unauthorized
@@ -60,15 +62,17 @@ def start_escalation(
     session: Session, lead_id: int, outbox_id: int, *, due_at: datetime, now: datetime, sms_sid: str | None = None
 ) -> None:
     """Give the lead an escalation timer due at `due_at`, or bring its existing one forward to it: the first
-    alert starts the ladder, and a repeat request never pushes a reminder back."""
-    timer = session.scalar(select(EscalationTimer).where(EscalationTimer.lead_id == lead_id))
-    if timer is None:
-        session.add(EscalationTimer(
-            lead_id=lead_id, outbox_id=outbox_id, due_at=due_at, waiting_sms_sid=sms_sid, created_at=now,
-            updated_at=now,
-        ))
-    elif timer.state == TimerState.PENDING and due_at < timer.due_at:
-        timer.due_at, timer.updated_at = due_at, now
+    alert starts the ladder, and a repeat request never pushes a reminder back. One statement (a lead has one
+    timer)."""
+    insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    new_timer = insert(EscalationTimer).values(
+        lead_id=lead_id, outbox_id=outbox_id, due_at=due_at, waiting_sms_sid=sms_sid, created_at=now, updated_at=now,
+    )
+    session.execute(new_timer.on_conflict_do_update(
+        index_elements=[EscalationTimer.lead_id],
+        set_={"due_at": new_timer.excluded.due_at, "updated_at": new_timer.excluded.updated_at},
+        where=(EscalationTimer.state == TimerState.PENDING) & (new_timer.excluded.due_at < EscalationTimer.due_at),
+    ))
 
 
 def alert_staff(session: Session, row: OutboxMessage, services: Services, now: datetime) -> None:
