@@ -1,16 +1,19 @@
 """Submit → staff SMS latency through the real web app, Redis broker and Celery worker, Twilio faked on loopback.
 
-    python bench/submit_to_sms.py [--entries 200] [--rate 10] [--concurrency 2]
+    python bench/submit_to_sms.py [--entries 200] [--rate 10] [--workers 2]
 
 Posts one entry per new person at a fixed rate to `admitflow web`, and measures, per entry, the time from the
 POST to the moment the loopback Twilio receives the staff text for it. CRM is log-only (no credentials), so the
-path measured is intake → processing → outbox → SMS.
+path measured is intake → processing → outbox → SMS. Also reports the worker's CPU per lead: the CPU time of the
+worker and its pool processes over the run, divided by the leads, beside the machine's load average (a loaded
+machine stretches the latencies, not the CPU per lead).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
@@ -21,7 +24,17 @@ from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.stack import POSTGRES_URL, SECRET, entry, environment, free_port, fresh_database, percentile, running
+from bench.stack import (
+    POSTGRES_URL,
+    SECRET,
+    children,
+    entry,
+    environment,
+    free_port,
+    fresh_database,
+    percentile,
+    running,
+)
 from tests.fakes.providers import FakeProviders
 
 TWILIO_SID = "AC" + "0" * 30 + "42"
@@ -43,11 +56,36 @@ def entry_ids_by_ref() -> dict[str, int]:
     return {ref: int(entry_id) for ref, entry_id in rows}
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of the process, of its reaped children, and of its live descendants."""
+    ticks = os.sysconf("SC_CLK_TCK")
+
+    def own(one: int, reaped: bool) -> float:
+        try:
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            return 0.0
+        # After the ")": state is field 3, so utime/stime (14, 15) and cutime/cstime (16, 17) are at 11..14.
+        used = int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if reaped else 0)
+        return used / ticks
+
+    total, todo = own(pid, True), list(children(pid))
+    while todo:
+        child = todo.pop()
+        total += own(child, True)
+        try:
+            todo.extend(children(child))
+        except FileNotFoundError:
+            continue
+    return total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--entries", type=int, default=200)
     parser.add_argument("--rate", type=float, default=10.0, help="entries posted per second")
-    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--workers", "--concurrency", dest="workers", type=int, default=2,
+                        help="worker (prefork pool) processes")
     parser.add_argument("--timeout", type=float, default=120.0)
     args = parser.parse_args()
     fresh_database()
@@ -59,9 +97,10 @@ def main() -> None:
         base = f"http://127.0.0.1:{port}"
         posted: dict[int, float] = {}
         with running(["web", "--host", "127.0.0.1", "--port", str(port)], env, f"{base}/healthz"), \
-                running(["worker", "--concurrency", str(args.concurrency)], env), \
+                running(["worker", "--concurrency", str(args.workers)], env) as worker, \
                 httpx.Client(timeout=10) as client:
             time.sleep(3)  # let the worker connect before the clock starts
+            cpu_before = cpu_seconds(worker.pid)
             start = time.time()
             for n in range(args.entries):
                 time.sleep(max(0.0, start + n / args.rate - time.time()))
@@ -73,12 +112,17 @@ def main() -> None:
             deadline = time.monotonic() + args.timeout
             while len(twilio.state.sms) < args.entries and time.monotonic() < deadline:
                 time.sleep(0.2)
+            time.sleep(1)  # the CRM syncs of the last leads, which the texts do not wait for
+            cpu_used = cpu_seconds(worker.pid) - cpu_before
+            load = os.getloadavg()
         arrivals = {sms_ref(call.body["Body"]): call.at for call in twilio.state.calls
                     if call.path.endswith("/Messages.json")}
     entry_of = entry_ids_by_ref()
     latencies = [at - posted[entry_of[ref] - 10_000] for ref, at in arrivals.items() if ref in entry_of]
     print(f"{len(arrivals)} of {args.entries} staff texts arrived (posted at {args.rate:g}/s, "
-          f"worker concurrency {args.concurrency})")
+          f"{args.workers} worker processes)")
+    print(f"worker CPU {cpu_used * 1000 / args.entries:.1f} ms per lead ({cpu_used:.1f} s over {args.entries} leads); "
+          f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     if latencies:
         print(f"{'p50 s':>8} {'p90 s':>8} {'p99 s':>8} {'max s':>8}")
         print(f"{percentile(latencies, 0.5):>8.3f} {percentile(latencies, 0.9):>8.3f} "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from datetime import timedelta
 
 from celery.signals import worker_init, worker_process_init
@@ -10,7 +11,7 @@ from sqlalchemy.exc import OperationalError
 
 from config.celery_app import app
 from config.sites import load_sites
-from worker.delivery.dispatch import CeleryDispatcher, process_stored
+from worker.delivery.dispatch import CeleryDispatcher, hand_on, process_stored
 from worker.delivery.outbox import deliver
 from worker.delivery.sweeper import sweep
 from worker.intake.poller import run_due_polls
@@ -49,20 +50,27 @@ def process_submission_task(submission_id: int) -> None:
     services = default_services()
     with session_scope() as session:
         outcome = process_submission(session, submission_id, services.settings)
-    CeleryDispatcher().outbox_ready(outcome.outbox_ids)
+    _retry_later(hand_on(outcome.outbox_ids, services, CeleryDispatcher()))
 
 
 @app.task(name="admitflow.process_submissions", **DATABASE_RETRY)
 def process_submissions_task(submission_ids: list[int]) -> None:
-    outcomes = process_stored(submission_ids, default_services().settings)
-    CeleryDispatcher().outbox_ready(outbox_id for outcome in outcomes for outbox_id in outcome.outbox_ids)
+    services = default_services()
+    outcomes = process_stored(submission_ids, services.settings)
+    outbox_ids = [outbox_id for outcome in outcomes for outbox_id in outcome.outbox_ids]
+    _retry_later(hand_on(outbox_ids, services, CeleryDispatcher()))
 
 
 @app.task(name="admitflow.deliver_outbox", **DATABASE_RETRY)
 def deliver_outbox_task(outbox_id: int) -> None:
     with session_scope() as session:
         delivery = deliver(session, outbox_id, default_services())
-    for row_id, retry_in in [(outbox_id, delivery.retry_in), *delivery.others_due]:
+    _retry_later([(outbox_id, delivery.retry_in), *delivery.others_due])
+
+
+def _retry_later(due: Iterable[tuple[int, timedelta | None]]) -> None:
+    """Send each row due again soon back through the broker, after its wait; the sweeper takes longer waits."""
+    for row_id, retry_in in due:
         if retry_in is not None and retry_in <= MAX_BROKER_COUNTDOWN:
             deliver_outbox_task.apply_async((row_id,), countdown=retry_in.total_seconds())
 

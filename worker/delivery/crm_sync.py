@@ -40,14 +40,16 @@ LEAD_LEASE = timedelta(minutes=2)
 __all__ = ["Deferred", "LeadBusy", "assign_claimed_task", "log_bridged_call", "sync_batch", "sync_lead"]
 
 
-def lease_lead(session: Session, lead_id: int, now: datetime) -> None:
-    """Take the lead's CRM lease or raise `LeadBusy`. Commits."""
+def lease_lead(session: Session, lead_id: int, now: datetime, *, commit: bool = True) -> None:
+    """Take the lead's CRM lease or raise `LeadBusy`. Commits, unless `commit` is false: then the caller commits
+    before it calls the CRM."""
     taken = session.execute(
         update(Lead)
         .where(Lead.id == lead_id, or_(Lead.crm_lease_until.is_(None), Lead.crm_lease_until < now))
         .values(crm_lease_until=now + LEAD_LEASE)
     )
-    session.commit()
+    if commit or taken.rowcount != 1:  # type: ignore[attr-defined]
+        session.commit()
     if taken.rowcount != 1:  # type: ignore[attr-defined]
         raise LeadBusy(lead_id)
 
@@ -107,13 +109,18 @@ def sync_lead(
     session: Session, row: OutboxMessage, crm: CRM, roster: Roster, settings: Settings, now: datetime
 ) -> None:
     """Contact, then note, then task, committing each id as it comes back, so a retry resumes after the last
-    step that succeeded instead of creating a second record. Holds the lead's lease throughout."""
-    lease_lead(session, row.lead_id, now)
+    step that succeeded instead of creating a second record. Holds the lead's lease throughout.
+
+    The lease is committed with the first mark before the first CRM call, and on success its release is left to
+    the caller's commit (the delivery's outcome): a crash before it leaves the lease to run out."""
+    lease_lead(session, row.lead_id, now, commit=False)
     try:
         _sync(session, row, crm, roster, settings, now)
-    finally:
+    except BaseException:
         session.rollback()
         release_lead(session, row.lead_id)
+        raise
+    session.execute(update(Lead).where(Lead.id == row.lead_id).values(crm_lease_until=None))
 
 
 def _sync(
@@ -122,19 +129,27 @@ def _sync(
     lead = session.get_one(Lead, row.lead_id, populate_existing=True)
     submission = session.get_one(Submission, row.submission_id)
     timeout = settings.http_timeout_seconds
+    forms = FormReader(session, settings)
+    details = request_details(session, submission, settings, forms)
+    shared: list[Shared | None] = []
 
-    details = request_details(session, submission, settings)
+    def sharing() -> Shared | None:
+        if not shared:
+            shared.append(shared_identity(session, [lead]).get(lead.id))
+        return shared[0]
+
     if lead.crm_contact_id is not None and submission.crm_note_id is not None:
         contact_id = lead.crm_contact_id  # a retry: this request updated the contact before its note went in
     elif lead.crm_contact_id is not None and row.progressed_at is not None:
         contact_id = lead.crm_contact_id  # a retry: this request's update of the contact went through before
     elif lead.crm_contact_id is not None:
-        card = contact_card(lead, submission, details, shared_identity(session, [lead]).get(lead.id))
+        card = contact_card(lead, submission, details, sharing())
+        session.commit()  # ends the read: no transaction stays open across the call
         contact_id = crm.upsert_contact(card, lead.crm_contact_id)
         answered(session, [row], "contact")
     else:
         look_first(session, row, "contact", crm, timeout, now)  # the upsert itself looks: only the wait matters
-        card = contact_card(lead, submission, details, shared_identity(session, [lead]).get(lead.id))
+        card = contact_card(lead, submission, details, sharing())
         with sending(session, [row], "contact"):
             contact_id = crm.upsert_contact(card, None)
         lead.crm_contact_id = contact_id
@@ -149,19 +164,19 @@ def _sync(
 
     if lead.crm_task_id is None and can_call_back(lead):
         look_first(session, row, "task", crm, timeout, now)  # the task is always looked for: only the wait matters
-        spec = _task_for(session, lead, submission, roster, settings, now)
+        spec = _task_for(session, lead, submission, roster, settings, now, forms, sharing())
         with sending(session, [row], "task"):
             lead.crm_task_id = crm.ensure_callback_task(contact_id, spec)
         answered(session, [row], "task")
 
 
 def _task_for(session: Session, lead: Lead, submission: Submission, roster: Roster, settings: Settings,
-              now: datetime) -> CallbackTaskSpec:
+              now: datetime, forms: FormReader, shared: Shared | None) -> CallbackTaskSpec:
     # A lead claimed before its task exists gets it owned by the claimer; otherwise the on-call person.
     claim = session.scalar(select(Claim).where(Claim.lead_id == lead.id))
     owner = claim.crm_owner_id if claim else roster.on_call_staff(now)[0].crm_owner_id
-    due = call_time_of(session, submission, settings) or now
-    holder, _ = shared_identity(session, [lead]).get(lead.id, (None, False))
+    due = call_time_of(session, submission, settings, forms) or now
+    holder, _ = shared or (None, False)
     return callback_task(lead, owner, due, REQUESTED_THROUGH.get(submission.source, "the website"), holder)
 
 
@@ -290,10 +305,13 @@ def _sync_many(
     details = {sub.id: request_details(session, sub, settings, forms) for _, _, sub in items}
     timeout = settings.http_timeout_seconds
 
+    shared = shared_identity(session, [lead for _, lead, _ in items])
+
     def upsert(todo: list[BatchItem]) -> BatchResult:
-        shared = shared_identity(session, [lead for _, lead, _ in todo])
-        return crm.upsert_contacts([(contact_card(lead, sub, details[sub.id], shared.get(lead.id)), lead.crm_contact_id)
-                                    for _, lead, sub in todo])
+        cards = [(contact_card(lead, sub, details[sub.id], shared.get(lead.id)), lead.crm_contact_id)
+                 for _, lead, sub in todo]
+        session.commit()  # ends the read: no transaction stays open across the call
+        return crm.upsert_contacts(cards)
 
     # Contacts are upserted by the lead reference, a unique property: sending one again updates it, so the row's
     # mark keeps whatever later step (a note) an earlier attempt left in doubt.
@@ -327,7 +345,8 @@ def _sync_many(
     doubtful = batch.doubtful(session, "task", crm, timeout, now)
     need = [item for item in batch.going()
             if item[1].crm_task_id is None and item[1].crm_contact_id and can_call_back(item[1])]
-    tasks = {lead.ref: (lead.crm_contact_id or "", _task_for(session, lead, sub, roster, settings, now))
+    tasks = {lead.ref: (lead.crm_contact_id or "",
+                        _task_for(session, lead, sub, roster, settings, now, forms, shared.get(lead.id)))
              for _, lead, sub in need}
 
     def create(todo: list[BatchItem]) -> BatchResult:
@@ -354,6 +373,7 @@ def assign_claimed_task(session: Session, row: OutboxMessage, crm: CRM) -> None:
     if lead.crm_task_id is None:
         raise IntegrationError(f"lead {lead.ref} has no CRM task yet; will retry after its CRM sync",
                                permanent=False)
+    session.commit()  # ends the read: no transaction stays open across the call
     crm.assign_callback_task(lead.crm_task_id, claim.crm_owner_id)
 
 
@@ -374,6 +394,7 @@ def log_bridged_call(session: Session, row: OutboxMessage, crm: CRM, settings: S
             row.provider_ref = crm.log_call(lead.crm_contact_id, record, look_first=look)
         answered(session, [row], "call")
     if lead.crm_task_id is not None:
+        session.commit()  # ends the read of a retry that logged the call before: nothing open across the call
         crm.complete_callback_task(lead.crm_task_id)
 
 

@@ -7,9 +7,12 @@ the sweeper finds rows nobody picked up.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
+from datetime import timedelta
 from typing import Protocol
 
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from config.settings import Settings
@@ -17,6 +20,7 @@ from worker.delivery.outbox import deliver
 from worker.leads.processing import Outcome, process_submission, process_submissions
 from worker.staff.services import Services
 from worker.store.db import session_scope
+from worker.store.models import OutboxKind, OutboxMessage
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +31,13 @@ DELIVER_OUTBOX = "admitflow.deliver_outbox"
 
 # Submissions processed together in one transaction: a page of the Gravity Forms API.
 BATCH_SIZE = 50
+
+# A processed page with at most this many staff alerts texts staff from the task that processed it, right after
+# the commit, sparing each text a trip through the broker and the pool; a larger page (a backfill) hands its
+# alerts to the pool like the rest, so they go out side by side.
+ALERTS_SENT_IN_PLACE = 10
+# Alerts still to send after this long (a slow Twilio) go to the pool instead, well within the task's time limit.
+IN_PLACE_SECONDS = 15.0
 
 
 class Dispatcher(Protocol):
@@ -67,6 +78,38 @@ def process_stored(submission_ids: list[int], settings: Settings) -> list[Outcom
                       "again", submission_id, type(exc).__name__)
             outcomes.append(Outcome(None))
     return outcomes
+
+
+def hand_on(outbox_ids: list[int], services: Services, dispatcher: Dispatcher) -> list[tuple[int, timedelta]]:
+    """Pass a processed page's outbox rows on: the CRM work to `dispatcher`, then the staff alerts of a small page
+    delivered here (the same leased, exactly-once `deliver`). Returns the alerts due again, and when. An alert
+    that cannot be delivered here for a database error goes to `dispatcher` too; losing it costs time only, as the
+    sweeper finds it."""
+    if not outbox_ids:
+        return []
+    with session_scope() as session:
+        alerts = set(session.scalars(select(OutboxMessage.id).where(
+            OutboxMessage.id.in_(outbox_ids), OutboxMessage.kind == OutboxKind.STAFF_ALERT)))
+    if len(alerts) > ALERTS_SENT_IN_PLACE:
+        alerts = set()
+    dispatcher.outbox_ready(outbox_id for outbox_id in outbox_ids if outbox_id not in alerts)
+    due_again = []
+    until = time.monotonic() + IN_PLACE_SECONDS
+    for n, outbox_id in enumerate(sorted(alerts)):
+        if time.monotonic() > until:
+            dispatcher.outbox_ready(sorted(alerts)[n:])
+            break
+        try:
+            with session_scope() as session:
+                delivery = deliver(session, outbox_id, services)
+        except OperationalError as exc:
+            log.warning("staff alert %s could not be delivered in place (%s); handed to the pool", outbox_id,
+                        type(exc).__name__)
+            dispatcher.outbox_ready([outbox_id])
+            continue
+        if delivery.retry_in is not None:
+            due_again.append((outbox_id, delivery.retry_in))
+    return due_again
 
 
 class CeleryDispatcher:

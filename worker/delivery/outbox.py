@@ -119,19 +119,33 @@ def lease_batch_mates(
                                 .execution_options(populate_existing=True)))
 
 
-def _batch_crm(session: Session, row: OutboxMessage, services: Services) -> tuple[str, BatchCRM] | None:
-    if row.kind != OutboxKind.CRM_SYNC:
-        return None
-    site = session.get_one(Submission, row.submission_id).site
-    crm = batching(services.crm_for(site))
-    return (site, crm) if crm is not None else None
+def _batch_crm(session: Session, outbox_id: int, services: Services,
+               now: datetime) -> tuple[tuple[str, BatchCRM] | None, timedelta | None]:
+    """For a CRM sync whose site's CRM takes batches: the site and that CRM, and how much longer a new sync waits
+    for others to share its batch (None: no longer). Reads a few columns in one statement, and nothing when no
+    configured CRM takes batches."""
+    if not services.batches():
+        return None, None
+    found = session.execute(
+        select(OutboxMessage.kind, OutboxMessage.attempts, OutboxMessage.state, OutboxMessage.created_at,
+               Submission.site)
+        .join(Submission, Submission.id == OutboxMessage.submission_id)
+        .where(OutboxMessage.id == outbox_id)
+    ).first()
+    if found is None or found.kind != OutboxKind.CRM_SYNC:
+        return None, None
+    crm = batching(services.crm_for(found.site))
+    if crm is None:
+        return None, None
+    return (found.site, crm), _lingering(found.attempts, found.state, found.created_at, services.settings, now)
 
 
-def _lingering(row: OutboxMessage, settings: Settings, now: datetime) -> timedelta | None:
+def _lingering(attempts: int, state: OutboxState, created_at: datetime, settings: Settings,
+               now: datetime) -> timedelta | None:
     """How much longer a new sync for a batching CRM waits for others to share its batch; None: no longer."""
-    if row.attempts or row.state != OutboxState.PENDING:
+    if attempts or state != OutboxState.PENDING:
         return None
-    wait = row.created_at + timedelta(seconds=settings.crm_batch_linger_seconds) - now
+    wait = created_at + timedelta(seconds=settings.crm_batch_linger_seconds) - now
     return wait if wait > timedelta(0) else None
 
 
@@ -159,15 +173,22 @@ def _deliver_batch(session: Session, row: OutboxMessage, site: str, crm: BatchCR
 
 
 def _delivered(session: Session, row: OutboxMessage) -> Delivery:
-    row = session.get_one(OutboxMessage, row.id, populate_existing=True)
-    row.state, row.delivered_at, row.leased_until, row.last_error = OutboxState.DELIVERED, utcnow(), None, None
-    row.fruitless, row.unanswered, row.unanswered_at = 0, None, None
+    """Record the row delivered, with whatever the delivery left pending in the session, in one commit."""
+    session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id == row.id)
+        .values(state=OutboxState.DELIVERED, delivered_at=utcnow(), leased_until=None, last_error=None, fruitless=0,
+                unanswered=None, unanswered_at=None)
+    )
     session.commit()
     return Delivery(OutboxState.DELIVERED)
 
 
 def _do(session: Session, row: OutboxMessage, services: Services, now: datetime) -> None:
-    crm = services.crm_for(session.get_one(Submission, row.submission_id).site)
+    # Held while the work runs: the session keeps loaded rows only while something refers to them, and each kind
+    # reads the submission again.
+    submission = session.get_one(Submission, row.submission_id)
+    crm = services.crm_for(submission.site)
     if row.kind == OutboxKind.CRM_SYNC:
         sync_lead(session, row, crm, services.roster, services.settings, now)
     elif row.kind == OutboxKind.STAFF_ALERT:
@@ -193,9 +214,10 @@ def deliver(session: Session, outbox_id: int, services: Services, now: datetime 
     started = utcnow()  # the wall clock, for progress made during this attempt; `now` may be a test's
     now = now or started
     target = None
-    if batches and (found := session.get(OutboxMessage, outbox_id)) is not None:
-        target = _batch_crm(session, found, services)
-        if target is not None and (wait := _lingering(found, services.settings, now)) is not None:
+    if batches:
+        target, wait = _batch_crm(session, outbox_id, services, now)
+        if wait is not None:
+            session.rollback()  # ends the read: nothing is held open while the row waits
             return Delivery(None, retry_in=wait)
     row = lease(session, outbox_id, now)
     if row is None:

@@ -6,6 +6,8 @@ import logging
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from integrations.errors import IntegrationError, Unauthorized
@@ -60,15 +62,17 @@ def start_escalation(
     session: Session, lead_id: int, outbox_id: int, *, due_at: datetime, now: datetime, sms_sid: str | None = None
 ) -> None:
     """Give the lead an escalation timer due at `due_at`, or bring its existing one forward to it: the first
-    alert starts the ladder, and a repeat request never pushes a reminder back."""
-    timer = session.scalar(select(EscalationTimer).where(EscalationTimer.lead_id == lead_id))
-    if timer is None:
-        session.add(EscalationTimer(
-            lead_id=lead_id, outbox_id=outbox_id, due_at=due_at, waiting_sms_sid=sms_sid, created_at=now,
-            updated_at=now,
-        ))
-    elif timer.state == TimerState.PENDING and due_at < timer.due_at:
-        timer.due_at, timer.updated_at = due_at, now
+    alert starts the ladder, and a repeat request never pushes a reminder back. One statement (a lead has one
+    timer)."""
+    insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    new_timer = insert(EscalationTimer).values(
+        lead_id=lead_id, outbox_id=outbox_id, due_at=due_at, waiting_sms_sid=sms_sid, created_at=now, updated_at=now,
+    )
+    session.execute(new_timer.on_conflict_do_update(
+        index_elements=[EscalationTimer.lead_id],
+        set_={"due_at": new_timer.excluded.due_at, "updated_at": new_timer.excluded.updated_at},
+        where=(EscalationTimer.state == TimerState.PENDING) & (new_timer.excluded.due_at < EscalationTimer.due_at),
+    ))
 
 
 def alert_staff(session: Session, row: OutboxMessage, services: Services, now: datetime) -> None:
@@ -154,14 +158,18 @@ UNANSWERED = ("sending", "calling")
 def look_up_unanswered(session: Session, attempt: StaffAlert, services: Services) -> SentMessage | None:
     """Ask Twilio whether a text or call still `sending`/`calling` (its answer lost) went out, and record what it
     says: the sid and status when it did; `failed` when Twilio has no such text or call, so it may be sent again.
-    Raises `IntegrationError` (the attempt left as it was) when Twilio cannot be asked."""
+    Raises `IntegrationError` (the attempt left as it was) when Twilio cannot be asked. Commits what the session
+    holds first: no transaction stays open while Twilio is asked."""
     if attempt.channel == "sms":
+        session.commit()
         found = services.messenger.find_sms(attempt.staff_phone, attempt.body)
     else:
-        known = session.scalars(select(StaffAlert.provider_id).where(
+        known = {sid for sid in session.scalars(select(StaffAlert.provider_id).where(
             StaffAlert.staff_phone == attempt.staff_phone, StaffAlert.channel == attempt.channel,
             StaffAlert.provider_id.is_not(None), StaffAlert.created_at >= attempt.created_at - timedelta(hours=1)))
-        found = services.messenger.find_call(attempt.staff_phone, attempt.created_at, {sid for sid in known if sid})
+            if sid}
+        session.commit()
+        found = services.messenger.find_call(attempt.staff_phone, attempt.created_at, known)
     if found is not None:
         attempt.status, attempt.provider_id, attempt.error = found.status, found.sid, None
         return found
@@ -235,10 +243,12 @@ def acknowledge_person(session: Session, row: OutboxMessage, services: Services)
         services.settings.twilio_from_number)
     if not (body and lead.phone and (texted_us or lead.consent_to_text)):
         return
-    if row.unanswered == "ack" and (found := services.messenger.find_sms(lead.phone, body)) is not None:
-        row.provider_ref, row.unanswered, row.unanswered_at = found.sid, None, None
-        session.commit()
-        return
+    if row.unanswered == "ack":
+        session.commit()  # ends the read: no transaction stays open while Twilio is asked
+        if (found := services.messenger.find_sms(lead.phone, body)) is not None:
+            row.provider_ref, row.unanswered, row.unanswered_at = found.sid, None, None
+            session.commit()
+            return
     try:
         with sending(session, [row], "ack"):
             sent = services.messenger.send_sms(lead.phone, body)

@@ -10,7 +10,7 @@ import redis
 
 from config.settings import Settings, get_settings
 from config.sites import load_sites
-from integrations.crm import CRM, LogOnlyCRM
+from integrations.crm import CRM, LogOnlyCRM, batching
 from integrations.hubspot.client import HubSpotCRM, hubspot_rate_limit
 from integrations.messaging import LogOnlyMessenger, Messenger
 from integrations.ratelimit import SharedRateLimit
@@ -137,6 +137,10 @@ class Services:
 
     def crm_for(self, site: str) -> CRM:
         return self.site_crms.get(site, self.crm)
+
+    def batches(self) -> bool:
+        """Whether any site's CRM takes many leads per call (then a CRM sync may wait to share a batch)."""
+        return any(batching(crm) is not None for crm in (self.crm, *self.site_crms.values()))
 
 
 def build_services(settings: Settings) -> Services:

@@ -1,0 +1,92 @@
+"""A processed page's staff alerts are texted by the task that processed it; its CRM work goes to the broker."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from config.settings import Settings
+from tests.conftest import make_entry
+from tests.worker.delivery.test_outbox import RecordingMessenger, services
+from worker.delivery import dispatch
+from worker.delivery.dispatch import hand_on
+from worker.intake.entries import register_form, store_entries
+from worker.leads.processing import process_submissions
+from worker.store.models import OutboxKind, OutboxMessage, OutboxState, SubmissionSource
+
+
+@dataclass
+class RecordingDispatcher:
+    ready: list[int] = field(default_factory=list)
+
+    def submission_stored(self, submission_id: int) -> None:
+        raise AssertionError("not expected")
+
+    def submissions_stored(self, submission_ids: list[int]) -> None:
+        raise AssertionError("not expected")
+
+    def outbox_ready(self, outbox_ids: Iterable[int]) -> None:
+        self.ready.extend(outbox_ids)
+
+
+def processed_page(session: Session, settings: Settings, form_object: dict[str, Any], people: int) -> list[int]:
+    register_form(session, site=settings.site, form_object=form_object)
+    entries = [make_entry(n, ip=f"2001:db8::{n:x}", **{"2": f"person{n}@example.org", "3": f"+1617555{n:04d}",
+                                                       "1.6": "Sample" + "x" * n})
+               for n in range(1, people + 1)]
+    stored = store_entries(session, site=settings.site, entries=entries, source=SubmissionSource.CLI)
+    session.commit()
+    outcomes = process_submissions(session, [each.submission_id for each in stored], settings)
+    session.commit()
+    return [outbox_id for outcome in outcomes for outbox_id in outcome.outbox_ids]
+
+
+def kinds(session: Session) -> dict[int, str]:
+    return {row.id: row.kind for row in session.scalars(select(OutboxMessage))}
+
+
+def test_a_small_pages_staff_alerts_are_texted_at_once_and_its_crm_syncs_go_to_the_broker(
+    session: Session, settings: Settings, form_object: dict[str, Any]
+) -> None:
+    outbox_ids = processed_page(session, settings, form_object, 2)
+    messenger, broker = RecordingMessenger(), RecordingDispatcher()
+
+    due_again = hand_on(outbox_ids, services(settings, messenger=messenger), broker)
+
+    kind_of = kinds(session)
+    assert due_again == [] and len(messenger.sent) == 2
+    assert sorted(broker.ready) == sorted(i for i in outbox_ids if kind_of[i] != OutboxKind.STAFF_ALERT)
+    delivered = session.scalars(select(OutboxMessage).where(OutboxMessage.kind == OutboxKind.STAFF_ALERT)
+                                .execution_options(populate_existing=True)).all()
+    assert {row.state for row in delivered} == {OutboxState.DELIVERED}
+
+
+def test_a_large_pages_staff_alerts_go_to_the_broker_with_the_rest(
+    session: Session, settings: Settings, form_object: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dispatch, "ALERTS_SENT_IN_PLACE", 1)
+    outbox_ids = processed_page(session, settings, form_object, 2)
+    messenger, broker = RecordingMessenger(), RecordingDispatcher()
+
+    hand_on(outbox_ids, services(settings, messenger=messenger), broker)
+
+    assert messenger.sent == [] and sorted(broker.ready) == sorted(outbox_ids)
+
+
+def test_an_alert_that_fails_in_place_is_due_again_through_the_broker(
+    session: Session, settings: Settings, form_object: dict[str, Any]
+) -> None:
+    from integrations.errors import ServiceUnavailable
+
+    outbox_ids = processed_page(session, settings, form_object, 1)
+    messenger = RecordingMessenger(failures=[ServiceUnavailable("Twilio answered 503; will retry")])
+
+    due_again = hand_on(outbox_ids, services(settings, messenger=messenger), RecordingDispatcher())
+
+    [(alert_id, retry_in)] = due_again
+    assert kinds(session)[alert_id] == OutboxKind.STAFF_ALERT and retry_in.total_seconds() == 5
