@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from celery.signals import worker_init, worker_process_init
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_ready, worker_shutdown
 from sqlalchemy.exc import OperationalError
 
 from config.celery_app import app
@@ -22,6 +22,7 @@ from worker.staff.roster import RosterError
 from worker.staff.services import default_services
 from worker.staff.templates import TemplateError
 from worker.store.db import forget_inherited_connections, session_scope, utcnow
+from worker.store.leases import keeper, worker_name
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,18 @@ DATABASE_RETRY = {
 @worker_process_init.connect
 def _own_database_connections(**_: object) -> None:
     forget_inherited_connections()
+
+
+@worker_ready.connect
+def _announce_worker(**_: object) -> None:
+    """A row renewed while this worker lives: when it runs out, the sweeper offers again what it held."""
+    keeper.announce_worker(worker_name())
+
+
+@worker_shutdown.connect
+@worker_process_shutdown.connect
+def _stop_lease_keeper(**_: object) -> None:
+    keeper.stop()
 
 
 @app.task(name="admitflow.process_submission", **DATABASE_RETRY)
