@@ -7,6 +7,7 @@ contact, one callback task and one text to the on-call phone; `lost` and `double
 
 from __future__ import annotations
 
+import math
 import random
 import re
 import threading
@@ -57,16 +58,16 @@ class Outcome:
 class Submitter(threading.Thread):
     """People submitting the form at a steady rate, in the background."""
 
-    def __init__(self, stack: FaultStack, count: int, rate: float) -> None:
+    def __init__(self, stack: FaultStack, count: int, rate: float, first: int = 0) -> None:
         super().__init__(daemon=True)
-        self.stack, self.count, self.interval = stack, count, 1.0 / rate
+        self.stack, self.count, self.interval, self.first = stack, count, 1.0 / rate, first
         self.done = 0
 
     def run(self) -> None:
         started = time.monotonic()
         for number in range(self.count):
             time.sleep(max(0.0, started + number * self.interval - time.monotonic()))
-            self.stack.submit(number)
+            self.stack.submit(self.first + number)
             self.done += 1
 
     def reach(self, share: float) -> None:
@@ -91,15 +92,32 @@ def _replace_busy_workers(stack: FaultStack, scale: Scale, times: int, end_worke
     stack.settle(scale.settle_seconds)
 
 
+HUBSPOT, TWILIO = "/crm/", "/2010-04-01/"
+RESTART_TO_LAST_TEXT = "seconds from the last restart to the last staff text"
+
+
 def worker_sigkill(stack: FaultStack, scale: Scale) -> dict[str, int]:
-    """SIGKILL the worker (pool processes too) at random moments while entries flow, and start a new one."""
-
-    def kill() -> None:
+    """Burst after burst, SIGKILL the worker (pool processes too) while a staff alert is in flight (Twilio takes
+    0.8 s to answer a text it has sent) and start a new one at once. What the dead worker held comes back with no
+    help: its leases and its row in live_workers run out, and the sweeper offers the work again."""
+    storm = stack.providers.storm
+    storm.hold_seconds, storm.after_work = 0.8, {TWILIO: 1.0}
+    per_burst = scale.submissions // scale.worker_kills
+    in_flight = 0
+    for burst in range(scale.worker_kills):
+        count = per_burst if burst < scale.worker_kills - 1 else scale.submissions - per_burst * burst
+        submitter = Submitter(stack, count, scale.rate, first=per_burst * burst)
+        submitter.start()
+        in_flight += stack.wait_alert_in_flight()
         stack.kill_worker()
-        stack.expire_dead_leases()
-
-    _replace_busy_workers(stack, scale, scale.worker_kills, kill)
-    return {"worker SIGKILLs": scale.worker_kills}
+        stack.start_worker()
+        submitter.finish()
+    restarted_at = stack.worker_started_at
+    stack.settle(scale.settle_seconds)
+    last_text = stack.last_staff_text_at() or restarted_at
+    return {"worker SIGKILLs": scale.worker_kills, "kills with a staff alert in flight": in_flight,
+            RESTART_TO_LAST_TEXT: math.ceil(max(0.0, last_text - restarted_at)),
+            "lease expiries needed": stack.lease_expiries}
 
 
 def redis_restart(stack: FaultStack, scale: Scale) -> dict[str, int]:
@@ -166,9 +184,6 @@ def visibility_timeout(stack: FaultStack, scale: Scale) -> dict[str, int]:
     stack.settle(scale.settle_seconds)
     received = Counter(re.findall(r"Task admitflow\.\w+\[([0-9a-f-]{36})\] received", stack.log_text()))
     return {"task messages delivered twice": sum(1 for n in received.values() if n > 1)}
-
-
-HUBSPOT, TWILIO = "/crm/", "/2010-04-01/"
 
 
 def provider_storms(stack: FaultStack, scale: Scale) -> dict[str, int]:
