@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import need
-from tests.support.fault_scenarios import RESTART_TO_LAST_TEXT, Outcome, Scale, run_scenario
+from tests.support.fault_scenarios import RESTART_TO_ALERTS_IN_FLIGHT, Outcome, Scale, run_scenario
 from tests.support.private_services import PrivateServices, missing_private_services, private_services
 
 pytestmark = pytest.mark.services
@@ -53,7 +53,8 @@ CHECKS: dict[str, Callable[[dict[str, int]], bool]] = {
 # How soon the work came back, where the scenario measures it.
 RECOVERY: dict[str, Callable[[dict[str, int]], bool]] = {
     # Every staff alert in flight goes out within 30 s of a worker being back, with no lease ended by hand.
-    "worker_sigkill": lambda facts: facts["lease expiries needed"] == 0 and facts[RESTART_TO_LAST_TEXT] <= 30,
+    "worker_sigkill": lambda facts: (facts["lease expiries needed"] == 0
+                                     and 0 <= facts[RESTART_TO_ALERTS_IN_FLIGHT] <= 30),
 }
 
 

@@ -94,29 +94,36 @@ def _replace_busy_workers(stack: FaultStack, scale: Scale, times: int, end_worke
 
 HUBSPOT, TWILIO = "/crm/", "/2010-04-01/"
 RESTART_TO_LAST_TEXT = "seconds from the last restart to the last staff text"
+RESTART_TO_ALERTS_IN_FLIGHT = "most seconds from a restart to the last alert in flight at its kill"
 
 
 def worker_sigkill(stack: FaultStack, scale: Scale) -> dict[str, int]:
     """Burst after burst, SIGKILL the worker (pool processes too) while a staff alert is in flight (Twilio takes
-    0.8 s to answer a text it has sent) and start a new one at once. What the dead worker held comes back with no
+    0.3 s to answer a text it has sent) and start a new one at once. What the dead worker held comes back with no
     help: its leases and its row in live_workers run out, and the sweeper offers the work again."""
     storm = stack.providers.storm
-    storm.hold_seconds, storm.after_work = 0.8, {TWILIO: 1.0}
+    storm.hold_seconds, storm.after_work = 0.3, {TWILIO: 1.0}
     per_burst = scale.submissions // scale.worker_kills
-    in_flight = 0
+    restarts: list[tuple[float, set[int]]] = []  # each restart, with the alerts in flight at the kill before it
     for burst in range(scale.worker_kills):
         count = per_burst if burst < scale.worker_kills - 1 else scale.submissions - per_burst * burst
+        left = stack.alerts_in_flight()
         submitter = Submitter(stack, count, scale.rate, first=per_burst * burst)
         submitter.start()
-        in_flight += stack.wait_alert_in_flight()
+        in_flight = stack.wait_alert_in_flight(left)
         stack.kill_worker()
         stack.start_worker()
+        restarts.append((stack.worker_started_at, in_flight))
         submitter.finish()
-    restarted_at = stack.worker_started_at
     stack.settle(scale.settle_seconds)
-    last_text = stack.last_staff_text_at() or restarted_at
-    return {"worker SIGKILLs": scale.worker_kills, "kills with a staff alert in flight": in_flight,
-            RESTART_TO_LAST_TEXT: math.ceil(max(0.0, last_text - restarted_at)),
+    delivered = stack.delivered_at(set().union(*(flying for _, flying in restarts)))
+    waits = [delivered.get(outbox_id, math.inf) - restarted for restarted, flying in restarts for outbox_id in flying]
+    last_restart = restarts[-1][0]
+    last_text = stack.last_staff_text_at() or last_restart
+    return {"worker SIGKILLs": scale.worker_kills,
+            "kills with a staff alert in flight": sum(1 for _, flying in restarts if flying),
+            RESTART_TO_ALERTS_IN_FLIGHT: math.ceil(max([0.0, *waits])) if all(map(math.isfinite, waits)) else -1,
+            RESTART_TO_LAST_TEXT: math.ceil(max(0.0, last_text - last_restart)),
             "lease expiries needed": stack.lease_expiries}
 
 

@@ -195,16 +195,30 @@ class FaultStack:
             time.sleep(0.1)
         return False
 
-    def wait_alert_in_flight(self, timeout: float = 60) -> bool:
-        """Wait until a staff alert is being delivered (its outbox row leased); False if none is within `timeout`."""
+    def alerts_in_flight(self) -> dict[int, datetime]:
+        """The staff alerts being delivered now (their outbox rows leased), with their leases' ends."""
+        with self.engine.connect() as connection:
+            return {outbox_id: until for outbox_id, until in connection.execute(text(
+                "SELECT id, leased_until FROM outbox WHERE kind = 'staff_alert' AND state = 'pending' "
+                "AND leased_until > now()")).all()}
+
+    def wait_alert_in_flight(self, left: dict[int, datetime], timeout: float = 60) -> set[int]:
+        """Wait until a staff alert is being delivered under a lease not among `left` (those dead workers left);
+        returns the alerts in flight then, or nothing if none was within `timeout`."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            with self.engine.connect() as connection:
-                if connection.execute(text("SELECT 1 FROM outbox WHERE kind = 'staff_alert' AND state = 'pending' "
-                                           "AND leased_until > now() LIMIT 1")).first() is not None:
-                    return True
+            flying = self.alerts_in_flight()
+            if any(left.get(outbox_id) != until for outbox_id, until in flying.items()):
+                return set(flying)
             time.sleep(0.05)
-        return False
+        return set()
+
+    def delivered_at(self, outbox_ids: set[int]) -> dict[int, float]:
+        """When these outbox rows were delivered (time.time()), for those delivered."""
+        with self.engine.connect() as connection:
+            return {outbox_id: at.timestamp() for outbox_id, at in connection.execute(text(
+                "SELECT id, delivered_at FROM outbox WHERE id = ANY(:ids) AND delivered_at IS NOT NULL"),
+                {"ids": sorted(outbox_ids)}).all()}
 
     def kill_worker(self) -> None:
         """SIGKILL the worker and its pool processes: no shutdown, no acknowledgement, no rollback."""

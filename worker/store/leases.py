@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 # A lease on work: long enough to ride out a few missed renewals (a busy database), short enough that work a dead
 # process held is free again well within the 30 s a staff alert may wait after a worker is back.
-WORK_LEASE = timedelta(seconds=20)
+WORK_LEASE = timedelta(seconds=15)
 # A worker's own row: a live worker wrongly taken for dead costs only work offered twice (processing is idempotent).
 WORKER_LEASE = timedelta(seconds=10)
 RENEW_EVERY = timedelta(seconds=2)
@@ -109,13 +109,14 @@ class Keeper:
                                     .values(alive_until=now + WORKER_LEASE))
 
     def stop(self) -> None:
-        """Stop renewing; a worker's row is removed (a clean stop re-queues the messages it had not started)."""
+        """Stop renewing and forget what is held; a worker's row is removed (a clean stop re-queues the messages it
+        had not started)."""
         self._wake.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5)
         with self._lock:
-            name, self._worker, self._thread = self._worker, None, None
+            name, self._worker, self._thread, self._held = self._worker, None, None, {}
         if name is not None:
             with session_scope() as session:
                 session.execute(delete(LiveWorker).where(LiveWorker.name == name))

@@ -41,8 +41,8 @@ def test_a_row_whose_lease_ran_out_is_offered_at_the_next_pass_once_with_its_lea
     first = sweep(session, after, stale_after=STALE)
     second = sweep(session, after + timedelta(seconds=5), stale_after=STALE)
 
-    assert ids[OutboxKind.STAFF_ALERT] in first.outbox_ids
-    assert ids[OutboxKind.STAFF_ALERT] not in second.outbox_ids
+    assert first.expired_outbox_ids == [ids[OutboxKind.STAFF_ALERT]]
+    assert ids[OutboxKind.STAFF_ALERT] not in second.outbox_ids + second.expired_outbox_ids
     session.expire_all()
     assert session.get_one(OutboxMessage, ids[OutboxKind.STAFF_ALERT]).leased_until is None
 
@@ -54,7 +54,7 @@ def test_a_live_lease_is_left_alone(session: Session, settings: Settings, form_o
 
     found = sweep(session, taken_at + LEASE - timedelta(seconds=1), stale_after=timedelta(0))
 
-    assert ids[OutboxKind.STAFF_ALERT] not in found.outbox_ids
+    assert ids[OutboxKind.STAFF_ALERT] not in found.outbox_ids + found.expired_outbox_ids
 
 
 def test_a_backlog_waiting_in_the_broker_is_offered_again_at_most_once_per_stale_period(
@@ -80,7 +80,7 @@ def test_work_younger_than_the_stale_period_is_left_to_the_broker(
 
     found = sweep(session, utcnow() + STALE - timedelta(seconds=5), stale_after=STALE)
 
-    assert (found.submission_ids, found.outbox_ids, found.dead_workers) == ([], [], 0)
+    assert (found.count, found.dead_workers) == (0, 0)
 
 
 def test_when_a_worker_stops_renewing_everything_waiting_is_offered_again_at_once(
@@ -106,4 +106,28 @@ def test_when_a_worker_stops_renewing_everything_waiting_is_offered_again_at_onc
 
     assert found.dead_workers == 1
     assert found.submission_ids == submission_ids and found.outbox_ids == sorted(rows.values())
-    assert (next_pass.submission_ids, next_pass.outbox_ids, next_pass.dead_workers) == ([], [], 0)
+    assert (next_pass.count, next_pass.dead_workers) == (0, 0)
+
+
+def test_stale_work_is_left_alone_while_messages_wait_in_the_broker_and_offered_once_the_queue_has_drained(
+    session: Session, settings: Settings, form_object: dict[str, Any]
+) -> None:
+    waiting = stored_submissions(session, settings, form_object, 2)
+    later = utcnow() + STALE + timedelta(seconds=1)
+
+    busy = sweep(session, later, stale_after=STALE, queued=40)
+    drained = sweep(session, later + timedelta(seconds=5), stale_after=STALE, queued=0)
+
+    assert busy.submission_ids == [] and drained.submission_ids == waiting
+
+
+def test_a_row_whose_lease_ran_out_is_offered_even_while_messages_wait_in_the_broker(
+    session: Session, settings: Settings, form_object: dict[str, Any]
+) -> None:
+    ids = new_lead_outbox(session, settings, form_object)
+    taken_at = utcnow()
+    lease(session, ids[OutboxKind.STAFF_ALERT], taken_at)
+
+    found = sweep(session, taken_at + LEASE + timedelta(seconds=1), stale_after=STALE, queued=40)
+
+    assert found.expired_outbox_ids == [ids[OutboxKind.STAFF_ALERT]] and found.outbox_ids == []

@@ -26,7 +26,7 @@ def test_a_held_lease_is_pushed_forward_by_each_renewal(
     assert row is not None and row.leased_until == taken_at + LEASE
     keeper = Keeper()
     keeper.hold(OUTBOX, [row.id])
-    later = taken_at + timedelta(seconds=15)
+    later = taken_at + LEASE - timedelta(seconds=1)  # a renewal just before the lease ends
 
     keeper.renew(later)
 
