@@ -94,7 +94,7 @@ def _replace_busy_workers(stack: FaultStack, scale: Scale, times: int, end_worke
 
 HUBSPOT, TWILIO = "/crm/", "/2010-04-01/"
 RESTART_TO_LAST_TEXT = "seconds from the last restart to the last staff text"
-RESTART_TO_ALERTS_IN_FLIGHT = "most seconds from a restart to the last alert in flight at its kill"
+RESTART_TO_ALERTS_IN_FLIGHT = "most seconds from a restart to an alert in flight at a kill going out"
 
 
 def worker_sigkill(stack: FaultStack, scale: Scale) -> dict[str, int]:
@@ -117,7 +117,10 @@ def worker_sigkill(stack: FaultStack, scale: Scale) -> dict[str, int]:
         submitter.finish()
     stack.settle(scale.settle_seconds)
     delivered = stack.delivered_at(set().union(*(flying for _, flying in restarts)))
-    waits = [delivered.get(outbox_id, math.inf) - restarted for restarted, flying in restarts for outbox_id in flying]
+    started = [restarted for restarted, _ in restarts]
+    # From the start of the worker that delivered it (a later kill may have caught it in flight again).
+    waits = [at - max([start for start in started if start <= at], default=at) if (at := delivered.get(
+        outbox_id)) is not None else math.inf for _, flying in restarts for outbox_id in flying]
     last_restart = restarts[-1][0]
     last_text = stack.last_staff_text_at() or last_restart
     return {"worker SIGKILLs": scale.worker_kills,

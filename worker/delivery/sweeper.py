@@ -3,7 +3,8 @@ a broker that lost its data.
 
 - An outbox row whose lease ran out: its worker died (a live one renews its leases), so it is offered at once.
 - A worker whose row in `live_workers` ran out died holding task messages the broker hides for an hour: every
-  submission still `received` and every due outbox row no one leases is offered at once.
+  submission still `received` and every due outbox row no one leases, handed out while it lived, is offered at
+  once.
 - Otherwise, once the broker's queue has drained, work handed to it more than `stale_after` ago and still waiting
   is offered again: its message was lost (a broker that lost its data, a send that failed). While messages wait in
   the queue, the work may be among them: a backlog is not sent twice.
@@ -54,7 +55,7 @@ def sweep(session: Session, now: datetime, *, stale_after: timedelta, queued: in
     outbox_ids: list[int] = []
     submission_ids: list[int] = []
     if dead or not queued:
-        offered_before = now if dead else now - stale_after
+        offered_before = max([now - stale_after, *dead])
         outbox_ids = due_outbox_ids(session, now, offered_before=offered_before, limit=limit)
         submission_ids = offer_received(session, now, offered_before=offered_before, limit=limit)
     session.commit()

@@ -155,9 +155,11 @@ def worker_name() -> str:
     return f"{socket.gethostname()[:200]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def forget_dead_workers(session: Session, now: datetime) -> list[str]:
-    """Remove the rows of workers that stopped renewing (killed, or their host gone); returns their names."""
-    return list(session.scalars(delete(LiveWorker).where(LiveWorker.alive_until < now).returning(LiveWorker.name)))
+def forget_dead_workers(session: Session, now: datetime) -> list[datetime]:
+    """Remove the rows of workers that stopped renewing (killed, or their host gone); returns when each was last
+    known to live (its row's `alive_until`): only work handed out before then can be in its hands."""
+    return list(session.scalars(delete(LiveWorker).where(LiveWorker.alive_until < now)
+                                .returning(LiveWorker.alive_until)))
 
 
 keeper = Keeper()

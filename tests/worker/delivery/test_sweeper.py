@@ -131,3 +131,18 @@ def test_a_row_whose_lease_ran_out_is_offered_even_while_messages_wait_in_the_br
     found = sweep(session, taken_at + LEASE + timedelta(seconds=1), stale_after=STALE, queued=40)
 
     assert found.expired_outbox_ids == [ids[OutboxKind.STAFF_ALERT]] and found.outbox_ids == []
+
+
+def test_work_handed_out_after_a_worker_died_is_not_offered_again_for_it(
+    session: Session, settings: Settings, form_object: dict[str, Any]
+) -> None:
+    died = utcnow()
+    session.add(LiveWorker(name="host:1:killed", started_at=died - WORKER_LEASE, alive_until=died))
+    session.commit()
+    stored_submissions(session, settings, form_object, 2)  # handed to the broker after the worker's last renewal
+    session.execute(update(Submission).values(offered_at=died + timedelta(seconds=1)))
+    session.commit()
+
+    found = sweep(session, died + timedelta(seconds=2), stale_after=STALE)
+
+    assert (found.dead_workers, found.count) == (1, 0)

@@ -91,7 +91,7 @@ def test_a_worker_is_live_while_it_renews_and_forgotten_once_it_stops(session: S
     keeper.renew(now)
 
     assert forget_dead_workers(session, now + WORKER_LEASE - timedelta(seconds=1)) == []
-    assert forget_dead_workers(session, now + WORKER_LEASE + timedelta(seconds=1)) == ["host:1:abc"]
+    assert forget_dead_workers(session, now + WORKER_LEASE + timedelta(seconds=1)) == [now + WORKER_LEASE]
     session.commit()
     assert session.scalars(select(LiveWorker)).all() == []
     keeper.stop()
