@@ -16,6 +16,11 @@ settings = get_settings()
 
 ROUTINE_QUEUE = "admitflow-routine"
 
+
+def _every(seconds: float, task: str) -> dict[str, Any]:
+    return {"task": task, "schedule": seconds, "options": {"expires": seconds}}
+
+
 app = Celery("admitflow")
 app.conf.update(
     broker_url=settings.celery_broker_url or "memory://",
@@ -43,15 +48,16 @@ app.conf.update(
                  ("admitflow.heartbeat", "admitflow.sweep", "admitflow.poll", "admitflow.escalate_due")},
     worker_hijack_root_logger=False,
     imports=["worker.tasks"],
+    # Each routine expires when the next run is due: one not run by then is pointless, and runs sent while the
+    # workers were down do not pile up in the routine queue ahead of the sweep that recovers their work.
     beat_schedule={
-        "sweep": {"task": "admitflow.sweep", "schedule": settings.sweep_interval_seconds},
+        "sweep": _every(settings.sweep_interval_seconds, "admitflow.sweep"),
         # Each form keeps its own due time (and backoff) in the database; this only looks for due ones.
-        "poll": {"task": "admitflow.poll", "schedule": min(15.0, settings.poll_interval_seconds)},
+        "poll": _every(min(15.0, settings.poll_interval_seconds), "admitflow.poll"),
         # Reminder and escalation timers are rows with due times; this only takes the due ones.
-        "escalate": {"task": "admitflow.escalate_due", "schedule": settings.escalation_interval_seconds},
-        # A worker writes a heartbeat row; a heartbeat not run within its interval is pointless, so it expires.
-        "heartbeat": {"task": "admitflow.heartbeat", "schedule": settings.heartbeat_seconds,
-                      "options": {"expires": settings.heartbeat_seconds}},
+        "escalate": _every(settings.escalation_interval_seconds, "admitflow.escalate_due"),
+        # A worker writes a heartbeat row; its age says beat, the broker and a worker work.
+        "heartbeat": _every(settings.heartbeat_seconds, "admitflow.heartbeat"),
     },
 )
 

@@ -121,9 +121,10 @@ class Settings(BaseSettings):
 
     http_timeout_seconds: float = Field(10.0, alias="ADMITFLOW_HTTP_TIMEOUT", gt=0)
     max_delivery_attempts: int = Field(12, alias="ADMITFLOW_MAX_DELIVERY_ATTEMPTS", ge=1)
-    # A submission or outbox row untouched this long is handed to a worker again by the sweeper.
+    # Once the work queue is empty, a submission or outbox row nobody holds and last handed to the broker this long
+    # ago is handed on again by the sweeper (a lost task message); work a dead worker held, at its next pass.
     stale_after_seconds: int = Field(120, alias="ADMITFLOW_STALE_AFTER_SECONDS", ge=10)
-    sweep_interval_seconds: float = Field(30.0, alias="ADMITFLOW_SWEEP_INTERVAL_SECONDS", gt=0)
+    sweep_interval_seconds: float = Field(5.0, alias="ADMITFLOW_SWEEP_INTERVAL_SECONDS", gt=0)
     # Beat has a worker write a heartbeat row this often; /healthz and `admitflow health beat` call beat dead when
     # the row is older than the maximum age.
     heartbeat_seconds: float = Field(30.0, alias="ADMITFLOW_HEARTBEAT_SECONDS", gt=0)

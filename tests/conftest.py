@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from config.settings import Settings, get_settings
 from worker.staff.services import default_services
 from worker.store.db import Base, dispose_engines, engine_for, new_session
+from worker.store.leases import keeper
 from worker.store.phi import reset_vault
 from worker.store.schema import upgrade
 
@@ -158,6 +159,7 @@ def settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Settin
     else:
         upgrade(configured)
     yield configured
+    keeper.stop()  # no lease a test took is renewed in the next test's database
     get_settings.cache_clear()
     default_services.cache_clear()
     reset_vault()
@@ -170,6 +172,7 @@ def pg_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, postgres_url: s
     configured = configure_environment(monkeypatch, tmp_path, postgres_url)
     empty_postgres(configured)
     yield configured
+    keeper.stop()  # no lease a test took is renewed in the next test's database
     get_settings.cache_clear()
     default_services.cache_clear()
     reset_vault()

@@ -6,10 +6,10 @@ import logging
 from collections.abc import Iterable
 from datetime import timedelta
 
-from celery.signals import worker_init, worker_process_init
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_ready, worker_shutdown
 from sqlalchemy.exc import OperationalError
 
-from config.celery_app import app
+from config.celery_app import ROUTINE_QUEUE, app
 from config.sites import load_sites
 from worker.delivery.dispatch import CeleryDispatcher, hand_on, process_stored
 from worker.delivery.outbox import deliver
@@ -23,6 +23,7 @@ from worker.staff.roster import RosterError
 from worker.staff.services import default_services
 from worker.staff.templates import TemplateError
 from worker.store.db import forget_inherited_connections, session_scope, utcnow
+from worker.store.leases import keeper, worker_name
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,18 @@ DATABASE_RETRY = {
 @worker_process_init.connect
 def _own_database_connections(**_: object) -> None:
     forget_inherited_connections()
+
+
+@worker_ready.connect
+def _announce_worker(**_: object) -> None:
+    """A row renewed while this worker lives: when it runs out, the sweeper offers again what it held."""
+    keeper.announce_worker(worker_name())
+
+
+@worker_shutdown.connect
+@worker_process_shutdown.connect
+def _stop_lease_keeper(**_: object) -> None:
+    keeper.stop()
 
 
 @app.task(name="admitflow.process_submission", **DATABASE_RETRY)
@@ -97,16 +110,32 @@ def poll_task() -> None:
 def sweep_task() -> None:
     settings = default_services().settings
     with session_scope() as session:
-        found = sweep(session, utcnow(), stale_after=timedelta(seconds=settings.stale_after_seconds))
-        liveness.record_run(session, liveness.SWEEP, utcnow(), len(found.submission_ids) + len(found.outbox_ids))
+        found = sweep(session, utcnow(), stale_after=timedelta(seconds=settings.stale_after_seconds),
+                      queued=_queued_messages())
+        liveness.record_run(session, liveness.SWEEP, utcnow(), found.count)
     with session_scope() as session:
         ended_calls = close_stale_calls(session, settings, utcnow())
+    for outbox_id in found.expired_outbox_ids:  # overdue: through the queue a backlog does not hold up
+        deliver_outbox_task.apply_async((outbox_id,), queue=ROUTINE_QUEUE)
     dispatcher = CeleryDispatcher()
     dispatcher.submissions_stored(found.submission_ids + ended_calls)
     dispatcher.outbox_ready(found.outbox_ids)
-    if found.submission_ids or found.outbox_ids:
-        log.info("sweep re-dispatched %d submission(s) and %d outbox row(s)",
-                 len(found.submission_ids), len(found.outbox_ids))
+    if found.count:
+        log.info("sweep re-dispatched %d submission(s) and %d outbox row(s) (%d whose worker died mid-delivery)",
+                 len(found.submission_ids), len(found.outbox_ids) + len(found.expired_outbox_ids),
+                 len(found.expired_outbox_ids))
+
+
+def _queued_messages() -> int | None:
+    """Task messages waiting in the work queue (not those workers have taken); None when the broker cannot say."""
+    try:
+        with app.connection_for_read() as connection:
+            declared = connection.default_channel.queue_declare(queue=app.conf.task_default_queue)
+            return int(declared.message_count)
+    except Exception as exc:
+        log.warning("could not read the broker's queue length (%s); the sweeper offers stale work again anyway",
+                    type(exc).__name__)
+        return None
 
 
 @worker_init.connect

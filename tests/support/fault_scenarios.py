@@ -7,6 +7,7 @@ contact, one callback task and one text to the on-call phone; `lost` and `double
 
 from __future__ import annotations
 
+import math
 import random
 import re
 import threading
@@ -57,16 +58,16 @@ class Outcome:
 class Submitter(threading.Thread):
     """People submitting the form at a steady rate, in the background."""
 
-    def __init__(self, stack: FaultStack, count: int, rate: float) -> None:
+    def __init__(self, stack: FaultStack, count: int, rate: float, first: int = 0) -> None:
         super().__init__(daemon=True)
-        self.stack, self.count, self.interval = stack, count, 1.0 / rate
+        self.stack, self.count, self.interval, self.first = stack, count, 1.0 / rate, first
         self.done = 0
 
     def run(self) -> None:
         started = time.monotonic()
         for number in range(self.count):
             time.sleep(max(0.0, started + number * self.interval - time.monotonic()))
-            self.stack.submit(number)
+            self.stack.submit(self.first + number)
             self.done += 1
 
     def reach(self, share: float) -> None:
@@ -91,15 +92,42 @@ def _replace_busy_workers(stack: FaultStack, scale: Scale, times: int, end_worke
     stack.settle(scale.settle_seconds)
 
 
+HUBSPOT, TWILIO = "/crm/", "/2010-04-01/"
+RESTART_TO_LAST_TEXT = "seconds from the last restart to the last staff text"
+RESTART_TO_ALERTS_IN_FLIGHT = "most seconds from a restart to an alert in flight at a kill going out"
+
+
 def worker_sigkill(stack: FaultStack, scale: Scale) -> dict[str, int]:
-    """SIGKILL the worker (pool processes too) at random moments while entries flow, and start a new one."""
-
-    def kill() -> None:
+    """Burst after burst, SIGKILL the worker (pool processes too) while a staff alert is in flight (Twilio takes
+    0.3 s to answer a text it has sent) and start a new one at once. What the dead worker held comes back with no
+    help: its leases and its row in live_workers run out, and the sweeper offers the work again."""
+    storm = stack.providers.storm
+    storm.hold_seconds, storm.after_work = 0.3, {TWILIO: 1.0}
+    per_burst = scale.submissions // scale.worker_kills
+    restarts: list[tuple[float, set[int]]] = []  # each restart, with the alerts in flight at the kill before it
+    for burst in range(scale.worker_kills):
+        count = per_burst if burst < scale.worker_kills - 1 else scale.submissions - per_burst * burst
+        left = stack.alerts_in_flight()
+        submitter = Submitter(stack, count, scale.rate, first=per_burst * burst)
+        submitter.start()
+        in_flight = stack.wait_alert_in_flight(left)
         stack.kill_worker()
-        stack.expire_dead_leases()
-
-    _replace_busy_workers(stack, scale, scale.worker_kills, kill)
-    return {"worker SIGKILLs": scale.worker_kills}
+        stack.start_worker()
+        restarts.append((stack.worker_started_at, in_flight))
+        submitter.finish()
+    stack.settle(scale.settle_seconds)
+    delivered = stack.delivered_at(set().union(*(flying for _, flying in restarts)))
+    started = [restarted for restarted, _ in restarts]
+    # From the start of the worker that delivered it (a later kill may have caught it in flight again).
+    waits = [at - max([start for start in started if start <= at], default=at) if (at := delivered.get(
+        outbox_id)) is not None else math.inf for _, flying in restarts for outbox_id in flying]
+    last_restart = restarts[-1][0]
+    last_text = stack.last_staff_text_at() or last_restart
+    return {"worker SIGKILLs": scale.worker_kills,
+            "kills with a staff alert in flight": sum(1 for _, flying in restarts if flying),
+            RESTART_TO_ALERTS_IN_FLIGHT: math.ceil(max([0.0, *waits])) if all(map(math.isfinite, waits)) else -1,
+            RESTART_TO_LAST_TEXT: math.ceil(max(0.0, last_text - last_restart)),
+            "lease expiries needed": stack.lease_expiries}
 
 
 def redis_restart(stack: FaultStack, scale: Scale) -> dict[str, int]:
@@ -166,9 +194,6 @@ def visibility_timeout(stack: FaultStack, scale: Scale) -> dict[str, int]:
     stack.settle(scale.settle_seconds)
     received = Counter(re.findall(r"Task admitflow\.\w+\[([0-9a-f-]{36})\] received", stack.log_text()))
     return {"task messages delivered twice": sum(1 for n in received.values() if n > 1)}
-
-
-HUBSPOT, TWILIO = "/crm/", "/2010-04-01/"
 
 
 def provider_storms(stack: FaultStack, scale: Scale) -> dict[str, int]:

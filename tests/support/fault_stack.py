@@ -34,6 +34,7 @@ from tests.fakes.gravityforms import FakeGravityForms
 from tests.fakes.storms import StormyProviders
 from tests.support.private_services import PrivateServices
 from tests.support.processes import free_port, healthy, wait_for
+from worker.store.leases import WORK_LEASE, WORKER_LEASE
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_FORM = REPO / "examples" / "gravityforms" / "form.json"
@@ -65,6 +66,8 @@ start = "00:00"
 end = "00:00"
 on_call = "avery"
 """
+# Nothing moving for this long is a stall: longer than a dead worker's leases last, plus sweeps to find its work.
+STALL_SECONDS = (WORK_LEASE + WORKER_LEASE).total_seconds() + 10
 # Fictional area codes for 555-01xx numbers: 100 people per area code; not 617, whose 555-010x are the staff's.
 AREA_CODES = ("212", "312", "415", "206", "303", "404", "503", "602", "702", "713")
 # Fault runs move fast: the sweeper looks every 2 s for work untouched for 10 s (the least the setting allows).
@@ -146,6 +149,7 @@ class FaultStack:
     entries: dict[str, dict[str, Any]] = field(default_factory=dict)
     answers: dict[str, int] = field(default_factory=dict)  # entry id -> webhook status (0: no answer)
     lease_expiries: int = 0
+    worker_started_at: float = 0.0  # time.time() of the last worker start
     lock: Lock = field(default_factory=Lock)
     _engine: Engine | None = None
 
@@ -171,7 +175,15 @@ class FaultStack:
             )
 
     def start_worker(self) -> None:
+        self.worker_started_at = time.time()
         self.start("worker", "--concurrency", str(self.concurrency))
+
+    def last_staff_text_at(self) -> float | None:
+        """When the Twilio fake was last asked to text the on-call phone (time.time())."""
+        state = self.providers.state
+        with state.lock:
+            return max((call.at for call in state.calls if call.method == "POST" and call.path.endswith(
+                "/Messages.json") and isinstance(call.body, dict) and call.body.get("To") == ON_CALL), default=None)
 
     def wait_worker_busy(self, timeout: float = 60) -> bool:
         """Wait until the worker started last has taken a task; False if it has not within `timeout`."""
@@ -182,6 +194,31 @@ class FaultStack:
                 return True
             time.sleep(0.1)
         return False
+
+    def alerts_in_flight(self) -> dict[int, datetime]:
+        """The staff alerts being delivered now (their outbox rows leased), with their leases' ends."""
+        with self.engine.connect() as connection:
+            return {outbox_id: until for outbox_id, until in connection.execute(text(
+                "SELECT id, leased_until FROM outbox WHERE kind = 'staff_alert' AND state = 'pending' "
+                "AND leased_until > now()")).all()}
+
+    def wait_alert_in_flight(self, left: dict[int, datetime], timeout: float = 60) -> set[int]:
+        """Wait until a staff alert is being delivered under a lease not among `left` (those dead workers left);
+        returns the alerts in flight then, or nothing if none was within `timeout`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            flying = self.alerts_in_flight()
+            if any(left.get(outbox_id) != until for outbox_id, until in flying.items()):
+                return set(flying)
+            time.sleep(0.05)
+        return set()
+
+    def delivered_at(self, outbox_ids: set[int]) -> dict[int, float]:
+        """When these outbox rows were delivered (time.time()), for those delivered."""
+        with self.engine.connect() as connection:
+            return {outbox_id: at.timestamp() for outbox_id, at in connection.execute(text(
+                "SELECT id, delivered_at FROM outbox WHERE id = ANY(:ids) AND delivered_at IS NOT NULL"),
+                {"ids": sorted(outbox_ids)}).all()}
 
     def kill_worker(self) -> None:
         """SIGKILL the worker and its pool processes: no shutdown, no acknowledgement, no rollback."""
@@ -212,8 +249,8 @@ class FaultStack:
 
     def expire_dead_leases(self) -> None:
         """With no worker running, end the leases dead workers left and the backoff of rows that kept failing: what
-        waiting out the outbox lease (5 min), the lead's CRM lease (2 min), a poll's claim on its form (5 min) and
-        a retry's backoff (which doubles to 30 min in a long storm) would do."""
+        waiting out the leases (worker/store/leases.py) and a retry's backoff (which doubles to 30 min in a long
+        storm) would do."""
         assert "worker" not in self.processes, "a live worker may hold these leases"
         with self.engine.begin() as connection:
             connection.execute(text("UPDATE outbox SET leased_until = NULL WHERE state = 'pending'"))
@@ -255,10 +292,11 @@ class FaultStack:
         except Exception:  # the database is down or restarting
             return None
 
-    def settle(self, timeout: float, *, stall_seconds: float = 15.0) -> None:
+    def settle(self, timeout: float, *, stall_seconds: float = STALL_SECONDS) -> None:
         """Wait until every entry is stored and processed and every outbox row is delivered (or dead). When nothing
-        moves for `stall_seconds` (longer than the sweeper needs to find stale work), the rest waits on leases
-        that dead workers left: the worker is stopped, those leases are ended, and it starts again."""
+        moves for `stall_seconds` (longer than a dead worker's leases last and the sweeper needs to find stale
+        work), the rest waits on a long backoff: the worker is stopped, leases and backoffs are ended, and it
+        starts again (counted in `lease_expiries`)."""
         deadline = time.monotonic() + timeout
         last, moved_at = None, time.monotonic()
         while True:

@@ -23,6 +23,7 @@ from worker.leads.processing import FormReader
 from worker.staff.alerts import can_call_back
 from worker.staff.roster import Roster
 from worker.store.db import utcnow
+from worker.store.leases import LEAD_CRM, WORK_LEASE, keeper
 from worker.store.models import Claim, Lead, LeadStatus, OutboxMessage, PhoneCall, Submission
 from worker.store.unanswered import (
     Deferred,
@@ -35,7 +36,7 @@ from worker.store.unanswered import (
     sending,
 )
 
-LEAD_LEASE = timedelta(minutes=2)
+LEAD_LEASE = WORK_LEASE  # renewed while the sync runs (worker/store/leases.py)
 
 __all__ = ["Deferred", "LeadBusy", "assign_claimed_task", "log_bridged_call", "sync_batch", "sync_lead"]
 
@@ -52,9 +53,11 @@ def lease_lead(session: Session, lead_id: int, now: datetime, *, commit: bool = 
         session.commit()
     if taken.rowcount != 1:  # type: ignore[attr-defined]
         raise LeadBusy(lead_id)
+    keeper.hold(LEAD_CRM, [lead_id])
 
 
 def release_lead(session: Session, lead_id: int) -> None:
+    keeper.release(LEAD_CRM, [lead_id])
     session.execute(update(Lead).where(Lead.id == lead_id).values(crm_lease_until=None))
     session.commit()
 
@@ -189,6 +192,7 @@ def lease_leads(session: Session, lead_ids: list[int], now: datetime) -> set[int
         .returning(Lead.id)
     ).all()
     session.commit()
+    keeper.hold(LEAD_CRM, taken)
     return set(taken)
 
 
@@ -207,6 +211,7 @@ def sync_batch(
     try:
         _sync_many(session, [row for row in rows if row.id not in errors], crm, roster, settings, now, errors)
     finally:
+        keeper.release(LEAD_CRM, leased)
         session.rollback()
         session.execute(update(Lead).where(Lead.id.in_(leased)).values(crm_lease_until=None))
         session.commit()

@@ -1,10 +1,10 @@
 """Delivering outbox rows: lease one, do its work, record the outcome, retry with backoff, or park it.
 
-A lease (not a held transaction) marks a row as being worked on, so a worker killed mid-delivery only delays the
-row until its lease runs out. Every create is made safe to repeat (docs/idempotency.md): a row records a create
-sent without an answer yet (`unanswered`), and whichever row retries it looks for it first. The retry budget
-(`fruitless`) counts attempts in a row that made no progress: a sync that moves forward through a flaky vendor,
-or one that waits for a 429's Retry-After, never goes dead.
+A lease (not a held transaction) marks a row as being worked on, renewed while the work runs (worker/store/leases.py),
+so a worker killed mid-delivery frees the row within one short lease. Every create is made safe to repeat
+(docs/idempotency.md): a row records a create sent without an answer yet (`unanswered`), and whichever row
+retries it looks for it first. The retry budget (`fruitless`) counts attempts in a row that made no progress: a
+sync that moves forward through a flaky vendor, or one that waits for a 429's Retry-After, never goes dead.
 """
 
 from __future__ import annotations
@@ -31,11 +31,12 @@ from worker.delivery.crm_sync import (
 from worker.staff.alerts import acknowledge_person, alert_staff
 from worker.staff.services import Services
 from worker.store.db import utcnow
+from worker.store.leases import OUTBOX, WORK_LEASE, keeper
 from worker.store.models import OutboxKind, OutboxMessage, OutboxState, Submission
 
 log = logging.getLogger(__name__)
 
-LEASE = timedelta(minutes=5)
+LEASE = WORK_LEASE
 MAX_BACKOFF = timedelta(minutes=30)
 FIRST_RETRY = timedelta(seconds=5)
 
@@ -74,6 +75,7 @@ def lease(session: Session, outbox_id: int, now: datetime) -> OutboxMessage | No
     session.commit()
     if taken.rowcount != 1:  # type: ignore[attr-defined]
         return None
+    keeper.hold(OUTBOX, [outbox_id])
     return session.get_one(OutboxMessage, outbox_id, populate_existing=True)
 
 
@@ -115,6 +117,7 @@ def lease_batch_mates(
         .returning(OutboxMessage.id)
     ).all()
     session.commit()
+    keeper.hold(OUTBOX, taken)
     return list(session.scalars(select(OutboxMessage).where(OutboxMessage.id.in_(taken))
                                 .execution_options(populate_existing=True)))
 
@@ -211,6 +214,14 @@ def deliver(session: Session, outbox_id: int, services: Services, now: datetime 
             batches: bool = True) -> Delivery:
     """Deliver one row. With `batches`, a CRM sync for a CRM that takes batches waits a moment for others (the
     returned `retry_in`), then carries as many waiting syncs of its site as one call takes."""
+    try:
+        return _deliver(session, outbox_id, services, now, batches=batches)
+    finally:
+        keeper.release(OUTBOX)  # the outcomes are committed: the leases this call took are given up or gone
+
+
+def _deliver(session: Session, outbox_id: int, services: Services, now: datetime | None, *,
+             batches: bool) -> Delivery:
     started = utcnow()  # the wall clock, for progress made during this attempt; `now` may be a test's
     now = now or started
     target = None
@@ -276,21 +287,32 @@ def _failed(session: Session, outbox_id: int, error: IntegrationError, settings:
     return Delivery(OutboxState.PENDING, retry_in=delay)
 
 
-def due_outbox_ids(session: Session, now: datetime, *, due_before: datetime, limit: int = 500) -> list[int]:
-    """Pending rows due before `due_before` and not under a live lease: lost from the broker, or whose backoff
-    was too long to wait for in the broker."""
-    return list(
-        session.scalars(
-            select(OutboxMessage.id)
-            .where(
-                OutboxMessage.state == OutboxState.PENDING,
-                OutboxMessage.next_attempt_at <= due_before,
-                or_(OutboxMessage.leased_until.is_(None), OutboxMessage.leased_until < now),
-            )
-            .order_by(OutboxMessage.next_attempt_at)
-            .limit(limit)
-        )
-    )
+def expired_outbox_ids(session: Session, now: datetime, *, limit: int = 500) -> list[int]:
+    """Pending rows whose lease ran out, proof that their worker died (a live one renews its leases): their leases
+    are cleared and they are stamped as offered now, so the next pass does not find them again. Does not commit."""
+    expired = (select(OutboxMessage.id)
+               .where(OutboxMessage.state == OutboxState.PENDING, OutboxMessage.leased_until < now)
+               .order_by(OutboxMessage.leased_until).limit(limit).with_for_update(skip_locked=True))
+    return sorted(session.scalars(
+        update(OutboxMessage).where(OutboxMessage.id.in_(expired.scalar_subquery()))
+        .values(leased_until=None, offered_at=now).returning(OutboxMessage.id)
+        .execution_options(synchronize_session=False)))
+
+
+def due_outbox_ids(session: Session, now: datetime, *, offered_before: datetime, limit: int = 500) -> list[int]:
+    """Pending rows no one leases, due and last offered before `offered_before` (a message lost from the broker, a
+    backoff too long to wait for in the broker), stamped as offered now. Does not commit."""
+    if limit <= 0:
+        return []
+    lost = (select(OutboxMessage.id)
+            .where(OutboxMessage.state == OutboxState.PENDING, OutboxMessage.leased_until.is_(None),
+                   OutboxMessage.next_attempt_at <= offered_before,
+                   OutboxMessage.offered_at < offered_before)
+            .order_by(OutboxMessage.next_attempt_at).limit(limit).with_for_update(skip_locked=True))
+    return sorted(session.scalars(
+        update(OutboxMessage).where(OutboxMessage.id.in_(lost.scalar_subquery()))
+        .values(offered_at=now).returning(OutboxMessage.id)
+        .execution_options(synchronize_session=False)))
 
 
 class OutboxCommandError(ValueError):

@@ -20,14 +20,15 @@ from integrations.errors import IntegrationError
 from integrations.gravityforms.client import GravityFormsClient
 from worker.intake.entries import register_form, store_entry
 from worker.store.db import utcnow
+from worker.store.leases import POLL, WORK_LEASE, keeper
 from worker.store.models import FormDefinition, PollCursor, SubmissionSource
 
 log = logging.getLogger(__name__)
 
 FORM_REFRESH = timedelta(hours=1)
 MAX_BACKOFF = timedelta(minutes=30)
-# A poll that dies mid-way leaves its form claimed for this long before another poll may take it.
-POLL_LEASE = timedelta(minutes=5)
+# A form being polled is claimed this long, renewed while the poll runs: a poll that dies frees it this soon.
+POLL_LEASE = WORK_LEASE
 
 
 @dataclass
@@ -72,6 +73,7 @@ def claim_due_forms(session: Session, sites: list[SiteConfig], now: datetime) ->
             )
             session.commit()
             if claimed.rowcount == 1:  # type: ignore[attr-defined]
+                keeper.hold(POLL, [cursor_id])
                 due.append((site, form.id))
     return due
 
@@ -120,6 +122,7 @@ def poll_form(
     except IntegrationError as exc:
         session.rollback()
         result.error = exc.message
+    keeper.release(POLL, [cursor.id])  # before the next poll time is written, which a renewal would overwrite
     _record(session, result, newest, settings, now)
     return result
 
@@ -153,7 +156,10 @@ def poll_status(session: Session) -> list[PollCursor]:
 
 def run_due_polls(session: Session, sites: list[SiteConfig], settings: Settings) -> list[PollResult]:
     """Poll every form that is due; each result lists the submissions to hand on for processing."""
-    return [
-        poll_form(session, site, form_id, client_for(site, settings), settings)
-        for site, form_id in claim_due_forms(session, sites, utcnow())
-    ]
+    try:
+        return [
+            poll_form(session, site, form_id, client_for(site, settings), settings)
+            for site, form_id in claim_due_forms(session, sites, utcnow())
+        ]
+    finally:
+        keeper.release(POLL)

@@ -6,7 +6,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Text, UniqueConstraint, func, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from worker.store.db import Base, EncryptedJSON, EncryptedText, UTCDateTime, utcnow
@@ -119,6 +119,8 @@ class Submission(Base):
     __table_args__ = (
         UniqueConstraint("site", "form_id", "entry_id", name="uq_submission_entry"),
         Index("ix_submissions_state_received", "state", "received_at"),
+        Index("ix_submissions_received_offered", "offered_at", postgresql_where=text("state = 'received'"),
+              sqlite_where=text("state = 'received'")),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -127,6 +129,8 @@ class Submission(Base):
     entry_id: Mapped[str] = mapped_column(String(64))  # a Gravity Forms entry id, or a Twilio CallSid/MessageSid
     source: Mapped[str] = mapped_column(String(16))
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # When it was last handed to the broker for processing (stored, or re-offered by the sweeper).
+    offered_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, server_default=func.now())
     payload: Mapped[Any] = mapped_column(EncryptedJSON)
     state: Mapped[str] = mapped_column(String(16), default=SubmissionState.RECEIVED)
     flag_reason: Mapped[str | None] = mapped_column(String(255))  # never PHI: a code and an instruction
@@ -173,6 +177,8 @@ class OutboxMessage(Base):
     provider_ref: Mapped[str | None] = mapped_column(String(64))  # the vendor's id for what the row made (a sid)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     leased_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When it was last handed to the broker (written, or re-offered by the sweeper).
+    offered_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, server_default=func.now())
     last_error: Mapped[str | None] = mapped_column(Text)  # never PHI
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -367,6 +373,16 @@ class Heartbeat(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime)
     runs: Mapped[int] = mapped_column(BigInteger, default=0)
     items: Mapped[int] = mapped_column(BigInteger, default=0)  # what the runs found: re-dispatched rows, entries
+
+
+class LiveWorker(Base):
+    """A worker process's main process, renewing `alive_until` while it lives (worker/store/leases.py)."""
+
+    __tablename__ = "live_workers"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)  # host:pid
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    alive_until: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class WebhookRejection(Base):

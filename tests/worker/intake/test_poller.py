@@ -17,6 +17,7 @@ from tests.conftest import make_entry
 from worker.intake.entries import store_entry
 from worker.intake.poller import claim_due_forms, poll_form
 from worker.leads.processing import process_submission
+from worker.store.leases import POLL, keeper
 from worker.store.models import Lead, PollCursor, Submission, SubmissionSource
 
 SITE_URL = "https://clinic.example.org"
@@ -174,3 +175,19 @@ def test_two_pollers_never_claim_the_same_form_at_once(
 
     assert [(s.name, form) for s, form in first] == [("main", "1")]
     assert second == []
+
+
+@responses.activate
+def test_a_claimed_form_is_renewed_while_it_is_polled_and_given_up_before_its_next_poll_time_is_written(
+    session: Session, settings: Settings, site: SiteConfig, client: GravityFormsClient, form_object: dict[str, Any]
+) -> None:
+    serve_pages([], form_object)
+    [(claimed_site, form_id)] = claim_due_forms(session, [site], NOW)
+    cursor_id = session.scalars(select(PollCursor.id)).one()
+    assert keeper.held(POLL) == {cursor_id}
+
+    poll_form(session, claimed_site, form_id, client, settings, now=NOW)
+
+    assert keeper.held(POLL) == set()
+    interval = timedelta(seconds=settings.poll_interval_seconds)
+    assert session.get_one(PollCursor, cursor_id).next_poll_at == NOW + interval

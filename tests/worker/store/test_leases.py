@@ -1,0 +1,106 @@
+"""The lease keeper: leases a process holds are pushed forward while it lives, and run out soon after it dies."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from config.settings import Settings
+from tests.worker.delivery.test_outbox import new_lead_outbox
+from worker.delivery.outbox import LEASE, lease
+from worker.store.db import utcnow
+from worker.store.leases import OUTBOX, WORK_LEASE, WORKER_LEASE, Keeper, forget_dead_workers
+from worker.store.models import Lead, LiveWorker, OutboxKind, OutboxMessage
+
+
+def test_a_held_lease_is_pushed_forward_by_each_renewal(
+    session: Session, settings: Settings, form_object: dict[str, Any]
+) -> None:
+    ids = new_lead_outbox(session, settings, form_object)
+    taken_at = utcnow()
+    row = lease(session, ids[OutboxKind.STAFF_ALERT], taken_at)
+    assert row is not None and row.leased_until == taken_at + LEASE
+    keeper = Keeper()
+    keeper.hold(OUTBOX, [row.id])
+    later = taken_at + LEASE - timedelta(seconds=1)  # a renewal just before the lease ends
+
+    keeper.renew(later)
+
+    session.expire_all()
+    assert session.get_one(OutboxMessage, row.id).leased_until == later + WORK_LEASE
+    keeper.stop()
+
+
+def test_a_lease_given_up_or_run_out_is_not_renewed(
+    session: Session, settings: Settings, form_object: dict[str, Any]
+) -> None:
+    ids = new_lead_outbox(session, settings, form_object)
+    alert, sync = ids[OutboxKind.STAFF_ALERT], ids[OutboxKind.CRM_SYNC]
+    taken_at = utcnow()
+    assert lease(session, alert, taken_at) is not None and lease(session, sync, taken_at) is not None
+    session.get_one(OutboxMessage, alert).leased_until = None  # its outcome was recorded
+    session.commit()
+    keeper = Keeper()
+    keeper.hold(OUTBOX, [alert, sync])
+
+    keeper.renew(taken_at + LEASE + timedelta(seconds=1))  # the keeper itself was stalled past the lease
+
+    session.expire_all()
+    assert session.get_one(OutboxMessage, alert).leased_until is None
+    assert session.get_one(OutboxMessage, sync).leased_until == taken_at + LEASE
+    keeper.stop()
+
+
+def test_release_without_ids_gives_up_only_the_calling_threads_leases() -> None:
+    keeper = Keeper()
+    keeper.hold(OUTBOX, [1, 2])
+    other = threading.Thread(target=keeper.hold, args=(OUTBOX, [3]))
+    other.start()
+    other.join()
+
+    keeper.release(OUTBOX)
+
+    assert keeper.held(OUTBOX) == {3}
+    keeper.stop()
+
+
+def test_a_lead_crm_lease_is_renewed_while_its_sync_holds_it(
+    session: Session, settings: Settings, form_object: dict[str, Any]
+) -> None:
+    from worker.delivery.crm_sync import lease_lead, release_lead
+    from worker.store.leases import LEAD_CRM, keeper
+
+    new_lead_outbox(session, settings, form_object)
+    lead_id = session.scalars(select(Lead.id)).one()
+    lease_lead(session, lead_id, utcnow())
+    assert keeper.held(LEAD_CRM) == {lead_id}
+
+    release_lead(session, lead_id)
+
+    assert keeper.held(LEAD_CRM) == set()
+
+
+def test_a_worker_is_live_while_it_renews_and_forgotten_once_it_stops(session: Session, settings: Settings) -> None:
+    keeper = Keeper()
+    keeper.announce_worker("host:1:abc")
+    now = utcnow()
+    keeper.renew(now)
+
+    assert forget_dead_workers(session, now + WORKER_LEASE - timedelta(seconds=1)) == []
+    assert forget_dead_workers(session, now + WORKER_LEASE + timedelta(seconds=1)) == [now + WORKER_LEASE]
+    session.commit()
+    assert session.scalars(select(LiveWorker)).all() == []
+    keeper.stop()
+
+
+def test_a_clean_stop_removes_the_workers_row(session: Session, settings: Settings) -> None:
+    keeper = Keeper()
+    keeper.announce_worker("host:2:def")
+
+    keeper.stop()
+
+    assert session.scalars(select(LiveWorker)).all() == []
