@@ -46,6 +46,7 @@ def _correct(session: Session, correction: CrmCorrection, crm: CRM) -> None:
     lead = session.get_one(Lead, correction.lead_id, populate_existing=True)
     if correction.kind == CrmCorrectionKind.REMOVE_NOTE:
         if correction.note_id:
+            session.commit()  # no transaction stays open across a CRM call (the reads above are done)
             crm.remove_note(correction.note_id)
         correction.outcome = f"note {correction.note_id} removed from {lead.ref}'s record"
         return
@@ -57,6 +58,7 @@ def _correct(session: Session, correction: CrmCorrection, crm: CRM) -> None:
         lead.crm_contact_id, lead.crm_task_id = other.crm_contact_id, other.crm_task_id
         correction.outcome = f"{lead.ref} took over {other.ref}'s CRM record {other.crm_contact_id}"
         return
+    session.commit()  # as above: nothing is written yet, the reads end before the call
     merged = crm.merge_contacts(lead.crm_contact_id, other.crm_contact_id,
                                 other.crm_task_id if other.crm_task_id != lead.crm_task_id else None)
     correction.outcome = (f"{crm.name} record {other.crm_contact_id} ({other.ref}) merged into "

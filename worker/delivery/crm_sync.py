@@ -123,6 +123,7 @@ def sync_lead(
         session.rollback()
         release_lead(session, row.lead_id)
         raise
+    keeper.release(LEAD_CRM, [row.lead_id])
     session.execute(update(Lead).where(Lead.id == row.lead_id).values(crm_lease_until=None))
 
 

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, delete, update
+from sqlalchemy import ColumnElement, delete, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from worker.store.db import session_scope, utcnow
@@ -47,8 +47,11 @@ class LeaseKind:
     key: InstrumentedAttribute[int]
 
     def renew(self, session: Session, ids: list[int], now: datetime) -> None:
+        # A row locked by a transaction still open (one of this process's own: a lease taken and not yet committed)
+        # is skipped, never waited for: it is renewed next round.
         live: ColumnElement[bool] = self.until > now
-        session.execute(update(self.until.class_).where(self.key.in_(ids), live)
+        free = select(self.key).where(self.key.in_(ids), live).with_for_update(skip_locked=True)
+        session.execute(update(self.until.class_).where(self.key.in_(free))
                         .values({self.until.key: now + WORK_LEASE}).execution_options(synchronize_session=False))
 
 
