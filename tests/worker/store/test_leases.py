@@ -6,13 +6,14 @@ import threading
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from config.settings import Settings
-from tests.worker.delivery.test_outbox import new_lead_outbox
-from worker.delivery.outbox import LEASE, lease
-from worker.store.db import utcnow
+from tests.worker.delivery.test_outbox import new_lead_outbox, services
+from worker.delivery.outbox import LEASE, deliver, lease
+from worker.store.db import new_session, utcnow
 from worker.store.leases import OUTBOX, WORK_LEASE, WORKER_LEASE, Keeper, forget_dead_workers
 from worker.store.models import Lead, LiveWorker, OutboxKind, OutboxMessage
 
@@ -104,3 +105,38 @@ def test_a_clean_stop_removes_the_workers_row(session: Session, settings: Settin
     keeper.stop()
 
     assert session.scalars(select(LiveWorker)).all() == []
+
+
+def test_a_crm_sync_that_succeeds_holds_no_lease_after_it(
+    session: Session, settings: Settings, form_object: dict[str, Any]
+) -> None:
+    from worker.store.leases import LEAD_CRM, keeper
+
+    ids = new_lead_outbox(session, settings, form_object)
+
+    deliver(session, ids[OutboxKind.CRM_SYNC], services(settings), batches=False)
+
+    assert keeper.held(LEAD_CRM) == set() and keeper.held(OUTBOX) == set()
+
+
+@pytest.mark.services
+def test_a_renewal_skips_a_row_locked_by_a_transaction_still_open(
+    pg_settings: Settings, form_object: dict[str, Any]
+) -> None:
+    with new_session() as session:
+        ids = new_lead_outbox(session, pg_settings, form_object)
+        taken_at = utcnow()
+        assert lease(session, ids[OutboxKind.STAFF_ALERT], taken_at) is not None
+    keeper = Keeper()
+    keeper.hold(OUTBOX, [ids[OutboxKind.STAFF_ALERT]])
+    with new_session() as holder:
+        holder.execute(select(OutboxMessage).where(OutboxMessage.id == ids[OutboxKind.STAFF_ALERT])
+                       .with_for_update())  # a lease taken, its transaction not yet committed
+        renewal = threading.Thread(target=keeper.renew, args=(taken_at + timedelta(seconds=5),))
+        renewal.start()
+        renewal.join(timeout=5)
+        waited = renewal.is_alive()
+        holder.rollback()
+    renewal.join()
+    keeper.stop()
+    assert not waited, "the renewal waited on a row lock, holding the keeper's lock meanwhile"
