@@ -17,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.quiet import watched
 from tests.support.fault_scenarios import SCENARIOS, Outcome, Scale, run_scenario
 from tests.support.private_services import private_services
 
@@ -47,11 +48,13 @@ def main() -> None:
     print("| " + " | ".join(COLUMNS) + " |")
     print("|" + "---|" * len(COLUMNS))
     failed = False
-    with private_services() as services, tempfile.TemporaryDirectory(prefix="admitflow-fault-bench-") as work:
+    with watched() as watch, private_services() as services, \
+            tempfile.TemporaryDirectory(prefix="admitflow-fault-bench-") as work:
         for name in args.only or list(SCENARIOS):
             outcome = run_scenario(name, services, Path(work), scale)
             print("| " + " | ".join(row(outcome)) + " |", flush=True)
             failed = failed or outcome.lost > 0 or outcome.doubled > 0
+    print(watch.verdict())  # the counts hold whatever the load; the seconds do not
     sys.exit(1 if failed else 0)
 
 

@@ -24,6 +24,7 @@ from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.quiet import watched
 from bench.stack import (
     POSTGRES_URL,
     SECRET,
@@ -89,7 +90,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=120.0)
     args = parser.parse_args()
     fresh_database()
-    with FakeProviders() as twilio:
+    with watched() as watch, FakeProviders() as twilio:
         env = environment()
         env.update(TWILIO_ACCOUNT_SID=TWILIO_SID, TWILIO_AUTH_TOKEN="bench-token",  # noqa: S106 (loopback fake)
                    TWILIO_FROM_NUMBER="+18555550100", TWILIO_API_BASE_URL=twilio.url, TWILIO_SMS_PER_SECOND="0")
@@ -114,19 +115,18 @@ def main() -> None:
                 time.sleep(0.2)
             time.sleep(1)  # the CRM syncs of the last leads, which the texts do not wait for
             cpu_used = cpu_seconds(worker.pid) - cpu_before
-            load = os.getloadavg()
         arrivals = {sms_ref(call.body["Body"]): call.at for call in twilio.state.calls
                     if call.path.endswith("/Messages.json")}
     entry_of = entry_ids_by_ref()
     latencies = [at - posted[entry_of[ref] - 10_000] for ref, at in arrivals.items() if ref in entry_of]
     print(f"{len(arrivals)} of {args.entries} staff texts arrived (posted at {args.rate:g}/s, "
           f"{args.workers} worker processes)")
-    print(f"worker CPU {cpu_used * 1000 / args.entries:.1f} ms per lead ({cpu_used:.1f} s over {args.entries} leads); "
-          f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(f"worker CPU {cpu_used * 1000 / args.entries:.1f} ms per lead ({cpu_used:.1f} s over {args.entries} leads)")
     if latencies:
         print(f"{'p50 s':>8} {'p90 s':>8} {'p99 s':>8} {'max s':>8}")
         print(f"{percentile(latencies, 0.5):>8.3f} {percentile(latencies, 0.9):>8.3f} "
               f"{percentile(latencies, 0.99):>8.3f} {max(latencies):>8.3f}")
+    print(watch.verdict())
 
 
 if __name__ == "__main__":
