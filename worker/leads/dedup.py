@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import ARRAY, ColumnElement, String, any_, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import QueryableAttribute, Session
+from sqlalchemy.orm import QueryableAttribute, Session, make_transient_to_detached
 
 from worker.leads.evidence import (
     Decision,
@@ -37,6 +37,7 @@ from worker.leads.evidence import (
     compare,
     name_key,
 )
+from worker.leads.page_writes import UNSET_LEAD_COLUMNS, insert_leads
 from worker.store.models import (
     CrmCorrection,
     CrmCorrectionKind,
@@ -267,10 +268,14 @@ class KnownLeads:
         return list(found)
 
     def _survivor(self, lead: Lead) -> Lead:
-        """The lead a merged lead's submissions moved to (the session's copy: no query)."""
-        while lead.status == LeadStatus.MERGED and lead.merged_into_id is not None:
-            lead = self.session.get_one(Lead, lead.merged_into_id)
-        return lead
+        return survivor(self.session, lead)
+
+
+def survivor(session: Session, lead: Lead) -> Lead:
+    """The lead a merged lead's submissions moved to (the session's copy: no query)."""
+    while lead.status == LeadStatus.MERGED and lead.merged_into_id is not None:
+        lead = session.get_one(Lead, lead.merged_into_id)
+    return lead
 
 
 class Deduplicator:
@@ -278,7 +283,9 @@ class Deduplicator:
 
     `prepare` locks every phone, email and device of the transaction's applicants at once and reads the leads
     they could match; `assign` then decides one applicant at a time, in the order the caller gives (time order),
-    creating leads without a round trip each. A batch of one is the webhook's case.
+    creating leads without a round trip each: a new lead stays out of the session until `save_new_leads` inserts
+    the unsaved ones in one statement (at the end of the page, or first when a merge needs their ids). A batch of
+    one is the webhook's case.
     """
 
     def __init__(self, session: Session, vault: PhiVault, *, window: timedelta, correction_window: timedelta,
@@ -289,6 +296,7 @@ class Deduplicator:
                                 correction_window=correction_window)
         self._lookups: dict[Applicant, dict[str, tuple[str, ...]]] = {}
         self._refs: list[str] = []
+        self._unsaved: list[Lead] = []
 
     def lookups(self, applicant: Applicant) -> dict[str, tuple[str, ...]]:
         if applicant not in self._lookups:
@@ -323,7 +331,7 @@ class Deduplicator:
             [(lead, compare(me, lead_profile(lead), same_device_soon=lead in devices)) for lead in candidates])
         matches = [(lead, evidence) for lead, evidence in weighed if evidence.same_person]
         if len(matches) > 1 and any(lead.id is None for lead, _ in matches):
-            self.session.flush()  # a lead created earlier in this transaction: ranking and merging need its id
+            self.save_new_leads()  # a lead created earlier in this transaction: ranking and merging need its id
         matches = _best_first(matches)
         decision = Decision()
         for lead, evidence in weighed:
@@ -344,10 +352,36 @@ class Deduplicator:
             follow_up |= self._absorb_now_agreeing(lead, at)
             return Assignment(lead, created=False, corrected=corrected, evidence=decision.record(lead.ref),
                               crm_follow_up=follow_up)
-        lead = new_lead(applicant, digests, at, self._refs.pop() if self._refs else fresh_refs(self.session, 1)[0])
-        self.session.add(lead)
+        lead = new_lead(applicant, digests, at, self._refs.pop() if self._refs else self._one_more_ref())
+        self._unsaved.append(lead)
         self.known.add(lead)
         return Assignment(lead, created=True, evidence=decision.record(lead.ref))
+
+    def save_new_leads(self) -> None:
+        """Insert the leads created since the last call, in one statement, and make them the session's own (their
+        later changes are flushed as any loaded lead's)."""
+        unsaved, self._unsaved = self._unsaved, []
+        insert_leads(self.session, unsaved)
+        for lead in unsaved:
+            for name in UNSET_LEAD_COLUMNS:
+                setattr(lead, name, None)
+            make_transient_to_detached(lead)
+            self.session.add(lead)
+        self.session.flush()
+
+    def finish(self) -> None:
+        """Write the transaction's decisions about leads: insert the leads still unsaved (each gets its id; they stay
+        out of the session, nothing changes them any more) and flush the changes to the others."""
+        unsaved, self._unsaved = self._unsaved, []
+        insert_leads(self.session, unsaved)
+        self.session.flush()
+
+    def _one_more_ref(self) -> str:
+        """A reference for a lead beyond those `prepare` drew (none of the unsaved leads' either)."""
+        taken = {lead.ref for lead in self._unsaved}
+        while (ref := fresh_refs(self.session, 1)[0]) in taken:
+            pass
+        return ref
 
     def assigned(self, applicant: Applicant, at: datetime, lead: Lead) -> str | None:
         """Record that a submission from this applicant now belongs to `lead` (device evidence for the rest of the
@@ -375,7 +409,7 @@ class Deduplicator:
         for other in neighbours:
             if compare(lead_profile(lead), lead_profile(other)).same_person and mergeable(lead, other):
                 if other.id is None or lead.id is None:
-                    self.session.flush()
+                    self.save_new_leads()
                 follow_up |= absorb(self.session, lead, other)
         return follow_up
 
