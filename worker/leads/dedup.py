@@ -201,7 +201,10 @@ class KnownLeads:
         self.session = session
         self.earliest, self.latest = earliest, latest
         self.window, self.correction_window = window, correction_window
-        self._leads: dict[Lead, None] = {}  # an ordered set
+        self._leads: dict[Lead, int] = {}  # an ordered set: each lead's position
+        # Every phone or email digest a known lead has held in this transaction, and the leads that held it: a
+        # superset of those holding it now (`sharing` checks), kept by `add` whenever a lead's digests change.
+        self._by_digest: dict[str, dict[Lead, None]] = {}
         self._read: set[tuple[str, str]] = set()
         # (device digest, when, lead) of each submission already assigned to a lead.
         self._devices: list[tuple[str, datetime, Lead]] = []
@@ -223,7 +226,7 @@ class KnownLeads:
                 Lead.last_request_at >= self.earliest - self.window,
                 Lead.created_at <= self.latest + self.window,
             )):
-                self._leads[lead] = None
+                self.add(lead)
         devices = sorted(digest for kind, digest in wanted if kind == "device")
         if devices:
             for device, requested_at, lead in self.session.execute(
@@ -237,10 +240,14 @@ class KnownLeads:
             ):
                 if device is not None and requested_at is not None:
                     self._devices.append((device, requested_at, lead))
-                    self._leads[lead] = None
+                    self.add(lead)
 
     def add(self, lead: Lead) -> None:
-        self._leads[lead] = None
+        """Know this lead, under its phone and email digests as they are now (call again after they change)."""
+        self._leads.setdefault(lead, len(self._leads))
+        for digest in (lead.phone_index, lead.email_index):
+            if digest is not None:
+                self._by_digest.setdefault(digest, {})[lead] = None
 
     def leads(self) -> list[Lead]:
         return list(self._leads)
@@ -252,7 +259,8 @@ class KnownLeads:
     def sharing(self, phones: tuple[str, ...], emails: tuple[str, ...]) -> list[Lead]:
         """Unmerged leads whose phone or email digest is one of these (read first if need be)."""
         self.read([{"phone": phones, "email": emails}])
-        return [lead for lead in self._leads if lead.status != LeadStatus.MERGED
+        held = {lead: None for digest in (*phones, *emails) for lead in self._by_digest.get(digest, ())}
+        return [lead for lead in sorted(held, key=self._leads.__getitem__) if lead.status != LeadStatus.MERGED
                 and ((lead.phone_index is not None and lead.phone_index in phones)
                      or (lead.email_index is not None and lead.email_index in emails))]
 
@@ -349,7 +357,9 @@ class Deduplicator:
             corrected = lead not in contact
             decision.outcome = "corrected" if corrected else "joined"
             _join(lead, applicant, digests, at, corrected=corrected)
+            self.known.add(lead)  # its phone or email may be new, or taken from a lead merged into it
             follow_up |= self._absorb_now_agreeing(lead, at)
+            self.known.add(lead)
             return Assignment(lead, created=False, corrected=corrected, evidence=decision.record(lead.ref),
                               crm_follow_up=follow_up)
         lead = new_lead(applicant, digests, at, self._refs.pop() if self._refs else self._one_more_ref())
