@@ -22,7 +22,7 @@ from worker.intake.normalize import (
 )
 from worker.intake.phone_entries import CALL_FORM, TEXT_FORM, PhoneEntry, phone_fields
 from worker.intake.screening import screen
-from worker.leads.dedup import Applicant, Deduplicator, survivor
+from worker.leads.dedup import Applicant, Deduplicator, among, survivor
 from worker.leads.page_writes import (
     ClaimedSubmission,
     NewOutboxRow,
@@ -171,33 +171,23 @@ def _staff_should_hear_again(session: Session, lead: Lead, settings: Settings, p
     return recent is None
 
 
-def _alerts_from_device(session: Session, devices: tuple[str, ...], now: datetime, page: _PageRows
-                        ) -> tuple[int, int]:
+def _alerts_from_device(devices: tuple[str, ...], page: _PageRows) -> tuple[int, int]:
     """Staff alerts decided within the flood window for submissions from this device (its digests under every
     blind-index key), this page's included: (one per lead, flood summaries). Runs under the dedup lock on the
     device."""
-    reasons = [*page.alert_reasons_from(devices), *session.scalars(
-        select(Submission.flag_reason)
-        .join(OutboxMessage, OutboxMessage.submission_id == Submission.id)
-        .where(
-            Submission.device_index.in_(devices),
-            OutboxMessage.kind == OutboxKind.STAFF_ALERT,
-            OutboxMessage.created_at >= now - SOURCE_FLOOD_WINDOW,
-        )
-    )]
+    reasons = [*page.alert_reasons_from(devices), *page.stored_alert_reasons(devices)]
     summaries = sum(1 for reason in reasons if reason and reason.startswith(SOURCE_FLOOD))
     return len(reasons) - summaries, summaries
 
 
-def _alert_or_coalesce(session: Session, submission: ClaimedSubmission, device: str | None, settings: Settings,
-                       page: _PageRows) -> bool:
+def _alert_or_coalesce(submission: ClaimedSubmission, device: str | None, settings: Settings, page: _PageRows
+                       ) -> bool:
     """Does this submission get a staff alert? Past ALERT_SOURCE_MAX_PER_HOUR alerts from one device in an hour,
     its leads are marked instead, and only the first of them alerts staff, with a summary of the flood."""
     limit = settings.alert_source_max_per_hour
     if not (limit and device):
         return True
-    per_lead, summaries = _alerts_from_device(session, current_vault().blind_indexes("device", device), utcnow(),
-                                              page)
+    per_lead, summaries = _alerts_from_device(current_vault().blind_indexes("device", device), page)
     if per_lead < limit:
         return True
     submission.flag_reason = (
@@ -312,9 +302,10 @@ class _PageRows:
     """The outbox rows a page decided, written once it is decided: the checks for a recent alert or reply look
     here as well as in the database, as they would at rows written one by one."""
 
-    def __init__(self, session: Session) -> None:
-        self.session = session
+    def __init__(self, session: Session, ready: list[_Ready]) -> None:
+        self.session, self.ready = session, ready
         self.rows: list[tuple[OutboxKind, Lead, ClaimedSubmission]] = []
+        self._stored_alerts: dict[str, list[str | None]] | None = None
 
     def add(self, kinds: list[OutboxKind], lead: Lead, submission: ClaimedSubmission) -> None:
         self.rows.extend((kind, lead, submission) for kind in kinds)
@@ -328,6 +319,28 @@ class _PageRows:
         """The flag reasons of this page's submissions from the device that were given a staff alert."""
         return [submission.flag_reason for kind, _, submission in self.rows
                 if kind == OutboxKind.STAFF_ALERT and submission.device_index in devices]
+
+    def stored_alert_reasons(self, devices: tuple[str, ...]) -> list[str | None]:
+        """The flag reasons of stored submissions from the device given a staff alert within the flood window. Read
+        for every device of the page at once, the first time one is asked: the page holds the devices' locks, so
+        no other transaction adds to them meanwhile."""
+        if self._stored_alerts is None:
+            vault = current_vault()
+            every = {digest for item in self.ready if item.applicant.device
+                     for digest in vault.blind_indexes("device", item.applicant.device)}
+            self._stored_alerts = {}
+            for device, reason in self.session.execute(
+                select(Submission.device_index, Submission.flag_reason)
+                .join(OutboxMessage, OutboxMessage.submission_id == Submission.id)
+                .where(
+                    among(self.session, Submission.device_index, every),
+                    OutboxMessage.kind == OutboxKind.STAFF_ALERT,
+                    OutboxMessage.created_at >= utcnow() - SOURCE_FLOOD_WINDOW,
+                )
+            ):
+                if device is not None:
+                    self._stored_alerts.setdefault(device, []).append(reason)
+        return [reason for device in devices for reason in self._stored_alerts.get(device, [])]
 
     def write(self) -> dict[int, list[int]]:
         """Insert the rows, each for its lead's survivor (as a merge moves pending rows); their ids by submission."""
@@ -352,7 +365,7 @@ def _assign_all(session: Session, ready: list[_Ready], settings: Settings) -> di
         latest=in_time_order[-1].requested_at,
     )
     dedup.prepare([item.applicant for item in in_time_order])
-    page = _PageRows(session)
+    page = _PageRows(session, in_time_order)
     decided = []
     for item in in_time_order:
         submission, applicant = item.submission, item.applicant
@@ -383,7 +396,7 @@ def _outbox_kinds(session: Session, item: _Ready, lead: Lead, created: bool, set
     if (
         current
         and (created or _staff_should_hear_again(session, lead, settings, page))
-        and _alert_or_coalesce(session, item.submission, item.applicant.device, settings, page)
+        and _alert_or_coalesce(item.submission, item.applicant.device, settings, page)
     ):
         kinds.append(OutboxKind.STAFF_ALERT)
     if current and created and settings.person_ack_sms and lead.consent_to_text and lead.phone:
