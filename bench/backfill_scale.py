@@ -13,7 +13,8 @@ After each run its rows are deleted, so every run of a size starts with the same
 The history: 80% new people, 15% earlier leads coming back with their phone or email written another way,
 5% people of this history who wrote twice. Every phone is a 555 number, every address at example.org.
 
-The database `admitflow_bench_backfill` on BENCH_POSTGRES_URL's server is dropped and made anew.
+The database named as BENCH_POSTGRES_URL's with `_backfill` added (`admitflow_bench_backfill` by default), on its
+server, is dropped and made anew.
 """
 
 from __future__ import annotations
@@ -52,7 +53,9 @@ from worker.store.db import dispose_engines, session_scope
 from worker.store.phi import current_vault
 from worker.store.schema import upgrade
 
-DATABASE_URL = make_url(POSTGRES_URL).set(database="admitflow_bench_backfill").render_as_string(hide_password=False)
+# BENCH_POSTGRES_URL's database name with "_backfill": two benches on one server keep apart.
+DATABASE_URL = make_url(POSTGRES_URL).set(
+    database=f"{make_url(POSTGRES_URL).database}_backfill").render_as_string(hide_password=False)
 REPO = Path(__file__).resolve().parents[1]
 FORM = REPO / "examples/gravityforms/form.json"
 FIRST_NAMES = ["Avery", "Blair", "Casey", "Devon", "Emery", "Finley", "Harper", "Jules", "Kendall", "Logan",

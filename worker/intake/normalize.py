@@ -52,9 +52,10 @@ def normalize_phone(raw: str | None, region: str = "US") -> str | None:
     national = str(number.national_number)
     if number.country_code == 52 and len(national) == 11 and national.startswith("1"):
         number = phonenumbers.parse(f"+52{national[1:]}", None)
-    if not phonenumbers.is_valid_number(number):
-        return None
-    if phonenumbers.number_type(number) in _UNDIALLABLE:
+    # number_type is UNKNOWN for a number that is not valid: one look at the metadata answers both questions
+    # (is_valid_number, then number_type, would match the number against it twice).
+    kind = phonenumbers.number_type(number)
+    if kind == phonenumbers.PhoneNumberType.UNKNOWN or kind in _UNDIALLABLE:
         return None
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 

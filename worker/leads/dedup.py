@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import ARRAY, ColumnElement, String, any_, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import QueryableAttribute, Session
+from sqlalchemy.orm import QueryableAttribute, Session, make_transient_to_detached
 
 from worker.leads.evidence import (
     Decision,
@@ -37,6 +37,7 @@ from worker.leads.evidence import (
     compare,
     name_key,
 )
+from worker.leads.page_writes import UNSET_LEAD_COLUMNS, insert_leads
 from worker.store.models import (
     CrmCorrection,
     CrmCorrectionKind,
@@ -200,7 +201,10 @@ class KnownLeads:
         self.session = session
         self.earliest, self.latest = earliest, latest
         self.window, self.correction_window = window, correction_window
-        self._leads: dict[Lead, None] = {}  # an ordered set
+        self._leads: dict[Lead, int] = {}  # an ordered set: each lead's position
+        # Every phone or email digest a known lead has held in this transaction, and the leads that held it: a
+        # superset of those holding it now (`sharing` checks), kept by `add` whenever a lead's digests change.
+        self._by_digest: dict[str, dict[Lead, None]] = {}
         self._read: set[tuple[str, str]] = set()
         # (device digest, when, lead) of each submission already assigned to a lead.
         self._devices: list[tuple[str, datetime, Lead]] = []
@@ -222,7 +226,7 @@ class KnownLeads:
                 Lead.last_request_at >= self.earliest - self.window,
                 Lead.created_at <= self.latest + self.window,
             )):
-                self._leads[lead] = None
+                self.add(lead)
         devices = sorted(digest for kind, digest in wanted if kind == "device")
         if devices:
             for device, requested_at, lead in self.session.execute(
@@ -236,10 +240,14 @@ class KnownLeads:
             ):
                 if device is not None and requested_at is not None:
                     self._devices.append((device, requested_at, lead))
-                    self._leads[lead] = None
+                    self.add(lead)
 
     def add(self, lead: Lead) -> None:
-        self._leads[lead] = None
+        """Know this lead, under its phone and email digests as they are now (call again after they change)."""
+        self._leads.setdefault(lead, len(self._leads))
+        for digest in (lead.phone_index, lead.email_index):
+            if digest is not None:
+                self._by_digest.setdefault(digest, {})[lead] = None
 
     def leads(self) -> list[Lead]:
         return list(self._leads)
@@ -251,7 +259,8 @@ class KnownLeads:
     def sharing(self, phones: tuple[str, ...], emails: tuple[str, ...]) -> list[Lead]:
         """Unmerged leads whose phone or email digest is one of these (read first if need be)."""
         self.read([{"phone": phones, "email": emails}])
-        return [lead for lead in self._leads if lead.status != LeadStatus.MERGED
+        held = {lead: None for digest in (*phones, *emails) for lead in self._by_digest.get(digest, ())}
+        return [lead for lead in sorted(held, key=self._leads.__getitem__) if lead.status != LeadStatus.MERGED
                 and ((lead.phone_index is not None and lead.phone_index in phones)
                      or (lead.email_index is not None and lead.email_index in emails))]
 
@@ -267,10 +276,14 @@ class KnownLeads:
         return list(found)
 
     def _survivor(self, lead: Lead) -> Lead:
-        """The lead a merged lead's submissions moved to (the session's copy: no query)."""
-        while lead.status == LeadStatus.MERGED and lead.merged_into_id is not None:
-            lead = self.session.get_one(Lead, lead.merged_into_id)
-        return lead
+        return survivor(self.session, lead)
+
+
+def survivor(session: Session, lead: Lead) -> Lead:
+    """The lead a merged lead's submissions moved to (the session's copy: no query)."""
+    while lead.status == LeadStatus.MERGED and lead.merged_into_id is not None:
+        lead = session.get_one(Lead, lead.merged_into_id)
+    return lead
 
 
 class Deduplicator:
@@ -278,7 +291,9 @@ class Deduplicator:
 
     `prepare` locks every phone, email and device of the transaction's applicants at once and reads the leads
     they could match; `assign` then decides one applicant at a time, in the order the caller gives (time order),
-    creating leads without a round trip each. A batch of one is the webhook's case.
+    creating leads without a round trip each: a new lead stays out of the session until `save_new_leads` inserts
+    the unsaved ones in one statement (at the end of the page, or first when a merge needs their ids). A batch of
+    one is the webhook's case.
     """
 
     def __init__(self, session: Session, vault: PhiVault, *, window: timedelta, correction_window: timedelta,
@@ -289,6 +304,7 @@ class Deduplicator:
                                 correction_window=correction_window)
         self._lookups: dict[Applicant, dict[str, tuple[str, ...]]] = {}
         self._refs: list[str] = []
+        self._unsaved: list[Lead] = []
 
     def lookups(self, applicant: Applicant) -> dict[str, tuple[str, ...]]:
         if applicant not in self._lookups:
@@ -323,7 +339,7 @@ class Deduplicator:
             [(lead, compare(me, lead_profile(lead), same_device_soon=lead in devices)) for lead in candidates])
         matches = [(lead, evidence) for lead, evidence in weighed if evidence.same_person]
         if len(matches) > 1 and any(lead.id is None for lead, _ in matches):
-            self.session.flush()  # a lead created earlier in this transaction: ranking and merging need its id
+            self.save_new_leads()  # a lead created earlier in this transaction: ranking and merging need its id
         matches = _best_first(matches)
         decision = Decision()
         for lead, evidence in weighed:
@@ -341,13 +357,41 @@ class Deduplicator:
             corrected = lead not in contact
             decision.outcome = "corrected" if corrected else "joined"
             _join(lead, applicant, digests, at, corrected=corrected)
+            self.known.add(lead)  # its phone or email may be new, or taken from a lead merged into it
             follow_up |= self._absorb_now_agreeing(lead, at)
+            self.known.add(lead)
             return Assignment(lead, created=False, corrected=corrected, evidence=decision.record(lead.ref),
                               crm_follow_up=follow_up)
-        lead = new_lead(applicant, digests, at, self._refs.pop() if self._refs else fresh_refs(self.session, 1)[0])
-        self.session.add(lead)
+        lead = new_lead(applicant, digests, at, self._refs.pop() if self._refs else self._one_more_ref())
+        self._unsaved.append(lead)
         self.known.add(lead)
         return Assignment(lead, created=True, evidence=decision.record(lead.ref))
+
+    def save_new_leads(self) -> None:
+        """Insert the leads created since the last call, in one statement, and make them the session's own (their
+        later changes are flushed as any loaded lead's)."""
+        unsaved, self._unsaved = self._unsaved, []
+        insert_leads(self.session, unsaved)
+        for lead in unsaved:
+            for name in UNSET_LEAD_COLUMNS:
+                setattr(lead, name, None)
+            make_transient_to_detached(lead)
+            self.session.add(lead)
+        self.session.flush()
+
+    def finish(self) -> None:
+        """Write the transaction's decisions about leads: insert the leads still unsaved (each gets its id; they stay
+        out of the session, nothing changes them any more) and flush the changes to the others."""
+        unsaved, self._unsaved = self._unsaved, []
+        insert_leads(self.session, unsaved)
+        self.session.flush()
+
+    def _one_more_ref(self) -> str:
+        """A reference for a lead beyond those `prepare` drew (none of the unsaved leads' either)."""
+        taken = {lead.ref for lead in self._unsaved}
+        while (ref := fresh_refs(self.session, 1)[0]) in taken:
+            pass
+        return ref
 
     def assigned(self, applicant: Applicant, at: datetime, lead: Lead) -> str | None:
         """Record that a submission from this applicant now belongs to `lead` (device evidence for the rest of the
@@ -375,7 +419,7 @@ class Deduplicator:
         for other in neighbours:
             if compare(lead_profile(lead), lead_profile(other)).same_person and mergeable(lead, other):
                 if other.id is None or lead.id is None:
-                    self.session.flush()
+                    self.save_new_leads()
                 follow_up |= absorb(self.session, lead, other)
         return follow_up
 

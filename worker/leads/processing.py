@@ -7,7 +7,6 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import flag_modified
 
 from config.settings import Settings
 from config.sites import load_sites, site_named
@@ -23,7 +22,14 @@ from worker.intake.normalize import (
 )
 from worker.intake.phone_entries import CALL_FORM, TEXT_FORM, PhoneEntry, phone_fields
 from worker.intake.screening import screen
-from worker.leads.dedup import Applicant, Deduplicator
+from worker.leads.dedup import Applicant, Deduplicator, among, survivor
+from worker.leads.page_writes import (
+    ClaimedSubmission,
+    NewOutboxRow,
+    insert_outbox,
+    load_claimed,
+    update_submissions,
+)
 from worker.store.db import utcnow
 from worker.store.models import (
     Lead,
@@ -78,7 +84,7 @@ class FormReader:
                                                                                                      *key)))
         return self._forms[key]
 
-    def applicant_fields(self, submission: Submission) -> ApplicantFields | None:
+    def applicant_fields(self, submission: Submission | ClaimedSubmission) -> ApplicantFields | None:
         """The submission's fields read through its form, or None when the form is not registered. A call or text
         to the center's number has no form: its entry says what it is."""
         if submission.source in PHONE_SOURCES:
@@ -117,7 +123,7 @@ def normalized_applicant(fields: ApplicantFields, meta: EntryMeta, region: str) 
     )
 
 
-def stored_applicant(forms: FormReader, submission: Submission, region: str) -> Applicant | None:
+def stored_applicant(forms: FormReader, submission: Submission | ClaimedSubmission, region: str) -> Applicant | None:
     """The applicant a processed submission was read as; None when its form is gone or its entry was purged."""
     fields = forms.applicant_fields(submission)
     return None if fields is None else normalized_applicant(fields, EntryMeta.model_validate(submission.payload),
@@ -133,23 +139,27 @@ def phone_unparsed(fields: ApplicantFields, applicant: Applicant) -> bool:
     return applicant.phone is None and looks_like_a_phone(fields.phone)
 
 
-def _flag(submission: Submission, reason: str) -> Outcome:
+def _flag(submission: ClaimedSubmission, reason: str) -> Outcome:
     submission.state, submission.flag_reason, submission.processed_at = SubmissionState.FLAGGED, reason, utcnow()
     return Outcome(SubmissionState.FLAGGED)
 
 
-def _too_old_to_alert(submission: Submission, requested_at: datetime, settings: Settings) -> bool:
+def _too_old_to_alert(submission: ClaimedSubmission, requested_at: datetime, settings: Settings) -> bool:
     """History imported by a backfill goes to the CRM, but does not text staff about last month's requests."""
     if submission.source != SubmissionSource.BACKFILL:
         return False
     return utcnow() - requested_at > timedelta(hours=settings.backfill_alert_max_age_hours)
 
 
-def _staff_should_hear_again(session: Session, lead: Lead, settings: Settings) -> bool:
+def _staff_should_hear_again(session: Session, lead: Lead, settings: Settings, page: _PageRows) -> bool:
     """A repeat request re-alerts staff unless the lead is claimed or was alerted moments ago (a burst of
     resubmissions must not flood a phone). Runs under the dedup lock, so concurrent repeats decide in turn."""
     if lead.status == LeadStatus.CLAIMED:
         return False
+    if settings.alert_coalesce_minutes > 0 and page.has(OutboxKind.STAFF_ALERT, lead):
+        return False
+    if lead.id is None:
+        return True
     since = utcnow() - timedelta(minutes=settings.alert_coalesce_minutes)
     recent = session.scalar(
         select(OutboxMessage.id).where(
@@ -161,29 +171,23 @@ def _staff_should_hear_again(session: Session, lead: Lead, settings: Settings) -
     return recent is None
 
 
-def _alerts_from_device(session: Session, devices: tuple[str, ...], now: datetime) -> tuple[int, int]:
+def _alerts_from_device(devices: tuple[str, ...], page: _PageRows) -> tuple[int, int]:
     """Staff alerts decided within the flood window for submissions from this device (its digests under every
-    blind-index key): (one per lead, flood summaries). Runs under the dedup lock on the device."""
-    reasons = session.scalars(
-        select(Submission.flag_reason)
-        .join(OutboxMessage, OutboxMessage.submission_id == Submission.id)
-        .where(
-            Submission.device_index.in_(devices),
-            OutboxMessage.kind == OutboxKind.STAFF_ALERT,
-            OutboxMessage.created_at >= now - SOURCE_FLOOD_WINDOW,
-        )
-    ).all()
+    blind-index key), this page's included: (one per lead, flood summaries). Runs under the dedup lock on the
+    device."""
+    reasons = [*page.alert_reasons_from(devices), *page.stored_alert_reasons(devices)]
     summaries = sum(1 for reason in reasons if reason and reason.startswith(SOURCE_FLOOD))
     return len(reasons) - summaries, summaries
 
 
-def _alert_or_coalesce(session: Session, submission: Submission, device: str | None, settings: Settings) -> bool:
+def _alert_or_coalesce(submission: ClaimedSubmission, device: str | None, settings: Settings, page: _PageRows
+                       ) -> bool:
     """Does this submission get a staff alert? Past ALERT_SOURCE_MAX_PER_HOUR alerts from one device in an hour,
     its leads are marked instead, and only the first of them alerts staff, with a summary of the flood."""
     limit = settings.alert_source_max_per_hour
     if not (limit and device):
         return True
-    per_lead, summaries = _alerts_from_device(session, current_vault().blind_indexes("device", device), utcnow())
+    per_lead, summaries = _alerts_from_device(current_vault().blind_indexes("device", device), page)
     if per_lead < limit:
         return True
     submission.flag_reason = (
@@ -197,14 +201,14 @@ def _alert_or_coalesce(session: Session, submission: Submission, device: str | N
 class _Ready:
     """A submission that is a person with a way to reach them: what dedup decides about."""
 
-    submission: Submission
+    submission: ClaimedSubmission
     applicant: Applicant
     requested_at: datetime
     phone: PhoneEntry | None = None  # a call or text to the center's number
     phone_unparsed: bool = False
 
 
-def _screened(submission: Submission, reason: str) -> Outcome:
+def _screened(submission: ClaimedSubmission, reason: str) -> Outcome:
     return _flag(
         submission,
         f"screened_{reason}: looks automated; review with `admitflow submissions show {submission.id} --reveal`"
@@ -212,7 +216,7 @@ def _screened(submission: Submission, reason: str) -> Outcome:
     )
 
 
-def _triage_phone(submission: Submission) -> Outcome | _Ready:
+def _triage_phone(submission: ClaimedSubmission) -> Outcome | _Ready:
     """A call or text is a person: a call whose caller withheld their number still becomes a lead (staff see it,
     with nothing to call back). A text is screened like a form's message."""
     entry = PhoneEntry.model_validate(submission.payload)
@@ -223,7 +227,7 @@ def _triage_phone(submission: Submission) -> Outcome | _Ready:
     return _Ready(submission, applicant, entry.date_created or submission.received_at, entry)
 
 
-def _triage(submission: Submission, forms: FormReader, settings: Settings) -> Outcome | _Ready:
+def _triage(submission: ClaimedSubmission, forms: FormReader, settings: Settings) -> Outcome | _Ready:
     """Spam, an unknown form, a screened entry or one without contact details end here, kept and flagged."""
     if submission.source in PHONE_SOURCES:
         return _triage_phone(submission)
@@ -263,8 +267,9 @@ def process_submission(session: Session, submission_id: int, settings: Settings)
 
 def process_submissions(session: Session, submission_ids: list[int], settings: Settings) -> list[Outcome]:
     """`process_submission` for many submissions in one transaction (a page of history), with a few queries
-    for all of them: their phones, emails and devices are locked at once, and they are assigned to leads in the
-    order the people sent them. One outcome per id, in the order given."""
+    for all of them: their phones, emails and devices are locked at once, they are assigned to leads in the
+    order the people sent them, and the page's new leads, outbox rows and submission updates are written with one
+    statement each. One outcome per id, in the order given."""
     claimed = set(session.scalars(
         update(Submission)
         .where(Submission.id.in_(submission_ids), Submission.state == SubmissionState.RECEIVED)
@@ -276,27 +281,81 @@ def process_submissions(session: Session, submission_ids: list[int], settings: S
     if not claimed:
         return list(outcomes.values())
     forms = FormReader(session, settings)
+    page = load_claimed(session, claimed)
     ready: list[_Ready] = []
-    for submission in session.scalars(
-        select(Submission).where(Submission.id.in_(claimed)).execution_options(populate_existing=True)
-    ):
+    for submission in page:
         triaged = _triage(submission, forms, settings)
         if isinstance(triaged, Outcome):
             outcomes[submission.id] = triaged
         else:
             ready.append(triaged)
     if ready:
-        decided = _assign_all(session, ready, settings)
-        session.flush()
-        for submission_id, (lead, created, rows) in decided.items():
-            outcomes[submission_id] = Outcome(SubmissionState.PROCESSED, lead.id, created, [row.id for row in rows])
+        outcomes.update(_assign_all(session, ready, settings))
+    update_submissions(session, page, [
+        survivor(session, submission.lead).id if submission.lead is not None else submission.lead_id
+        for submission in page
+    ])
     return [outcomes[submission_id] for submission_id in submission_ids]
 
 
-def _assign_all(
-    session: Session, ready: list[_Ready], settings: Settings
-) -> dict[int, tuple[Lead, bool, list[OutboxMessage]]]:
-    """Each ready submission's lead (found or created) and outbox rows, decided in the order the people sent them."""
+class _PageRows:
+    """The outbox rows a page decided, written once it is decided: the checks for a recent alert or reply look
+    here as well as in the database, as they would at rows written one by one."""
+
+    def __init__(self, session: Session, ready: list[_Ready]) -> None:
+        self.session, self.ready = session, ready
+        self.rows: list[tuple[OutboxKind, Lead, ClaimedSubmission]] = []
+        self._stored_alerts: dict[str, list[str | None]] | None = None
+
+    def add(self, kinds: list[OutboxKind], lead: Lead, submission: ClaimedSubmission) -> None:
+        self.rows.extend((kind, lead, submission) for kind in kinds)
+
+    def has(self, kind: OutboxKind, lead: Lead) -> bool:
+        """Whether this page decided a row of this kind for the lead (or for a lead merged into it since)."""
+        return any(row_kind == kind and survivor(self.session, row_lead) is lead
+                   for row_kind, row_lead, _ in self.rows)
+
+    def alert_reasons_from(self, devices: tuple[str, ...]) -> list[str | None]:
+        """The flag reasons of this page's submissions from the device that were given a staff alert."""
+        return [submission.flag_reason for kind, _, submission in self.rows
+                if kind == OutboxKind.STAFF_ALERT and submission.device_index in devices]
+
+    def stored_alert_reasons(self, devices: tuple[str, ...]) -> list[str | None]:
+        """The flag reasons of stored submissions from the device given a staff alert within the flood window. Read
+        for every device of the page at once, the first time one is asked: the page holds the devices' locks, so
+        no other transaction adds to them meanwhile."""
+        if self._stored_alerts is None:
+            vault = current_vault()
+            every = {digest for item in self.ready if item.applicant.device
+                     for digest in vault.blind_indexes("device", item.applicant.device)}
+            self._stored_alerts = {}
+            for device, reason in self.session.execute(
+                select(Submission.device_index, Submission.flag_reason)
+                .join(OutboxMessage, OutboxMessage.submission_id == Submission.id)
+                .where(
+                    among(self.session, Submission.device_index, every),
+                    OutboxMessage.kind == OutboxKind.STAFF_ALERT,
+                    OutboxMessage.created_at >= utcnow() - SOURCE_FLOOD_WINDOW,
+                )
+            ):
+                if device is not None:
+                    self._stored_alerts.setdefault(device, []).append(reason)
+        return [reason for device in devices for reason in self._stored_alerts.get(device, [])]
+
+    def write(self) -> dict[int, list[int]]:
+        """Insert the rows, each for its lead's survivor (as a merge moves pending rows); their ids by submission."""
+        ids = insert_outbox(self.session, [
+            NewOutboxRow(kind, survivor(self.session, lead).id, submission.id) for kind, lead, submission in self.rows
+        ])
+        by_submission: dict[int, list[int]] = {}
+        for (_, _, submission), outbox_id in zip(self.rows, ids, strict=True):
+            by_submission.setdefault(submission.id, []).append(outbox_id)
+        return by_submission
+
+
+def _assign_all(session: Session, ready: list[_Ready], settings: Settings) -> dict[int, Outcome]:
+    """Each ready submission's lead (found or created) and outbox rows, decided in the order the people sent them,
+    then written."""
     in_time_order = sorted(ready, key=lambda item: (item.requested_at, item.submission.id))
     dedup = Deduplicator(
         session, current_vault(),
@@ -306,7 +365,8 @@ def _assign_all(
         latest=in_time_order[-1].requested_at,
     )
     dedup.prepare([item.applicant for item in in_time_order])
-    decided = {}
+    page = _PageRows(session, in_time_order)
+    decided = []
     for item in in_time_order:
         submission, applicant = item.submission, item.applicant
         submission.requested_at = item.requested_at
@@ -316,49 +376,50 @@ def _assign_all(
         submission.state, submission.lead, submission.is_repeat = SubmissionState.PROCESSED, lead, not created
         submission.flag_reason = PHONE_UNPARSED if item.phone_unparsed else None
         submission.match_evidence = assignment.evidence
-        # The same columns written for every row, changed or not: the page's updates then go as one batch.
-        flag_modified(submission, "is_repeat")
-        flag_modified(submission, "device_index")
-        flag_modified(submission, "flag_reason")
-        kinds = _outbox_kinds(session, item, lead, created, settings)
+        kinds = _outbox_kinds(session, item, lead, created, settings, page)
         if assignment.crm_follow_up:
             kinds.append(OutboxKind.CRM_CORRECT)  # two leads with CRM records became one: the CRM follows
-        rows = [OutboxMessage(kind=kind, lead=lead, submission_id=submission.id) for kind in kinds]
-        session.add_all(rows)
-        decided[submission.id] = (lead, created, rows)
-    return decided
+        page.add(kinds, lead, submission)
+        decided.append((submission.id, lead, created))
+    dedup.finish()
+    outbox_ids = page.write()
+    return {submission_id: Outcome(SubmissionState.PROCESSED, lead.id, created, outbox_ids.get(submission_id, []))
+            for submission_id, lead, created in decided}
 
 
-def _outbox_kinds(session: Session, item: _Ready, lead: Lead, created: bool, settings: Settings) -> list[OutboxKind]:
+def _outbox_kinds(session: Session, item: _Ready, lead: Lead, created: bool, settings: Settings, page: _PageRows
+                  ) -> list[OutboxKind]:
     """What must be sent about this submission: always the CRM sync; the staff alert and the person's
     acknowledgement unless it is old history, a repeat staff heard about moments ago, or part of a flood."""
     kinds = [OutboxKind.CRM_SYNC]
     current = not _too_old_to_alert(item.submission, item.requested_at, settings)
     if (
         current
-        and (created or _staff_should_hear_again(session, lead, settings))
-        and _alert_or_coalesce(session, item.submission, item.applicant.device, settings)
+        and (created or _staff_should_hear_again(session, lead, settings, page))
+        and _alert_or_coalesce(item.submission, item.applicant.device, settings, page)
     ):
         kinds.append(OutboxKind.STAFF_ALERT)
     if current and created and settings.person_ack_sms and lead.consent_to_text and lead.phone:
         kinds.append(OutboxKind.PERSON_ACK)
     if item.phone is not None and item.phone.form_id == TEXT_FORM and settings.sms_auto_reply and lead.phone \
-            and not _replied_lately(session, lead):
+            and not _replied_lately(session, lead, page):
         kinds.append(OutboxKind.PERSON_ACK)
     if item.phone is not None and item.phone.form_id == CALL_FORM and _left_voicemail(session, item.submission):
         kinds.append(OutboxKind.CRM_VOICEMAIL)
     return kinds
 
 
-def _left_voicemail(session: Session, submission: Submission) -> bool:
+def _left_voicemail(session: Session, submission: ClaimedSubmission) -> bool:
     """Whether the call has a recording yet. One that comes later gets its note then (worker/staff/phone_line.py);
     this transaction holds the submission's row lock, which that step takes too, so one of them sees it."""
     return session.scalar(select(PhoneCall.id).where(
         PhoneCall.submission_id == submission.id, PhoneCall.recording_sid.is_not(None))) is not None
 
 
-def _replied_lately(session: Session, lead: Lead) -> bool:
+def _replied_lately(session: Session, lead: Lead, page: _PageRows) -> bool:
     """Whether the person had an automatic reply within a day: one conversation gets one, not one per text."""
+    if page.has(OutboxKind.PERSON_ACK, lead):
+        return True
     if lead.id is None:
         return False
     return session.scalar(select(OutboxMessage.id).where(
