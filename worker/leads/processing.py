@@ -12,7 +12,7 @@ from config.settings import Settings
 from config.sites import load_sites, site_named
 from integrations.gravityforms.mapping import ApplicantFields, FormMapping, infer_mapping
 from integrations.gravityforms.models import EntryMeta, Form
-from worker.intake.entries import PHONE_SOURCES, known_form
+from worker.intake.entries import PHONE_SOURCES
 from worker.intake.normalize import (
     MAX_MESSAGE_CHARS,
     clean_text,
@@ -32,6 +32,7 @@ from worker.leads.page_writes import (
 )
 from worker.store.db import utcnow
 from worker.store.models import (
+    FormDefinition,
     Lead,
     LeadStatus,
     OutboxKind,
@@ -79,9 +80,7 @@ class FormReader:
         """The registered form and its mapping, or None when the form is not registered."""
         key = (site, form_id)
         if key not in self._forms:
-            form = known_form(self.session, site, form_id)
-            self._forms[key] = None if form is None else (form, infer_mapping(form, form_overrides(self.settings,
-                                                                                                     *key)))
+            self._forms[key] = _mapping(self.session, self.settings, site, form_id)
         return self._forms[key]
 
     def applicant_fields(self, submission: Submission | ClaimedSubmission) -> ApplicantFields | None:
@@ -91,6 +90,28 @@ class FormReader:
             return phone_fields(PhoneEntry.model_validate(submission.payload))
         known = self.form(submission.site, submission.form_id)
         return None if known is None else known[1].read(submission.payload)
+
+
+# Validating a form definition and inferring its mapping costs more than reading an entry through it: a process
+# keeps the mappings it made, keyed by what they were made from (the definition as of its `updated_at`, which
+# registering it again moves, and the site's configured field roles).
+_MAPPINGS: dict[tuple[str, str, datetime, tuple[tuple[str, str], ...]], tuple[Form, FormMapping]] = {}
+_MAPPINGS_KEPT = 256
+
+
+def _mapping(session: Session, settings: Settings, site: str, form_id: str) -> tuple[Form, FormMapping] | None:
+    found = session.execute(select(FormDefinition.updated_at, FormDefinition.definition).where(
+        FormDefinition.site == site, FormDefinition.form_id == form_id)).first()
+    if found is None:
+        return None
+    overrides = form_overrides(settings, site, form_id)
+    key = (site, form_id, found.updated_at, tuple(sorted(overrides.items())))
+    if key not in _MAPPINGS:
+        if len(_MAPPINGS) >= _MAPPINGS_KEPT:
+            _MAPPINGS.clear()
+        form = Form.model_validate(found.definition)
+        _MAPPINGS[key] = (form, infer_mapping(form, overrides))
+    return _MAPPINGS[key]
 
 
 def applicant_fields(session: Session, submission: Submission, settings: Settings) -> ApplicantFields | None:
