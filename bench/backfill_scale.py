@@ -41,6 +41,7 @@ import psycopg
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
+from bench.quiet import watched
 from bench.stack import KEYS, POSTGRES_URL, letters, recreate_database
 from config.settings import get_settings
 from config.sites import load_sites
@@ -393,8 +394,16 @@ def main() -> None:
     now = datetime.now(UTC)
     ciphertexts = Ciphertexts.make()
     measured: list[Measured] = []
-    existing = 0
-    run = 0
+    with watched() as watch:
+        measure_all(args, form, site, pool, now, ciphertexts, measured)
+    print_results(args, measured)
+    print(watch.verdict())
+
+
+def measure_all(args: argparse.Namespace, form: Any, site: str, pool: Any, now: datetime, ciphertexts: Ciphertexts,
+                measured: list[Measured]) -> None:
+    """Seed each size in turn and measure --runs imports at it, appending to `measured`."""
+    existing, run = 0, 0
     for size in args.sizes:
         seconds = seed(existing, size, now, ciphertexts, site)
         print(f"seeded {size - existing} leads in {seconds:.0f} s ({size} stored)", file=sys.stderr, flush=True)
@@ -409,6 +418,8 @@ def main() -> None:
             remove_run(marks, xid)
             run += 1
 
+
+def print_results(args: argparse.Namespace, measured: list[Measured]) -> None:
     if args.workers:
         print(f"pages processed by {args.workers} worker processes; 'process ms' is the wall time per entry beyond "
               "storing, and 'cpu ms' this (storing) process's CPU only")

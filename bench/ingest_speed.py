@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from click.testing import CliRunner
 
+from bench.quiet import watched
 from bench.stack import KEYS, POSTGRES_URL, recreate_database
 from config.settings import get_settings
 from tests.fakes.gravityforms import InMemoryGravityForms
@@ -152,11 +153,10 @@ def main() -> None:
         worker.cli.intake.deliver = pending  # type: ignore[assignment]
         InlineDispatcher.outbox_ready = lambda self, outbox_ids: None  # type: ignore[method-assign]
     entries = history(args.entries, datetime.now(UTC))
-    load_before = os.getloadavg()
     rates: dict[str, list[float]] = {"backfill": [], "ingest": []}
     cpu_ms: dict[str, list[float]] = {"backfill": [], "ingest": []}  # this process's CPU per entry
     summary = ""
-    with tempfile.TemporaryDirectory() as folder:
+    with watched() as watch, tempfile.TemporaryDirectory() as folder:
         entries_file = Path(folder) / "entries.json"
         entries_file.write_text(json.dumps(entries), encoding="utf-8")
         for run in range(1, args.runs + 1):
@@ -168,7 +168,6 @@ def main() -> None:
             rates["ingest"].append(args.entries / seconds)
             cpu_ms["ingest"].append(cpu_seconds / args.entries * 1000)
             print(f"run {run}: ingest {args.entries / seconds:.0f} entries/s", file=sys.stderr, flush=True)
-    load_after = os.getloadavg()
     measured = ("storing and processing; delivery left to workers" if args.no_delivery
                 else "processing and inline delivery to the log-only CRM and messenger")
     print(f"{'command':<9} {'entries':>7} " + " ".join(f"{'run ' + str(n):>7}" for n in range(1, args.runs + 1))
@@ -179,8 +178,7 @@ def main() -> None:
     ratio = statistics.median(rates["ingest"]) / statistics.median(rates["backfill"])
     print(f"ingest / backfill = {ratio:.2f} (target >= 0.80); synchronous_commit "
           f"{'on' if args.synchronous_commit else 'off'}; ingest said: {summary}")
-    print("load average before {:.2f} {:.2f} {:.2f}, after {:.2f} {:.2f} {:.2f} on {} cores".format(
-        *load_before, *load_after, os.cpu_count()))
+    print(watch.verdict())
 
 
 if __name__ == "__main__":
