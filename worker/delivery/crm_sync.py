@@ -56,10 +56,12 @@ def lease_lead(session: Session, lead_id: int, now: datetime, *, commit: bool = 
     keeper.hold(LEAD_CRM, [lead_id])
 
 
-def release_lead(session: Session, lead_id: int) -> None:
+def release_lead(session: Session, lead_id: int, *, commit: bool = True) -> None:
+    """Give up the lead's CRM lease. Commits, unless `commit` is false: then the caller's commit releases it."""
     keeper.release(LEAD_CRM, [lead_id])
     session.execute(update(Lead).where(Lead.id == lead_id).values(crm_lease_until=None))
-    session.commit()
+    if commit:
+        session.commit()
 
 
 # (the lead that reached this lead's inbox first, if another did; whether a record found by this lead's email, else
@@ -123,8 +125,7 @@ def sync_lead(
         session.rollback()
         release_lead(session, row.lead_id)
         raise
-    keeper.release(LEAD_CRM, [row.lead_id])
-    session.execute(update(Lead).where(Lead.id == row.lead_id).values(crm_lease_until=None))
+    release_lead(session, row.lead_id, commit=False)
 
 
 def _sync(
