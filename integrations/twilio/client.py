@@ -8,6 +8,7 @@ Codes: https://www.twilio.com/docs/api/errors
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -165,8 +166,22 @@ class TwilioMessenger:
             raise ServiceUnavailable("could not connect to Twilio; will retry") from None
         except (TwilioRestException, TwilioServiceException) as exc:
             raise _error_for(exc.code, exc.status, to, what=what) from None
-        except TwilioException:
-            raise ServiceUnavailable(f"Twilio failed on the {what} without a usable answer; will retry") from None
+        except TwilioException as exc:
+            # A list that fails ("Unable to fetch page") carries Twilio's answer, not a status: a 429 on a lookup
+            # is a rate limit like any other, not a failure that spends the retry budget.
+            answer = next((arg for arg in exc.args if isinstance(getattr(arg, "status_code", None), int)), None)
+            if answer is None:
+                raise ServiceUnavailable(f"Twilio failed on the {what} without a usable answer; will retry") from None
+            raise _error_for(_error_code(answer.text), answer.status_code, to, what=what) from None
+
+
+def _error_code(body: Any) -> int | None:
+    """Twilio's error code from an error answer's JSON body, if it has one."""
+    try:
+        code = json.loads(body).get("code")
+    except (TypeError, ValueError, AttributeError):
+        return None
+    return code if isinstance(code, int) else None
 
 
 def _error_for(code: int | None, status: int, to: str, what: str = "SMS") -> IntegrationError:

@@ -265,3 +265,15 @@ def test_a_failed_lookup_is_retried_later() -> None:
 
     with pytest.raises(ServiceUnavailable):
         messenger().find_sms(TO, BODY)
+
+
+@responses.activate
+def test_a_lookup_refused_for_the_rate_is_a_rate_limit_and_a_failed_one_keeps_its_status() -> None:
+    responses.get(MESSAGES_URL, json=twilio_error(20429, 429, "Too Many Requests"), status=429)
+    responses.get(MESSAGES_URL, body="<html>Bad Gateway</html>", status=502)
+
+    with pytest.raises(RateLimited):
+        messenger().find_sms(TO, BODY)
+    with pytest.raises(ServiceUnavailable) as failed:
+        messenger().find_sms(TO, BODY)
+    assert failed.value.status == 502

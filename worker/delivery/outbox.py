@@ -31,7 +31,7 @@ from worker.delivery.crm_sync import (
 from worker.staff.alerts import acknowledge_person, alert_staff
 from worker.staff.services import Services
 from worker.store.db import utcnow
-from worker.store.leases import OUTBOX, WORK_LEASE, keeper
+from worker.store.leases import LEAD_CRM, OUTBOX, WORK_LEASE, keeper
 from worker.store.models import OutboxKind, OutboxMessage, OutboxState, Submission
 
 log = logging.getLogger(__name__)
@@ -217,7 +217,11 @@ def deliver(session: Session, outbox_id: int, services: Services, now: datetime 
     try:
         return _deliver(session, outbox_id, services, now, batches=batches)
     finally:
-        keeper.release(OUTBOX)  # the outcomes are committed: the leases this call took are given up or gone
+        # The outcomes are committed, or the database is gone: either way this thread stops renewing the leases it
+        # took, so they are given up or run out. A lead lease renewed after its sync ended would keep the lead's
+        # every later sync waiting on a "busy" lead for as long as this process lives.
+        keeper.release(OUTBOX)
+        keeper.release(LEAD_CRM)
 
 
 def _deliver(session: Session, outbox_id: int, services: Services, now: datetime | None, *,

@@ -140,3 +140,36 @@ def test_a_renewal_skips_a_row_locked_by_a_transaction_still_open(
     renewal.join()
     keeper.stop()
     assert not waited, "the renewal waited on a row lock, holding the keeper's lock meanwhile"
+
+
+def test_a_crm_sync_cut_short_by_the_database_going_away_holds_no_lease_after_it(
+    session: Session, settings: Settings, form_object: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL shutting down mid-sync fails the rollback too: the lead's lease must still stop being renewed,
+    or every later sync of the lead waits on a lead "busy" for as long as the worker lives."""
+    from sqlalchemy.exc import OperationalError
+
+    import worker.delivery.crm_sync as crm_sync
+    from worker.store.leases import LEAD_CRM, keeper
+
+    ids = new_lead_outbox(session, settings, form_object)
+    gone = OperationalError("COMMIT", {}, Exception("the database system is shutting down"))
+
+    def database_gone(*args: Any, **kwargs: Any) -> None:
+        raise gone
+
+    monkeypatch.setattr(crm_sync, "_sync", database_gone)
+    rollback, failed_once = session.rollback, []
+
+    def rollback_fails_once() -> None:
+        if not failed_once:
+            failed_once.append(True)
+            raise gone
+        rollback()
+
+    monkeypatch.setattr(session, "rollback", rollback_fails_once)
+
+    outcome = deliver(session, ids[OutboxKind.CRM_SYNC], services(settings), batches=False)
+
+    assert failed_once and outcome.retry_in is not None
+    assert keeper.held(LEAD_CRM) == set() and keeper.held(OUTBOX) == set()
