@@ -34,10 +34,30 @@ TEST_KEYS = {
 }
 WEBHOOK_SECRET = "test-webhook-secret"
 
-POSTGRES_URL = os.environ.get(
+# Under pytest-xdist (`-n 2`) each worker process (gw0, gw1...) gets a database and a Redis database of its own.
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+
+
+def _own_database(url: str) -> str:
+    if not XDIST_WORKER or not url.startswith("postgresql"):
+        return url
+    from sqlalchemy.engine import make_url
+
+    target = make_url(url)
+    return target.set(database=f"{target.database}_{XDIST_WORKER}").render_as_string(hide_password=False)
+
+
+def _own_redis(url: str) -> str:
+    base, _, number = url.rpartition("/")
+    if not XDIST_WORKER or not number.isdigit():
+        return url
+    return f"{base}/{(int(number) + int(XDIST_WORKER.removeprefix('gw') or 0)) % 16}"
+
+
+POSTGRES_URL = _own_database(os.environ.get(
     "ADMITFLOW_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/admitflow_test"
-)
-REDIS_URL = os.environ.get("ADMITFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+))
+REDIS_URL = _own_redis(os.environ.get("ADMITFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/15"))
 REQUIRE_SERVICES = os.environ.get("ADMITFLOW_REQUIRE_SERVICES") == "1"
 
 
@@ -115,7 +135,7 @@ _migrated: set[str] = set()
 
 def _database_url(tmp_path: Path) -> str:
     chosen = os.environ.get("ADMITFLOW_TEST_DATABASE_URL")
-    return chosen if chosen else f"sqlite:///{tmp_path / 'admitflow-test.db'}"
+    return _own_database(chosen) if chosen else f"sqlite:///{tmp_path / 'admitflow-test.db'}"
 
 
 def configure_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, database_url: str, **extra: str) -> Settings:
