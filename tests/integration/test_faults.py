@@ -52,7 +52,7 @@ CHECKS: dict[str, Callable[[dict[str, int]], bool]] = {
 
 # How soon the work came back, where the scenario measures it.
 RECOVERY: dict[str, Callable[[dict[str, int]], bool]] = {
-    # Every staff alert in flight goes out within 30 s of a worker being back, with no lease ended by hand.
+    # Every staff alert in flight goes out within 30 s of a worker being back.
     "worker_sigkill": lambda facts: 0 <= facts[RESTART_TO_ALERTS_IN_FLIGHT] <= 30,
     # The worker rides out the broker's restart: it reconnects, it does not exit and wait for someone to start it.
     "redis_restart": lambda facts: facts["workers that died of it"] == 0,
