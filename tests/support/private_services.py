@@ -45,6 +45,8 @@ def missing_private_services() -> str | None:
             pwd.getpwnam("postgres")
         except KeyError:
             return "running as root without a `postgres` OS user to run a private PostgreSQL as"
+        if shutil.which("runuser") is None:
+            return "running as root without `runuser` on PATH (util-linux, in /usr/sbin) to run PostgreSQL as postgres"
     return None
 
 
