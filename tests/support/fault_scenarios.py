@@ -43,6 +43,7 @@ class Outcome:
     tally: Tally
     seconds: float
     facts: dict[str, int] = field(default_factory=dict)  # what the fault did, to show it happened
+    stalls: tuple[str, ...] = ()  # what was waiting each time the stack had to end a stall by hand
 
     @property
     def lost(self) -> int:
@@ -53,7 +54,8 @@ class Outcome:
         return sum(self.tally.doubled.values())
 
     def report(self) -> str:
-        return f"{self.scenario}: {self.tally.summary()}; {self.facts}; {self.seconds:.0f}s"
+        stalls = "".join(f"\n  stall: {stall}" for stall in self.stalls)
+        return f"{self.scenario}: {self.tally.summary()}; {self.facts}; {self.seconds:.0f}s{stalls}"
 
 
 class Submitter(threading.Thread):
@@ -264,4 +266,4 @@ def run_scenario(name: str, services: PrivateServices, workdir: Path, scale: Sca
             lost, doubled = scenario.desk(stack)
             tally.lost.update(lost)
             tally.doubled.update(doubled)
-        return Outcome(name, tally, time.monotonic() - started, facts)
+        return Outcome(name, tally, time.monotonic() - started, facts, tuple(stack.stalls))

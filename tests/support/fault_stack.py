@@ -149,6 +149,7 @@ class FaultStack:
     entries: dict[str, dict[str, Any]] = field(default_factory=dict)
     answers: dict[str, int] = field(default_factory=dict)  # entry id -> webhook status (0: no answer)
     lease_expiries: int = 0
+    stalls: list[str] = field(default_factory=list)  # what waited, each time a stall was ended by hand
     worker_started_at: float = 0.0  # time.time() of the last worker start
     lock: Lock = field(default_factory=Lock)
     _engine: Engine | None = None
@@ -260,6 +261,30 @@ class FaultStack:
             connection.execute(text("UPDATE poll_cursors SET next_poll_at = now() WHERE next_poll_at > now()"))
         self.lease_expiries += 1
 
+    def waiting_work(self) -> str:
+        """What is still to do and why it waits: each unfinished outbox row's kind, attempts, lease, due time and
+        last offer (seconds from now), its last error, and its lead's CRM lease; and the submissions not processed."""
+        try:
+            return self._waiting_work()
+        except Exception as exc:  # the database is down or restarting
+            return f"unknown ({type(exc).__name__})"
+
+    def _waiting_work(self) -> str:
+        with self.engine.connect() as connection:
+            rows = connection.execute(text(
+                "SELECT o.id, o.kind, o.attempts, o.fruitless, "
+                "extract(epoch FROM o.leased_until - now())::int, extract(epoch FROM o.next_attempt_at - now())::int, "
+                "extract(epoch FROM o.offered_at - now())::int, o.unanswered, "
+                "extract(epoch FROM l.crm_lease_until - now())::int, left(o.last_error, 160) "
+                "FROM outbox o LEFT JOIN leads l ON l.id = o.lead_id WHERE o.state = 'pending' ORDER BY o.id LIMIT 10"
+            )).all()
+            received = connection.execute(text(
+                "SELECT count(*), extract(epoch FROM min(offered_at) - now())::int FROM submissions "
+                "WHERE state = 'received'")).one()
+        described = [f"outbox {r[0]} {r[1]} attempts={r[2]} fruitless={r[3]} lease={r[4]} due={r[5]} "
+                     f"offered={r[6]} unanswered={r[7]} lead_lease={r[8]} error={r[9]!r}" for r in rows]
+        return "; ".join([*described, f"submissions received={received[0]} oldest offer={received[1]}"])
+
     def submit(self, number: int) -> int:
         """A person submits the form: WordPress stores the entry, then the Webhooks add-on posts it once."""
         entry = person_entry(number)
@@ -276,17 +301,18 @@ class FaultStack:
             self.answers[entry["id"]] = status
         return status
 
-    def progress(self) -> tuple[int, int, int, int, int]:
-        """Stored submissions, those still to process, outbox rows, rows delivered, rows dead."""
+    def progress(self) -> tuple[int, int, int, int, int, int]:
+        """Stored submissions, those still to process, outbox rows, rows delivered, rows dead, and delivery attempts
+        made (a row retried through a vendor storm is work moving, even while nothing gets delivered)."""
         with self.engine.connect() as connection:
             stored, waiting = connection.execute(text(
                 "SELECT count(*), count(*) FILTER (WHERE state = 'received') FROM submissions")).one()
-            rows, delivered, dead = connection.execute(text(
-                "SELECT count(*), count(*) FILTER (WHERE state = 'delivered'), count(*) FILTER (WHERE state = 'dead') "
-                "FROM outbox")).one()
-        return int(stored), int(waiting), int(rows), int(delivered), int(dead)
+            rows, delivered, dead, attempts = connection.execute(text(
+                "SELECT count(*), count(*) FILTER (WHERE state = 'delivered'), count(*) FILTER (WHERE state = 'dead'), "
+                "coalesce(sum(attempts), 0) FROM outbox")).one()
+        return int(stored), int(waiting), int(rows), int(delivered), int(dead), int(attempts)
 
-    def _snapshot(self) -> tuple[int, int, int, int, int] | None:
+    def _snapshot(self) -> tuple[int, int, int, int, int, int] | None:
         try:
             return self.progress()
         except Exception:  # the database is down or restarting
@@ -294,23 +320,26 @@ class FaultStack:
 
     def settle(self, timeout: float, *, stall_seconds: float = STALL_SECONDS) -> None:
         """Wait until every entry is stored and processed and every outbox row is delivered (or dead). When nothing
-        moves for `stall_seconds` (longer than a dead worker's leases last and the sweeper needs to find stale
-        work), the rest waits on a long backoff: the worker is stopped, leases and backoffs are ended, and it
-        starts again (counted in `lease_expiries`)."""
+        moves, not even a delivery attempt, for `stall_seconds` (longer than a dead worker's leases last and the
+        sweeper needs to find stale work), the rest waits on a lease no one renews or a long backoff: the worker is
+        stopped, leases and backoffs are ended, and it starts again (counted in `lease_expiries`, what waited in
+        `stalls`)."""
         deadline = time.monotonic() + timeout
         last, moved_at = None, time.monotonic()
         while True:
             snapshot = self._snapshot()
             if snapshot is not None:
-                stored, waiting, rows, delivered, dead = snapshot
+                stored, waiting, rows, delivered, dead, _ = snapshot
                 if stored >= len(self.entries) and waiting == 0 and rows > 0 and delivered + dead == rows:
                     return
             if time.monotonic() > deadline:
                 raise AssertionError(f"not settled after {timeout:g}s: (stored, to process, outbox rows, "
-                                     f"delivered, dead) = {snapshot} for {len(self.entries)} entries")
+                                     f"delivered, dead, attempts) = {snapshot} for {len(self.entries)} entries; "
+                                     f"waiting: {self.waiting_work()}")
             if snapshot != last:
                 last, moved_at = snapshot, time.monotonic()
             elif time.monotonic() - moved_at > stall_seconds:
+                self.stalls.append(self.waiting_work())
                 self.stop("worker")
                 self.expire_dead_leases()
                 self.start_worker()
