@@ -59,7 +59,11 @@ def lease_lead(session: Session, lead_id: int, now: datetime, *, commit: bool = 
 def release_lead(session: Session, lead_id: int, *, commit: bool = True) -> None:
     """Give up the lead's CRM lease. Commits, unless `commit` is false: then the caller's commit releases it."""
     keeper.release(LEAD_CRM, [lead_id])
-    session.execute(update(Lead).where(Lead.id == lead_id).values(crm_lease_until=None))
+    loaded = session.get(Lead, lead_id) if not commit else None  # in the session: one UPDATE with its other changes
+    if loaded is not None:
+        loaded.crm_lease_until = None
+    else:
+        session.execute(update(Lead).where(Lead.id == lead_id).values(crm_lease_until=None))
     if commit:
         session.commit()
 
@@ -113,14 +117,20 @@ def callback_task(lead: Lead, owner_id: str | None, due_at: datetime, through: s
 def sync_lead(
     session: Session, row: OutboxMessage, crm: CRM, roster: Roster, settings: Settings, now: datetime
 ) -> None:
-    """Contact, then note, then task, committing each id as it comes back, so a retry resumes after the last
-    step that succeeded instead of creating a second record. Holds the lead's lease throughout.
+    """Contact, then note, then task, each id committed before the next call goes out (with the next step's
+    mark), so a retry resumes after the last step that succeeded instead of creating a second record. Holds the
+    lead's lease throughout.
 
-    The lease is committed with the first mark before the first CRM call, and on success its release is left to
-    the caller's commit (the delivery's outcome): a crash before it leaves the lease to run out."""
+    The lease is committed with the first mark before the first CRM call; on success, the last id and the lease's
+    release are left to the caller's commit (the delivery's outcome): a crash before it leaves the lease to run out
+    and the last step marked, so the retry looks for its record."""
     lease_lead(session, row.lead_id, now, commit=False)
     try:
         _sync(session, row, crm, roster, settings, now)
+    except IntegrationError:
+        session.commit()  # the ids the vendor gave before this failure (every call's mark is committed already)
+        release_lead(session, row.lead_id)
+        raise
     except BaseException:
         session.rollback()
         release_lead(session, row.lead_id)
@@ -151,34 +161,39 @@ def _sync(
         card = contact_card(lead, submission, details, sharing())
         session.commit()  # ends the read: no transaction stays open across the call
         contact_id = crm.upsert_contact(card, lead.crm_contact_id)
-        answered(session, [row], "contact")
+        # Another row's doubt about creating the contact ended when its id was recorded: it is never read again.
+        answered(session, [row], "contact", commit=False, others=False)
     else:
-        look_first(session, row, "contact", crm, timeout, now)  # the upsert itself looks: only the wait matters
+        # The upsert itself looks: only the wait matters, and whether other rows hold marks to clear.
+        marked = look_first(session, row, "contact", crm, timeout, now)
         card = contact_card(lead, submission, details, sharing())
         with sending(session, [row], "contact"):
             contact_id = crm.upsert_contact(card, None)
         lead.crm_contact_id = contact_id
-        answered(session, [row], "contact")
+        answered(session, [row], "contact", commit=False, others=marked)
 
     note = note_text(lead, submission, details, note_room(crm)) if details else None
     if submission.crm_note_id is None and note:
         look = look_first(session, row, "note", crm, timeout, now)
         with sending(session, [row], "note"):
             submission.crm_note_id = crm.add_note(contact_id, note, submission.received_at, look_first=look)
-        answered(session, [row], "note")
+        answered(session, [row], "note", commit=False)
 
     if lead.crm_task_id is None and can_call_back(lead):
-        look_first(session, row, "task", crm, timeout, now)  # the task is always looked for: only the wait matters
+        # The task is always looked for: only the wait matters, and whether other rows hold marks to clear.
+        marked = look_first(session, row, "task", crm, timeout, now)
         spec = _task_for(session, lead, submission, roster, settings, now, forms, sharing())
         with sending(session, [row], "task"):
             lead.crm_task_id = crm.ensure_callback_task(contact_id, spec)
-        answered(session, [row], "task")
+        answered(session, [row], "task", commit=False, others=marked)
 
 
 def _task_for(session: Session, lead: Lead, submission: Submission, roster: Roster, settings: Settings,
               now: datetime, forms: FormReader, shared: Shared | None) -> CallbackTaskSpec:
-    # A lead claimed before its task exists gets it owned by the claimer; otherwise the on-call person.
-    claim = session.scalar(select(Claim).where(Claim.lead_id == lead.id))
+    # A lead claimed before its task exists gets it owned by the claimer; otherwise the on-call person. Read
+    # without a flush: the sync's pending ids go out with the task's mark, in one UPDATE of the row.
+    with session.no_autoflush:
+        claim = session.scalar(select(Claim).where(Claim.lead_id == lead.id))
     owner = claim.crm_owner_id if claim else roster.on_call_staff(now)[0].crm_owner_id
     due = call_time_of(session, submission, settings, forms) or now
     holder, _ = shared or (None, False)

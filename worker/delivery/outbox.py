@@ -71,6 +71,7 @@ def lease(session: Session, outbox_id: int, now: datetime) -> OutboxMessage | No
             or_(OutboxMessage.leased_until.is_(None), OutboxMessage.leased_until < now),
         )
         .values(leased_until=now + LEASE, attempts=OutboxMessage.attempts + 1)
+        .execution_options(synchronize_session=False)  # the row is read afresh below
     )
     session.commit()
     if taken.rowcount != 1:  # type: ignore[attr-defined]
@@ -176,13 +177,10 @@ def _deliver_batch(session: Session, row: OutboxMessage, site: str, crm: BatchCR
 
 
 def _delivered(session: Session, row: OutboxMessage) -> Delivery:
-    """Record the row delivered, with whatever the delivery left pending in the session, in one commit."""
-    session.execute(
-        update(OutboxMessage)
-        .where(OutboxMessage.id == row.id)
-        .values(state=OutboxState.DELIVERED, delivered_at=utcnow(), leased_until=None, last_error=None, fruitless=0,
-                unanswered=None, unanswered_at=None)
-    )
+    """Record the row delivered, with whatever the delivery left pending in the session, in one commit (one UPDATE
+    of the row with the changes the delivery made to it)."""
+    row.state, row.delivered_at, row.leased_until, row.last_error = OutboxState.DELIVERED, utcnow(), None, None
+    row.fruitless, row.unanswered, row.unanswered_at = 0, None, None
     session.commit()
     return Delivery(OutboxState.DELIVERED)
 

@@ -100,16 +100,20 @@ _MAPPINGS_KEPT = 256
 
 
 def _mapping(session: Session, settings: Settings, site: str, form_id: str) -> tuple[Form, FormMapping] | None:
-    found = session.execute(select(FormDefinition.updated_at, FormDefinition.definition).where(
-        FormDefinition.site == site, FormDefinition.form_id == form_id)).first()
-    if found is None:
+    registered = (FormDefinition.site == site) & (FormDefinition.form_id == form_id)
+    updated_at = session.scalar(select(FormDefinition.updated_at).where(registered))
+    if updated_at is None:
         return None
     overrides = form_overrides(settings, site, form_id)
-    key = (site, form_id, found.updated_at, tuple(sorted(overrides.items())))
+    key = (site, form_id, updated_at, tuple(sorted(overrides.items())))
     if key not in _MAPPINGS:
+        # Read apart from its time: a definition is large, and the time alone says whether the kept one is current.
+        definition = session.scalar(select(FormDefinition.definition).where(registered))
+        if definition is None:
+            return None  # removed between the two reads
         if len(_MAPPINGS) >= _MAPPINGS_KEPT:
             _MAPPINGS.clear()
-        form = Form.model_validate(found.definition)
+        form = Form.model_validate(definition)
         _MAPPINGS[key] = (form, infer_mapping(form, overrides))
     return _MAPPINGS[key]
 

@@ -56,8 +56,11 @@ def unanswered_since(session: Session, row: OutboxMessage, step: str) -> datetim
     rows) was last sent without an answer, or None when nothing is in doubt."""
     if step not in LEAD_STEPS:
         return row.unanswered_at if row.unanswered == step else None
-    return session.scalar(select(func.max(OutboxMessage.unanswered_at)).where(
-        OutboxMessage.lead_id == row.lead_id, OutboxMessage.kind == row.kind, OutboxMessage.unanswered == step))
+    # Without a flush: marks are committed as they are set, so what waits in the session (a step answered, its own
+    # mark cleared) cannot change which rows hold a mark for this later step; it goes out with the next commit.
+    with session.no_autoflush:
+        return session.scalar(select(func.max(OutboxMessage.unanswered_at)).where(
+            OutboxMessage.lead_id == row.lead_id, OutboxMessage.kind == row.kind, OutboxMessage.unanswered == step))
 
 
 def look_first(session: Session, row: OutboxMessage, step: str, crm: CRM, timeout: float, now: datetime) -> bool:
@@ -73,19 +76,23 @@ def look_first(session: Session, row: OutboxMessage, step: str, crm: CRM, timeou
     return True
 
 
-def answered(session: Session, rows: Sequence[OutboxMessage], step: str) -> None:
+def answered(session: Session, rows: Sequence[OutboxMessage], step: str, *, commit: bool = True,
+             others: bool = True) -> None:
     """The vendor answered with the record: nothing of `step` is in doubt for these rows (or their leads) now,
-    and each made progress. Commits."""
+    and each made progress. For a lead's step, the marks the lead's other rows hold are cleared too, unless
+    `others` is false (the caller looked and found none). Commits, unless `commit` is false: then the caller's next
+    commit (the next step's mark, before its call) records it with the record's id."""
     now = utcnow()
     for row in rows:
         row.progressed_at = now
         if row.unanswered == step:
             row.unanswered, row.unanswered_at = None, None
-    if step in LEAD_STEPS and rows:
+    if others and step in LEAD_STEPS and rows:
         session.execute(update(OutboxMessage).where(
             OutboxMessage.lead_id.in_({row.lead_id for row in rows}), OutboxMessage.kind == OutboxKind.CRM_SYNC,
             OutboxMessage.unanswered == step).values(unanswered=None, unanswered_at=None))
-    session.commit()
+    if commit:
+        session.commit()
 
 
 def refused_before_writing(error: IntegrationError) -> bool:

@@ -6,15 +6,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from config.settings import Settings
 from integrations.crm import CallbackTaskSpec, LogOnlyCRM
 from integrations.errors import IntegrationError, RateLimited, ServiceUnavailable
+from tests.conftest import make_entry
 from tests.worker.delivery.test_outbox import new_lead_outbox, services
 from worker.delivery.outbox import backoff, deliver
+from worker.intake.entries import store_entry
+from worker.leads.processing import process_submission
 from worker.store.db import utcnow
-from worker.store.models import OutboxKind, OutboxMessage, OutboxState
+from worker.store.models import Lead, OutboxKind, OutboxMessage, OutboxState, Submission, SubmissionSource
 
 
 @dataclass
@@ -95,3 +99,46 @@ def test_a_note_whose_answer_was_lost_is_looked_for_before_it_is_added_again(
 
     assert row.state == OutboxState.DELIVERED
     assert crm.note_lookups == [False, True], "only the retry, which may follow a lost answer, looks first"
+
+
+@dataclass
+class CountingCRM(FlakyCRM):
+    notes_sent: int = 0
+
+    def add_note(self, contact_id: str, text: str, at: datetime, *, look_first: bool = False) -> str:
+        self.notes_sent += 1
+        return super().add_note(contact_id, text, at, look_first=look_first)
+
+
+def test_a_note_made_before_the_sync_waits_on_the_search_index_is_kept_for_the_retry(
+    session: Session, settings: Settings, form_object: dict[str, Any]
+) -> None:
+    """The person wrote again while their first request's task had just lost its answer: the repeat's sync adds
+    its note, then must wait for the CRM's search before looking for that task. The note's id is kept through
+    the wait, so the retry does not send the note again."""
+    first = new_lead_outbox(session, settings, form_object)
+    repeat = store_entry(session, site=settings.site, entry=make_entry(2), source=SubmissionSource.CLI)
+    session.commit()
+    process_submission(session, repeat.submission_id, settings)
+    session.commit()
+    first_sync = session.get_one(OutboxMessage, first[OutboxKind.CRM_SYNC])
+    repeat_sync = session.scalars(select(OutboxMessage).where(
+        OutboxMessage.submission_id == repeat.submission_id, OutboxMessage.kind == OutboxKind.CRM_SYNC)).one()
+    assert repeat_sync.lead_id == first_sync.lead_id
+    now = utcnow()
+    lead = session.get_one(Lead, first_sync.lead_id)
+    lead.crm_contact_id = "contact-1"
+    session.get_one(Submission, first_sync.submission_id).crm_note_id = "note-1"
+    first_sync.state = OutboxState.DELIVERED
+    first_sync.unanswered, first_sync.unanswered_at = "task", now  # its task went out, the answer never came
+    session.commit()
+    crm = CountingCRM()
+
+    waited = deliver(session, repeat_sync.id, services(settings, crm=crm), now=now)
+
+    assert waited.state == OutboxState.PENDING and waited.retry_in is not None, "the task waits for the index"
+    session.expire_all()
+    assert session.get_one(Submission, repeat.submission_id).crm_note_id is not None, "the note's id is kept"
+    later = deliver(session, repeat_sync.id, services(settings, crm=crm), now=now + timedelta(minutes=5))
+    assert later.state == OutboxState.DELIVERED
+    assert crm.notes_sent == 1, "the retry resumed at the task"

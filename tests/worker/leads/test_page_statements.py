@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from config.settings import Settings
 from tests.conftest import make_entry
 from worker.intake.entries import register_form, store_entries
-from worker.leads.processing import process_submissions
+from worker.leads.processing import FormReader, process_submissions
 from worker.store.db import session_scope
 from worker.store.models import Lead, SubmissionSource
 
@@ -56,6 +56,8 @@ def test_a_page_costs_the_same_statements_for_four_people_as_for_sixteen(
     with session_scope() as session:
         register_form(session, site=pg_settings.site, form_object=form_object)
         session.commit()
+        # A worker reads a form's definition once, into its kept mapping; then only its time, page after page.
+        FormReader(session, pg_settings).form(pg_settings.site, str(form_object["id"]))
 
         small = statements_for(session, pg_settings, page(1, 4, "617"))
         assert session.scalar(select(func.count()).select_from(Lead)) == 8  # Sarah (twice) and Morgan, four times
