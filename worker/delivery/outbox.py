@@ -61,8 +61,9 @@ def backoff(fruitless: int, error: IntegrationError, first: timedelta = FIRST_RE
 
 
 def lease(session: Session, outbox_id: int, now: datetime) -> OutboxMessage | None:
-    """Take the row for this worker if it is pending, due and not leased by another. Commits."""
-    taken = session.execute(
+    """Take the row for this worker if it is pending, due and not leased by another, and load it as taken.
+    Commits."""
+    row = session.scalars(
         update(OutboxMessage)
         .where(
             OutboxMessage.id == outbox_id,
@@ -71,13 +72,14 @@ def lease(session: Session, outbox_id: int, now: datetime) -> OutboxMessage | No
             or_(OutboxMessage.leased_until.is_(None), OutboxMessage.leased_until < now),
         )
         .values(leased_until=now + LEASE, attempts=OutboxMessage.attempts + 1)
-        .execution_options(synchronize_session=False)  # the row is read afresh below
-    )
+        .returning(OutboxMessage),
+        execution_options={"synchronize_session": False, "populate_existing": True},
+    ).one_or_none()
     session.commit()
-    if taken.rowcount != 1:  # type: ignore[attr-defined]
+    if row is None:
         return None
     keeper.hold(OUTBOX, [outbox_id])
-    return session.get_one(OutboxMessage, outbox_id, populate_existing=True)
+    return row
 
 
 def lease_batch_mates(
