@@ -51,7 +51,7 @@ def fresh_database() -> None:
                    check=True, capture_output=True)
     import redis
 
-    redis.Redis.from_url(REDIS_URL).delete("admitflow")
+    redis.Redis.from_url(REDIS_URL).delete("admitflow", "admitflow-crm")
 
 
 def recreate_database(url: str) -> None:

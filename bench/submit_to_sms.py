@@ -1,12 +1,13 @@
 """Submit → staff SMS latency through the real web app, Redis broker and Celery worker, Twilio faked on loopback.
 
-    python bench/submit_to_sms.py [--entries 200] [--rate 10] [--workers 2]
+    python bench/submit_to_sms.py [--entries 200] [--rate 10] [--workers 2] [--crm-latency SECONDS]
 
 Posts one entry per new person at a fixed rate to `admitflow web`, and measures, per entry, the time from the
 POST to the moment the loopback Twilio receives the staff text for it. CRM is log-only (no credentials), so the
-path measured is intake → processing → outbox → SMS. Also reports the worker's CPU per lead: the CPU time of the
-worker and its pool processes over the run, divided by the leads, beside the machine's load average (a loaded
-machine stretches the latencies, not the CPU per lead).
+path measured is intake → processing → outbox → SMS; with `--crm-latency`, the workers also sync every lead to a
+loopback HubSpot that answers each creation that late, as a slow CRM does. Also reports the worker's CPU per
+lead: the CPU time of the worker and its pool processes over the run, divided by the leads, beside the machine's
+load average (a loaded machine stretches the latencies, not the CPU per lead).
 """
 
 from __future__ import annotations
@@ -88,12 +89,18 @@ def main() -> None:
     parser.add_argument("--workers", "--concurrency", dest="workers", type=int, default=2,
                         help="worker (prefork pool) processes")
     parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument("--crm-latency", type=float, default=None, metavar="SECONDS",
+                        help="sync to a loopback HubSpot that takes this long to answer each contact and task it "
+                             "creates (default: a log-only CRM)")
     args = parser.parse_args()
     fresh_database()
     with watched() as watch, FakeProviders() as twilio:
         env = environment()
         env.update(TWILIO_ACCOUNT_SID=TWILIO_SID, TWILIO_AUTH_TOKEN="bench-token",  # noqa: S106 (loopback fake)
                    TWILIO_FROM_NUMBER="+18555550100", TWILIO_API_BASE_URL=twilio.url, TWILIO_SMS_PER_SECOND="0")
+        if args.crm_latency is not None:
+            env.update(HUBSPOT_TOKEN="bench-token", HUBSPOT_BASE_URL=twilio.url)  # noqa: S106 (loopback fake)
+            twilio.state.create_answer_delay = args.crm_latency
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         posted: dict[int, float] = {}
@@ -119,8 +126,9 @@ def main() -> None:
                     if call.path.endswith("/Messages.json")}
     entry_of = entry_ids_by_ref()
     latencies = [at - posted[entry_of[ref] - 10_000] for ref, at in arrivals.items() if ref in entry_of]
+    crm = "log-only CRM" if args.crm_latency is None else f"HubSpot creating in {args.crm_latency:g} s"
     print(f"{len(arrivals)} of {args.entries} staff texts arrived (posted at {args.rate:g}/s, "
-          f"{args.workers} worker processes)")
+          f"{args.workers} worker processes, {crm})")
     print(f"worker CPU {cpu_used * 1000 / args.entries:.1f} ms per lead ({cpu_used:.1f} s over {args.entries} leads)")
     if latencies:
         print(f"{'p50 s':>8} {'p90 s':>8} {'p99 s':>8} {'max s':>8}")

@@ -15,6 +15,14 @@ from config.settings import get_settings
 settings = get_settings()
 
 ROUTINE_QUEUE = "admitflow-routine"
+WORK_QUEUE = "admitflow"
+# CRM work (syncs, assignments, call logs) has a queue of its own, which a worker takes from only when nothing
+# waits in the others: a CRM backlog (a slow or rate-limiting CRM, a backfill's syncs) never stands between a new
+# submission and the staff text it brings; the CRM catches up when intake lets it.
+CRM_QUEUE = "admitflow-crm"
+WORK_QUEUES = (WORK_QUEUE, CRM_QUEUE)
+# The order a worker takes from its queues (the Redis transport's "priority" order: the first with a message).
+QUEUES_BY_PRIORITY = (ROUTINE_QUEUE, WORK_QUEUE, CRM_QUEUE)
 
 
 def _every(seconds: float, task: str) -> dict[str, Any]:
@@ -27,7 +35,8 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     # Redis re-delivers a task whose worker has not acknowledged it within this time; it must outlast the longest
     # task (the hard time limit below), or a slow task would run twice at once.
-    broker_transport_options={"visibility_timeout": settings.celery_visibility_timeout_seconds},
+    broker_transport_options={"visibility_timeout": settings.celery_visibility_timeout_seconds,
+                              "queue_order_strategy": "priority"},
     task_serializer="json",
     accept_content=["json"],
     task_ignore_result=True,
@@ -41,7 +50,7 @@ app.conf.update(
     worker_cancel_long_running_tasks_on_connection_loss=False,
     task_soft_time_limit=60,
     task_time_limit=90,
-    task_default_queue="admitflow",
+    task_default_queue=WORK_QUEUE,
     # Beat's routines (heartbeat, sweep, poll, escalation check) have a queue of their own, which every worker also
     # takes from in turn: a backlog of entries (a backfill) neither delays reminders nor makes beat look dead.
     task_routes={name: {"queue": ROUTINE_QUEUE} for name in

@@ -6,10 +6,11 @@ import logging
 from collections.abc import Iterable
 from datetime import timedelta
 
+from celery import Task
 from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_ready, worker_shutdown
 from sqlalchemy.exc import OperationalError
 
-from config.celery_app import ROUTINE_QUEUE, app
+from config.celery_app import CRM_QUEUE, ROUTINE_QUEUE, WORK_QUEUES, app
 from config.sites import load_sites
 from worker.delivery.dispatch import CeleryDispatcher, hand_on, process_stored
 from worker.delivery.outbox import deliver
@@ -74,18 +75,22 @@ def process_submissions_task(submission_ids: list[int]) -> None:
     _retry_later(hand_on(outbox_ids, services, CeleryDispatcher()))
 
 
-@app.task(name="admitflow.deliver_outbox", **DATABASE_RETRY)
-def deliver_outbox_task(outbox_id: int) -> None:
+@app.task(name="admitflow.deliver_outbox", bind=True, **DATABASE_RETRY)
+def deliver_outbox_task(self: Task, outbox_id: int) -> None:
     with session_scope() as session:
         delivery = deliver(session, outbox_id, default_services())
-    _retry_later([(outbox_id, delivery.retry_in), *delivery.others_due])
+    # CRM work retries in the CRM's lane (a batch's rows too); the rest in the work queue, never the routine one.
+    came_from = (self.request.delivery_info or {}).get("routing_key")
+    _retry_later([(outbox_id, delivery.retry_in), *delivery.others_due],
+                 queue=CRM_QUEUE if came_from == CRM_QUEUE else None)
 
 
-def _retry_later(due: Iterable[tuple[int, timedelta | None]]) -> None:
-    """Send each row due again soon back through the broker, after its wait; the sweeper takes longer waits."""
+def _retry_later(due: Iterable[tuple[int, timedelta | None]], queue: str | None = None) -> None:
+    """Send each row due again soon back through the broker (to `queue`, else the work queue), after its wait;
+    the sweeper takes longer waits."""
     for row_id, retry_in in due:
         if retry_in is not None and retry_in <= MAX_BROKER_COUNTDOWN:
-            deliver_outbox_task.apply_async((row_id,), countdown=retry_in.total_seconds())
+            deliver_outbox_task.apply_async((row_id,), countdown=retry_in.total_seconds(), queue=queue)
 
 
 @app.task(name="admitflow.heartbeat")
@@ -127,11 +132,11 @@ def sweep_task() -> None:
 
 
 def _queued_messages() -> int | None:
-    """Task messages waiting in the work queue (not those workers have taken); None when the broker cannot say."""
+    """Task messages waiting in the work queues (not those workers have taken); None when the broker cannot say."""
     try:
         with app.connection_for_read() as connection:
-            declared = connection.default_channel.queue_declare(queue=app.conf.task_default_queue)
-            return int(declared.message_count)
+            return sum(int(connection.default_channel.queue_declare(queue=queue).message_count)
+                       for queue in WORK_QUEUES)
     except Exception as exc:
         log.warning("could not read the broker's queue length (%s); the sweeper offers stale work again anyway",
                     type(exc).__name__)

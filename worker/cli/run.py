@@ -56,12 +56,12 @@ def worker(concurrency: int, events: bool) -> None:
     """Run a Celery worker."""
     settings = command_settings()
     preflight(settings, "worker")
-    from config.celery_app import ROUTINE_QUEUE, ROUTINE_TASKS, app
+    from config.celery_app import QUEUES_BY_PRIORITY, ROUTINE_TASKS, app
     from config.logging import quiet_routine_tasks
 
     quiet_routine_tasks(ROUTINE_TASKS)
     app.worker_main(["worker", "--loglevel", settings.log_level, "--concurrency", str(concurrency),
-                     "--queues", f"admitflow,{ROUTINE_QUEUE}", "--without-gossip", "--without-mingle",
+                     "--queues", ",".join(QUEUES_BY_PRIORITY), "--without-gossip", "--without-mingle",
                      *(["--task-events"] if events else [])])
 
 

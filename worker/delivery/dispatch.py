@@ -40,12 +40,20 @@ ALERTS_SENT_IN_PLACE = 10
 IN_PLACE_SECONDS = 15.0
 
 
+# Outbox rows that only write to the CRM: they go to the CRM's own queue, behind which no staff text waits.
+CRM_KINDS = frozenset({OutboxKind.CRM_SYNC, OutboxKind.CRM_ASSIGN, OutboxKind.CRM_CALL_LOG, OutboxKind.CRM_VOICEMAIL,
+                       OutboxKind.CRM_CORRECT})
+
+
 class Dispatcher(Protocol):
     def submission_stored(self, submission_id: int) -> None: ...
 
     def submissions_stored(self, submission_ids: list[int]) -> None: ...
 
     def outbox_ready(self, outbox_ids: Iterable[int]) -> None: ...
+
+    def crm_ready(self, outbox_ids: Iterable[int]) -> None:
+        """Rows of `CRM_KINDS`: work that may wait behind other CRM work without delaying anyone's text."""
 
 
 def _pages(submission_ids: list[int]) -> list[list[int]]:
@@ -88,11 +96,14 @@ def hand_on(outbox_ids: list[int], services: Services, dispatcher: Dispatcher) -
     if not outbox_ids:
         return []
     with session_scope() as session:
-        alerts = set(session.scalars(select(OutboxMessage.id).where(
-            OutboxMessage.id.in_(outbox_ids), OutboxMessage.kind == OutboxKind.STAFF_ALERT)))
+        kinds = {outbox_id: kind for outbox_id, kind in session.execute(
+            select(OutboxMessage.id, OutboxMessage.kind).where(OutboxMessage.id.in_(outbox_ids)))}
+    alerts = {outbox_id for outbox_id, kind in kinds.items() if kind == OutboxKind.STAFF_ALERT}
     if len(alerts) > ALERTS_SENT_IN_PLACE:
         alerts = set()
-    dispatcher.outbox_ready(outbox_id for outbox_id in outbox_ids if outbox_id not in alerts)
+    dispatcher.outbox_ready(outbox_id for outbox_id in outbox_ids
+                            if outbox_id not in alerts and kinds.get(outbox_id) not in CRM_KINDS)
+    dispatcher.crm_ready(outbox_id for outbox_id in outbox_ids if kinds.get(outbox_id) in CRM_KINDS)
     due_again = []
     until = time.monotonic() + IN_PLACE_SECONDS
     for n, outbox_id in enumerate(sorted(alerts)):
@@ -126,12 +137,18 @@ class CeleryDispatcher:
         for outbox_id in outbox_ids:
             _send(DELIVER_OUTBOX, outbox_id)
 
+    def crm_ready(self, outbox_ids: Iterable[int]) -> None:
+        from config.celery_app import CRM_QUEUE
 
-def _send(task_name: str, item: int | list[int]) -> None:
+        for outbox_id in outbox_ids:
+            _send(DELIVER_OUTBOX, outbox_id, queue=CRM_QUEUE)
+
+
+def _send(task_name: str, item: int | list[int], queue: str | None = None) -> None:
     from config.celery_app import app
 
     try:
-        app.send_task(task_name, (item,), retry=True, retry_policy={"max_retries": 2})
+        app.send_task(task_name, (item,), retry=True, retry_policy={"max_retries": 2}, queue=queue)
     except Exception as exc:
         log.warning("could not reach the broker (%s); the sweeper will pick up %s", type(exc).__name__,
                     f"items {item[0]}..{item[-1]}" if isinstance(item, list) else f"item {item}")
@@ -156,6 +173,9 @@ class InlineDispatcher:
             with session_scope() as session:
                 # Without a broker nothing could come back for a row that waited for a batch: one at a time.
                 deliver(session, outbox_id, self.services, batches=False)
+
+    def crm_ready(self, outbox_ids: Iterable[int]) -> None:
+        self.outbox_ready(outbox_ids)
 
 
 def dispatcher_for(settings: Settings, services: Services) -> Dispatcher:

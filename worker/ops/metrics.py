@@ -38,7 +38,6 @@ from worker.store.models import (
 
 log = logging.getLogger(__name__)
 
-CELERY_QUEUE = "admitflow"  # config/celery_app.py: task_default_queue
 # Seconds: speed to lead is judged in minutes, with a long tail into hours overnight.
 SPEED_BUCKETS = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 43200.0)
 
@@ -184,14 +183,17 @@ def phone_line_metrics(session: Session) -> list[Metric]:
 
 
 def queue_depth(broker_url: str) -> int | None:
-    """Messages waiting in the Celery queue (a Redis list); None without a Redis broker or when unreachable."""
+    """Messages waiting in the Celery work queues (Redis lists: new work and the CRM's); None without a Redis broker
+    or when unreachable."""
     if not broker_url.startswith(("redis://", "rediss://")):
         return None
     import redis
 
+    from config.celery_app import WORK_QUEUES
+
     try:
         client = redis.Redis.from_url(broker_url, socket_connect_timeout=1, socket_timeout=1)
-        return int(client.llen(CELERY_QUEUE))
+        return sum(int(client.llen(queue)) for queue in WORK_QUEUES)
     except redis.RedisError as exc:
         log.warning("metrics could not read the queue depth: Redis answered %s", type(exc).__name__)
         return None
@@ -208,8 +210,8 @@ class AdmitflowCollector(Collector):
             yield from database_metrics(session)
         depth = queue_depth(self._settings.celery_broker_url)
         if depth is not None:
-            yield GaugeMetricFamily("admitflow_queue_depth", f"Tasks waiting in the Celery queue {CELERY_QUEUE!r}",
-                                    value=depth)
+            yield GaugeMetricFamily("admitflow_queue_depth", "Tasks waiting in the Celery work queues (new work and "
+                                    "the CRM's)", value=depth)
 
 
 def metrics_router(settings: Settings) -> APIRouter:

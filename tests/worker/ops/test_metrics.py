@@ -118,13 +118,15 @@ def test_queue_depth_is_read_only_from_a_redis_broker() -> None:
 
 
 @pytest.mark.services
-def test_queue_depth_is_the_length_of_the_celery_queue_in_redis(redis_url: str) -> None:
+def test_queue_depth_counts_new_work_and_the_crms_waiting_work_in_redis(redis_url: str) -> None:
     import redis
 
     connection = redis.Redis.from_url(redis_url)
-    connection.delete("admitflow")
+    connection.delete("admitflow", "admitflow-crm", "admitflow-routine")
     connection.rpush("admitflow", "a", "b", "c")
+    connection.rpush("admitflow-crm", "d", "e")
+    connection.rpush("admitflow-routine", "f")  # beat's routines: not work waiting
     try:
-        assert queue_depth(redis_url) == 3
+        assert queue_depth(redis_url) == 5
     finally:
-        connection.delete("admitflow")
+        connection.delete("admitflow", "admitflow-crm", "admitflow-routine")

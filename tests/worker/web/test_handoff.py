@@ -30,6 +30,9 @@ class Pages:
     def outbox_ready(self, outbox_ids: Iterable[int]) -> None:
         raise AssertionError("the web door hands on submissions only")
 
+    def crm_ready(self, outbox_ids: Iterable[int]) -> None:
+        raise AssertionError("the web door hands on submissions only")
+
 
 def test_ids_stored_close_together_go_to_the_broker_as_one_page_in_order() -> None:
     pages = Pages()

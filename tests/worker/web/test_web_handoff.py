@@ -34,6 +34,9 @@ class Recording:
     def outbox_ready(self, outbox_ids: Iterable[int]) -> None:
         self.events.append(("outbox", list(outbox_ids)))
 
+    def crm_ready(self, outbox_ids: Iterable[int]) -> None:
+        self.events.append(("crm", list(outbox_ids)))
+
 
 def post(app: Any, body: bytes, events: list[Event]) -> None:
     scope = {
