@@ -58,6 +58,20 @@ def entry_ids_by_ref() -> dict[str, int]:
     return {ref: int(entry_id) for ref, entry_id in rows}
 
 
+def work_settled(deadline: float) -> bool:
+    """Wait until no outbox row is pending (the CRM syncs done too); False if some still were at `deadline`."""
+    engine = create_engine(POSTGRES_URL)
+    try:
+        while True:
+            with engine.connect() as connection:
+                pending = connection.execute(text("SELECT count(*) FROM outbox WHERE state = 'pending'")).scalar_one()
+            if pending == 0 or time.monotonic() > deadline:
+                return pending == 0
+            time.sleep(0.2)
+    finally:
+        engine.dispose()
+
+
 def cpu_seconds(pid: int) -> float:
     """CPU time (user + system) of the process, of its reaped children, and of its live descendants."""
     ticks = os.sysconf("SC_CLK_TCK")
@@ -120,7 +134,7 @@ def main() -> None:
             deadline = time.monotonic() + args.timeout
             while len(twilio.state.sms) < args.entries and time.monotonic() < deadline:
                 time.sleep(0.2)
-            time.sleep(1)  # the CRM syncs of the last leads, which the texts do not wait for
+            settled = work_settled(deadline)  # the CRM syncs, which the texts do not wait for
             cpu_used = cpu_seconds(worker.pid) - cpu_before
         arrivals = {sms_ref(call.body["Body"]): call.at for call in twilio.state.calls
                     if call.path.endswith("/Messages.json")}
@@ -129,7 +143,8 @@ def main() -> None:
     crm = "log-only CRM" if args.crm_latency is None else f"HubSpot creating in {args.crm_latency:g} s"
     print(f"{len(arrivals)} of {args.entries} staff texts arrived (posted at {args.rate:g}/s, "
           f"{args.workers} worker processes, {crm})")
-    print(f"worker CPU {cpu_used * 1000 / args.entries:.1f} ms per lead ({cpu_used:.1f} s over {args.entries} leads)")
+    print(f"worker CPU {cpu_used * 1000 / args.entries:.1f} ms per lead ({cpu_used:.1f} s over {args.entries} leads"
+          f"{', all delivered' if settled else ', some outbox rows still pending: a partial figure'})")
     if latencies:
         print(f"{'p50 s':>8} {'p90 s':>8} {'p99 s':>8} {'max s':>8}")
         print(f"{percentile(latencies, 0.5):>8.3f} {percentile(latencies, 0.9):>8.3f} "
