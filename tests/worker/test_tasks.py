@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from config.celery_app import app
+import pytest
+from kombu import Producer
+
+from config.celery_app import CRM_QUEUE, ROUTINE_QUEUE, WORK_QUEUE, WORK_QUEUES, app
 from worker import tasks
 from worker.delivery import dispatch
 
@@ -28,3 +31,23 @@ def test_the_dispatcher_sends_only_names_the_worker_registers() -> None:
     sent = {dispatch.PROCESS_SUBMISSION, dispatch.PROCESS_SUBMISSIONS, dispatch.DELIVER_OUTBOX}
 
     assert sent <= {name for name in app.tasks}
+
+
+def test_the_sweeper_counts_the_crms_waiting_work_as_queued(monkeypatch: pytest.MonkeyPatch) -> None:
+    """While CRM work waits in its own queue, stale rows are not offered again (they may be among it)."""
+    monkeypatch.setattr(app.conf, "broker_url", "memory://")
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        for queue in (*WORK_QUEUES, ROUTINE_QUEUE):
+            channel.queue_declare(queue=queue)
+            channel.queue_purge(queue)
+        try:
+            assert tasks._queued_messages() == 0
+            producer = Producer(channel)
+            for body, queue in (("sync 1", CRM_QUEUE), ("sync 2", CRM_QUEUE), ("page", WORK_QUEUE),
+                                ("heartbeat", ROUTINE_QUEUE)):  # a routine is not work waiting
+                producer.publish(body, routing_key=queue)
+            assert tasks._queued_messages() == 3
+        finally:
+            for queue in (*WORK_QUEUES, ROUTINE_QUEUE):
+                channel.queue_purge(queue)
