@@ -51,7 +51,9 @@ def fresh_database() -> None:
                    check=True, capture_output=True)
     import redis
 
-    redis.Redis.from_url(REDIS_URL).delete("admitflow", "admitflow-crm")
+    from config.celery_app import WORK_QUEUES
+
+    redis.Redis.from_url(REDIS_URL).delete(*WORK_QUEUES)
 
 
 def recreate_database(url: str) -> None:

@@ -6,7 +6,6 @@ import logging
 from collections.abc import Iterable
 from datetime import timedelta
 
-from celery import Task
 from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_ready, worker_shutdown
 from sqlalchemy.exc import OperationalError
 
@@ -75,14 +74,12 @@ def process_submissions_task(submission_ids: list[int]) -> None:
     _retry_later(hand_on(outbox_ids, services, CeleryDispatcher()))
 
 
-@app.task(name="admitflow.deliver_outbox", bind=True, **DATABASE_RETRY)
-def deliver_outbox_task(self: Task, outbox_id: int) -> None:
+@app.task(name="admitflow.deliver_outbox", **DATABASE_RETRY)
+def deliver_outbox_task(outbox_id: int) -> None:
     with session_scope() as session:
         delivery = deliver(session, outbox_id, default_services())
-    # CRM work retries in the CRM's lane (a batch's rows too); the rest in the work queue, never the routine one.
-    came_from = (self.request.delivery_info or {}).get("routing_key")
-    _retry_later([(outbox_id, delivery.retry_in), *delivery.others_due],
-                 queue=CRM_QUEUE if came_from == CRM_QUEUE else None)
+    # CRM work retries in the CRM's lane (a batch's rows too), whichever queue brought it; the rest in the work queue.
+    _retry_later([(outbox_id, delivery.retry_in), *delivery.others_due], queue=CRM_QUEUE if delivery.crm else None)
 
 
 def _retry_later(due: Iterable[tuple[int, timedelta | None]], queue: str | None = None) -> None:

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from config.settings import Settings
-from worker.delivery.outbox import deliver
+from worker.delivery.outbox import CRM_KINDS, deliver
 from worker.leads.processing import Outcome, process_submission, process_submissions
 from worker.staff.services import Services
 from worker.store.db import session_scope
@@ -38,11 +38,6 @@ BATCH_SIZE = 50
 ALERTS_SENT_IN_PLACE = 10
 # Alerts still to send after this long (a slow Twilio) go to the pool instead, well within the task's time limit.
 IN_PLACE_SECONDS = 15.0
-
-
-# Outbox rows that only write to the CRM: they go to the CRM's own queue, behind which no staff text waits.
-CRM_KINDS = frozenset({OutboxKind.CRM_SYNC, OutboxKind.CRM_ASSIGN, OutboxKind.CRM_CALL_LOG, OutboxKind.CRM_VOICEMAIL,
-                       OutboxKind.CRM_CORRECT})
 
 
 class Dispatcher(Protocol):

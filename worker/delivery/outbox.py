@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 LEASE = WORK_LEASE
 MAX_BACKOFF = timedelta(minutes=30)
 FIRST_RETRY = timedelta(seconds=5)
+# Outbox rows that only write to the CRM: they wait in the CRM's own queue, behind which no staff text waits.
+CRM_KINDS = frozenset({OutboxKind.CRM_SYNC, OutboxKind.CRM_ASSIGN, OutboxKind.CRM_CALL_LOG, OutboxKind.CRM_VOICEMAIL,
+                       OutboxKind.CRM_CORRECT})
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class Delivery:
     state: OutboxState | None  # None: not leased (delivered already, leased elsewhere, or not due)
     retry_in: timedelta | None = None
     others_due: tuple[tuple[int, timedelta], ...] = ()
+    crm: bool = False  # CRM work (`CRM_KINDS`; the others due are too): retried in the CRM's own queue
 
 
 def backoff(fruitless: int, error: IntegrationError, first: timedelta = FIRST_RETRY,
@@ -175,7 +179,7 @@ def _deliver_batch(session: Session, row: OutboxMessage, site: str, crm: BatchCR
     if len(rows) > 1:
         log.info("CRM batch of %d lead(s): %d delivered", len(rows),
                  sum(outcome.state == OutboxState.DELIVERED for outcome in outcomes.values()))
-    return Delivery(outcomes[row.id].state, outcomes[row.id].retry_in, others)
+    return Delivery(outcomes[row.id].state, outcomes[row.id].retry_in, others, crm=True)
 
 
 def _delivered(session: Session, row: OutboxMessage) -> Delivery:
@@ -233,7 +237,7 @@ def _deliver(session: Session, outbox_id: int, services: Services, now: datetime
         target, wait = _batch_crm(session, outbox_id, services, now)
         if wait is not None:
             session.rollback()  # ends the read: nothing is held open while the row waits
-            return Delivery(None, retry_in=wait)
+            return Delivery(None, retry_in=wait, crm=True)  # a CRM sync waiting for others to share its batch
     row = lease(session, outbox_id, now)
     if row is None:
         return Delivery(None)
@@ -268,7 +272,7 @@ def _failed(session: Session, outbox_id: int, error: IntegrationError, settings:
     if isinstance(error, Deferred):
         row.next_attempt_at = utcnow() + error.retry_in
         session.commit()
-        return Delivery(OutboxState.PENDING, retry_in=error.retry_in)
+        return Delivery(OutboxState.PENDING, retry_in=error.retry_in, crm=row.kind in CRM_KINDS)
     progressed = row.progressed_at is not None and row.progressed_at >= started
     if progressed:
         row.fruitless = 0
@@ -288,7 +292,7 @@ def _failed(session: Session, outbox_id: int, error: IntegrationError, settings:
     log.warning("outbox %s (%s) attempt %d failed (%d without progress), retrying in %ss: %s",
                 row.id, row.kind, row.attempts, row.fruitless, int(delay.total_seconds()), error.message)
     session.commit()
-    return Delivery(OutboxState.PENDING, retry_in=delay)
+    return Delivery(OutboxState.PENDING, retry_in=delay, crm=row.kind in CRM_KINDS)
 
 
 def expired_outbox_ids(session: Session, now: datetime, *, limit: int = 500) -> list[int]:

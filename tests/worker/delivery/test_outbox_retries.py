@@ -142,3 +142,20 @@ def test_a_note_made_before_the_sync_waits_on_the_search_index_is_kept_for_the_r
     later = deliver(session, repeat_sync.id, services(settings, crm=crm), now=now + timedelta(minutes=5))
     assert later.state == OutboxState.DELIVERED
     assert crm.notes_sent == 1, "the retry resumed at the task"
+
+
+def test_a_failed_crm_sync_is_retried_in_the_crms_lane_and_a_failed_staff_text_is_not(
+    session: Session, settings: Settings, form_object: dict[str, Any]
+) -> None:
+    from tests.worker.delivery.test_outbox import RecordingMessenger
+
+    ids = new_lead_outbox(session, settings, form_object)
+    now = utcnow()
+    failing = services(settings, crm=FlakyCRM(note_failures=[bad_gateway()]),
+                       messenger=RecordingMessenger(failures=[ServiceUnavailable("Twilio answered 503; will retry")]))
+
+    sync = deliver(session, ids[OutboxKind.CRM_SYNC], failing, now=now)
+    text = deliver(session, ids[OutboxKind.STAFF_ALERT], failing, now=now)
+
+    assert sync.state == text.state == OutboxState.PENDING
+    assert sync.crm and not text.crm
