@@ -1,9 +1,10 @@
 """Peak memory (RSS) of the real `admitflow web` and `admitflow worker` while they take and process a burst.
 
-    python bench/peak_rss.py [--entries 500] [--concurrency 2]
+    python bench/peak_rss.py [--entries 500] [--concurrency N (default: ADMITFLOW_WORKER_CONCURRENCY's default)]
 
 Posts the burst to the web app on PostgreSQL with a Redis broker, waits until the worker has processed every
-entry and delivered every outbox row (CRM and SMS log-only: no credentials), then reads each process's VmHWM.
+entry and delivered every outbox row (CRM and SMS log-only: no credentials), then reads each process's VmHWM
+and its proportional set size (Pss: what forked processes add up to, their shared pages counted once).
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ from bench.stack import (
     free_port,
     fresh_database,
     peak_rss_mb,
+    proportional_mb,
     running,
 )
+from config.settings import Settings
 
 
 async def burst(url: str, count: int) -> None:
@@ -59,7 +62,7 @@ def outstanding() -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--entries", type=int, default=500)
-    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=Settings.model_fields["worker_concurrency"].default)
     parser.add_argument("--timeout", type=float, default=300.0)
     args = parser.parse_args()
     fresh_database()
@@ -75,13 +78,15 @@ def main() -> None:
         while (left := outstanding()) and time.monotonic() < deadline:
             time.sleep(0.5)
         elapsed = time.perf_counter() - started
-        rows = [("web", web.pid, peak_rss_mb(web.pid)), ("worker (main)", worker.pid, peak_rss_mb(worker.pid))]
-        rows += [(f"worker child {n}", pid, peak_rss_mb(pid)) for n, pid in enumerate(children(worker.pid), 1)]
+        named = [("web", web.pid), ("worker (main)", worker.pid)]
+        named += [(f"worker child {n}", pid) for n, pid in enumerate(children(worker.pid), 1)]
+        rows = [(name, peak_rss_mb(pid), proportional_mb(pid)) for name, pid in named]
     print(f"{args.entries} entries processed in {elapsed:.1f} s ({left} left unprocessed)")
-    print(f"{'process':<16} {'peak RSS MiB':>12}")
-    for name, _, rss in rows:
-        print(f"{name:<16} {rss:>12.0f}")
-    print(f"{'worker total':<16} {sum(rss for name, _, rss in rows if name.startswith('worker')):>12.0f}")
+    print(f"{'process':<16} {'peak RSS MiB':>12} {'Pss MiB':>8}")
+    for name, rss, pss in rows:
+        print(f"{name:<16} {rss:>12.0f} {pss:>8.0f}")
+    workers = [(rss, pss) for name, rss, pss in rows if name.startswith("worker")]
+    print(f"{'worker total':<16} {sum(rss for rss, _ in workers):>12.0f} {sum(pss for _, pss in workers):>8.0f}")
     print(watch.verdict())
 
 

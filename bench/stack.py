@@ -114,6 +114,15 @@ def peak_rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmHWM for process {pid}")
 
 
+def proportional_mb(pid: int) -> float:
+    """The process's proportional set size (Pss, pages shared with other processes divided among them), in MiB:
+    what a pool of forked processes costs summed without counting their shared pages over and over."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no Pss for process {pid}")
+
+
 def children(pid: int) -> list[int]:
     found = []
     for task in Path(f"/proc/{pid}/task").iterdir():

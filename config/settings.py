@@ -134,6 +134,9 @@ class Settings(BaseSettings):
     web_port: int = Field(8000, alias="ADMITFLOW_WEB_PORT", gt=0, lt=65536)
     # Web server processes sharing the port: one process accepts about 150 webhooks a second on one core.
     web_workers: int = Field(1, alias="ADMITFLOW_WEB_WORKERS", ge=1, le=64)
+    # Worker pool processes. A lead costs a worker about 30 ms of CPU and most of a second of waiting on Twilio and
+    # the CRM, so a process mostly waits: twice the cores of the benchmark machine. Each adds about 70 MB (Pss).
+    worker_concurrency: int = Field(4, alias="ADMITFLOW_WORKER_CONCURRENCY", ge=1, le=64)
     log_level: str = Field("INFO", alias="ADMITFLOW_LOG_LEVEL")
 
     # --- admissions alerts: shifts, Twilio webhooks, reminders and escalation, PHI-free texts ---

@@ -11,7 +11,7 @@ from sqlalchemy.exc import OperationalError
 
 from config.celery_app import CRM_QUEUE, ROUTINE_QUEUE, WORK_QUEUES, app
 from config.sites import load_sites
-from worker.delivery.dispatch import CeleryDispatcher, hand_on, process_stored
+from worker.delivery.dispatch import CeleryDispatcher, hand_on, pages, process_stored
 from worker.delivery.outbox import deliver
 from worker.delivery.sweeper import sweep
 from worker.intake.poller import run_due_polls
@@ -69,7 +69,7 @@ def process_submission_task(submission_id: int) -> None:
 @app.task(name="admitflow.process_submissions", **DATABASE_RETRY)
 def process_submissions_task(submission_ids: list[int]) -> None:
     services = default_services()
-    outcomes = process_stored(submission_ids, services.settings)
+    outcomes = process_stored(submission_ids, services.settings, take_waiting=True)
     outbox_ids = [outbox_id for outcome in outcomes for outbox_id in outcome.outbox_ids]
     _retry_later(hand_on(outbox_ids, services, CeleryDispatcher()))
 
@@ -80,6 +80,12 @@ def deliver_outbox_task(outbox_id: int) -> None:
         delivery = deliver(session, outbox_id, default_services())
     # CRM work retries in the CRM's lane (a batch's rows too), whichever queue brought it; the rest in the work queue.
     _retry_later([(outbox_id, delivery.retry_in), *delivery.others_due], queue=CRM_QUEUE if delivery.crm else None)
+
+
+@app.task(name="admitflow.hand_on", **DATABASE_RETRY)
+def hand_on_task(outbox_ids: list[int]) -> None:
+    """Rows of any kind, passed on as a processed page's are: texts sent side by side, CRM work to its queue."""
+    _retry_later(hand_on(outbox_ids, default_services(), CeleryDispatcher()))
 
 
 def _retry_later(due: Iterable[tuple[int, timedelta | None]], queue: str | None = None) -> None:
@@ -119,9 +125,9 @@ def sweep_task() -> None:
         ended_calls = close_stale_calls(session, settings, utcnow())
     for outbox_id in found.expired_outbox_ids:  # overdue: through the queue a backlog does not hold up
         deliver_outbox_task.apply_async((outbox_id,), queue=ROUTINE_QUEUE)
-    dispatcher = CeleryDispatcher()
-    dispatcher.submissions_stored(found.submission_ids + ended_calls)
-    dispatcher.outbox_ready(found.outbox_ids)
+    CeleryDispatcher().submissions_stored(found.submission_ids + ended_calls)
+    for page in pages(found.outbox_ids):  # after a worker died, its pages' texts: side by side again
+        hand_on_task.delay(page)
     if found.count:
         log.info("sweep re-dispatched %d submission(s) and %d outbox row(s) (%d whose worker died mid-delivery)",
                  len(found.submission_ids), len(found.outbox_ids) + len(found.expired_outbox_ids),

@@ -142,7 +142,7 @@ class FaultStack:
     providers: StormyProviders
     site: FakeGravityForms
     env: dict[str, str]
-    concurrency: int = 4
+    concurrency: int | None = None  # the production default (ADMITFLOW_WORKER_CONCURRENCY)
     web_url: str = ""
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     starts: Counter[str] = field(default_factory=Counter)
@@ -177,7 +177,7 @@ class FaultStack:
 
     def start_worker(self) -> None:
         self.worker_started_at = time.time()
-        self.start("worker", "--concurrency", str(self.concurrency))
+        self.start("worker", *(("--concurrency", str(self.concurrency)) if self.concurrency else ()))
 
     def last_staff_text_at(self) -> float | None:
         """When the Twilio fake was last asked to text the on-call phone (time.time())."""
@@ -402,7 +402,8 @@ def _entry_of_note(body: str) -> str:
 
 @contextmanager
 def fault_stack(
-    services: PrivateServices, workdir: Path, name: str, *, concurrency: int = 4, beat: bool = True, **extra_env: str
+    services: PrivateServices, workdir: Path, name: str, *, concurrency: int | None = None, beat: bool = True,
+    **extra_env: str,
 ) -> Iterator[FaultStack]:
     """A fresh database `faults_<name>` and an empty Redis, web (and beat) started, the worker started; every
     process stopped however the block ends."""

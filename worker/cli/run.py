@@ -49,10 +49,11 @@ def web(host: str | None, port: int | None, workers: int | None) -> None:
                 log_level=settings.log_level.lower(), access_log=False, log_config=None)
 
 @click.command()
-@click.option("--concurrency", type=int, default=2, show_default=True)
+@click.option("--concurrency", type=click.IntRange(1, 64), default=None,
+              help="Pool processes (default ADMITFLOW_WORKER_CONCURRENCY).")
 @click.option("--events/--no-events", default=False, show_default=True,
               help="Send task events (celery -E), for a monitor such as Flower.")
-def worker(concurrency: int, events: bool) -> None:
+def worker(concurrency: int | None, events: bool) -> None:
     """Run a Celery worker."""
     settings = command_settings()
     preflight(settings, "worker")
@@ -60,7 +61,8 @@ def worker(concurrency: int, events: bool) -> None:
     from config.logging import quiet_routine_tasks
 
     quiet_routine_tasks(ROUTINE_TASKS)
-    app.worker_main(["worker", "--loglevel", settings.log_level, "--concurrency", str(concurrency),
+    processes = concurrency or settings.worker_concurrency
+    app.worker_main(["worker", "--loglevel", settings.log_level, "--concurrency", str(processes),
                      "--queues", ",".join(QUEUES_BY_PRIORITY), "--without-gossip", "--without-mingle",
                      *(["--task-events"] if events else [])])
 

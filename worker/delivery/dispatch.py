@@ -7,8 +7,11 @@ the sweeper finds rows nobody picked up.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import deque
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Protocol
 
@@ -17,7 +20,7 @@ from sqlalchemy.exc import OperationalError
 
 from config.settings import Settings
 from worker.delivery.outbox import CRM_KINDS, deliver
-from worker.leads.processing import Outcome, process_submission, process_submissions
+from worker.leads.processing import Outcome, lock_page, process_submission, process_submissions
 from worker.staff.services import Services
 from worker.store.db import session_scope
 from worker.store.models import OutboxKind, OutboxMessage
@@ -32,12 +35,15 @@ DELIVER_OUTBOX = "admitflow.deliver_outbox"
 # Submissions processed together in one transaction: a page of the Gravity Forms API.
 BATCH_SIZE = 50
 
-# A processed page with at most this many staff alerts texts staff from the task that processed it, right after
-# the commit, sparing each text a trip through the broker and the pool; a larger page (a backfill) hands its
-# alerts to the pool like the rest, so they go out side by side.
-ALERTS_SENT_IN_PLACE = 10
-# Alerts still to send after this long (a slow Twilio) go to the pool instead, well within the task's time limit.
+# A processed page's texts (staff alerts first, then acknowledgements) are sent by the task that processed it,
+# right after the commit, sparing each a trip through the broker and the pool. A text is a fraction of a second
+# of waiting on Twilio and a few milliseconds of work, so this many go out at once, each from a thread of its own:
+# a page of fifty is texted in the time of five texts, not fifty, and a burst's backlog is not held to one text at
+# a time per pool process.
+TEXTS_SIDE_BY_SIDE = 10
+# Texts not yet started after this long (a slow Twilio) go to the pool instead, well within the task's time limit.
 IN_PLACE_SECONDS = 15.0
+TEXT_KINDS = (OutboxKind.STAFF_ALERT, OutboxKind.PERSON_ACK)  # in the order they are sent
 
 
 class Dispatcher(Protocol):
@@ -51,16 +57,21 @@ class Dispatcher(Protocol):
         """Rows of `CRM_KINDS`: work that may wait behind other CRM work without delaying anyone's text."""
 
 
-def _pages(submission_ids: list[int]) -> list[list[int]]:
+def pages(submission_ids: list[int]) -> list[list[int]]:
     return [submission_ids[start:start + BATCH_SIZE] for start in range(0, len(submission_ids), BATCH_SIZE)]
 
 
-def process_stored(submission_ids: list[int], settings: Settings) -> list[Outcome]:
+def process_stored(submission_ids: list[int], settings: Settings, *, take_waiting: bool = False) -> list[Outcome]:
     """Process submissions together, committed as one; if that fails for any reason but the database, each is
     processed alone, so one entry that cannot be processed holds up no other (it stays `received`, and the
-    sweeper offers it again). A database error is raised: the caller retries the whole."""
+    sweeper offers it again). A database error is raised: the caller retries the whole.
+
+    With `take_waiting`, the page also takes other submissions waiting their turn (`lock_page`), up to a page,
+    and the outcomes are of the page taken, not of `submission_ids`."""
     try:
         with session_scope() as session:
+            if take_waiting:
+                submission_ids = lock_page(session, submission_ids, BATCH_SIZE)
             return process_submissions(session, submission_ids, settings)
     except OperationalError:
         raise
@@ -84,37 +95,63 @@ def process_stored(submission_ids: list[int], settings: Settings) -> list[Outcom
 
 
 def hand_on(outbox_ids: list[int], services: Services, dispatcher: Dispatcher) -> list[tuple[int, timedelta]]:
-    """Pass a processed page's outbox rows on: the CRM work to `dispatcher`, then the staff alerts of a small page
-    delivered here (the same leased, exactly-once `deliver`). Returns the alerts due again, and when. An alert
-    that cannot be delivered here for a database error goes to `dispatcher` too; losing it costs time only, as the
-    sweeper finds it."""
+    """Pass a processed page's outbox rows on: the CRM work to `dispatcher`, then the page's texts delivered here
+    (`send_texts`). Returns the texts due again, and when."""
     if not outbox_ids:
         return []
     with session_scope() as session:
         kinds = {outbox_id: kind for outbox_id, kind in session.execute(
             select(OutboxMessage.id, OutboxMessage.kind).where(OutboxMessage.id.in_(outbox_ids)))}
-    alerts = {outbox_id for outbox_id, kind in kinds.items() if kind == OutboxKind.STAFF_ALERT}
-    if len(alerts) > ALERTS_SENT_IN_PLACE:
-        alerts = set()
+    texts = sorted((outbox_id for outbox_id in outbox_ids if kinds.get(outbox_id) in TEXT_KINDS),
+                   key=lambda outbox_id: (TEXT_KINDS.index(kinds[outbox_id]), outbox_id))
     dispatcher.outbox_ready(outbox_id for outbox_id in outbox_ids
-                            if outbox_id not in alerts and kinds.get(outbox_id) not in CRM_KINDS)
+                            if kinds.get(outbox_id) not in (*TEXT_KINDS, *CRM_KINDS))
     dispatcher.crm_ready(outbox_id for outbox_id in outbox_ids if kinds.get(outbox_id) in CRM_KINDS)
-    due_again = []
+    return send_texts(texts, services, dispatcher)
+
+
+def send_texts(outbox_ids: list[int], services: Services, dispatcher: Dispatcher) -> list[tuple[int, timedelta]]:
+    """Deliver these rows in the order given, up to `TEXTS_SIDE_BY_SIDE` at once (the same leased, exactly-once
+    `deliver`, a session each). Returns the rows due again, and when. A row not started within `IN_PLACE_SECONDS`,
+    or one the database failed, goes to `dispatcher`; losing it costs time only, as the sweeper finds it."""
+    waiting = deque(outbox_ids)
+    due_again: list[tuple[int, timedelta]] = []
+    handed: list[int] = []
+    lock = threading.Lock()
     until = time.monotonic() + IN_PLACE_SECONDS
-    for n, outbox_id in enumerate(sorted(alerts)):
-        if time.monotonic() > until:
-            dispatcher.outbox_ready(sorted(alerts)[n:])
-            break
-        try:
-            with session_scope() as session:
-                delivery = deliver(session, outbox_id, services)
-        except OperationalError as exc:
-            log.warning("staff alert %s could not be delivered in place (%s); handed to the pool", outbox_id,
-                        type(exc).__name__)
-            dispatcher.outbox_ready([outbox_id])
-            continue
-        if delivery.retry_in is not None:
-            due_again.append((outbox_id, delivery.retry_in))
+
+    def send_next() -> None:
+        while True:
+            with lock:
+                if not waiting:
+                    return
+                if time.monotonic() > until:
+                    handed.extend(waiting)
+                    waiting.clear()
+                    return
+                outbox_id = waiting.popleft()
+            try:
+                with session_scope() as session:
+                    delivery = deliver(session, outbox_id, services)
+            except OperationalError as exc:
+                log.warning("text %s could not be delivered in place (%s); handed to the pool", outbox_id,
+                            type(exc).__name__)
+                with lock:
+                    handed.append(outbox_id)
+                continue
+            if delivery.retry_in is not None:
+                with lock:
+                    due_again.append((outbox_id, delivery.retry_in))
+
+    senders = min(TEXTS_SIDE_BY_SIDE, len(outbox_ids))
+    if senders <= 1:
+        send_next()
+    else:
+        with ThreadPoolExecutor(senders, thread_name_prefix="admitflow-text") as pool:
+            for sender in [pool.submit(send_next) for _ in range(senders)]:
+                sender.result()
+    if handed:
+        dispatcher.outbox_ready(sorted(handed))
     return due_again
 
 
@@ -125,7 +162,7 @@ class CeleryDispatcher:
         _send(PROCESS_SUBMISSION, submission_id)
 
     def submissions_stored(self, submission_ids: list[int]) -> None:
-        for page in _pages(submission_ids):
+        for page in pages(submission_ids):
             _send(PROCESS_SUBMISSIONS, page)
 
     def outbox_ready(self, outbox_ids: Iterable[int]) -> None:
@@ -159,7 +196,7 @@ class InlineDispatcher:
         self.submissions_stored([submission_id])
 
     def submissions_stored(self, submission_ids: list[int]) -> None:
-        for page in _pages(submission_ids):
+        for page in pages(submission_ids):
             for outcome in process_stored(page, self.services.settings):
                 self.outbox_ready(outcome.outbox_ids)
 

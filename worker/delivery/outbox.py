@@ -309,14 +309,16 @@ def expired_outbox_ids(session: Session, now: datetime, *, limit: int = 500) -> 
 
 def due_outbox_ids(session: Session, now: datetime, *, offered_before: datetime, limit: int = 500) -> list[int]:
     """Pending rows no one leases, due and last offered before `offered_before` (a message lost from the broker, a
-    backoff too long to wait for in the broker), stamped as offered now. Does not commit."""
+    backoff too long to wait for in the broker), stamped as offered now, the texts first: a CRM backlog past the
+    limit never holds a text back to a later pass. Does not commit."""
     if limit <= 0:
         return []
     lost = (select(OutboxMessage.id)
             .where(OutboxMessage.state == OutboxState.PENDING, OutboxMessage.leased_until.is_(None),
                    OutboxMessage.next_attempt_at <= offered_before,
                    OutboxMessage.offered_at < offered_before)
-            .order_by(OutboxMessage.next_attempt_at).limit(limit).with_for_update(skip_locked=True))
+            .order_by(OutboxMessage.kind.in_(CRM_KINDS), OutboxMessage.next_attempt_at)
+            .limit(limit).with_for_update(skip_locked=True))
     return sorted(session.scalars(
         update(OutboxMessage).where(OutboxMessage.id.in_(lost.scalar_subquery()))
         .values(offered_at=now).returning(OutboxMessage.id)

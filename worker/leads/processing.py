@@ -281,6 +281,28 @@ def _triage(submission: ClaimedSubmission, forms: FormReader, settings: Settings
     return _Ready(submission, applicant, meta.date_created or submission.received_at, phone_unparsed=unparsed)
 
 
+# A submission still waiting this long after it came in is queued behind others (a burst, or a restart's backlog):
+# a page being processed takes it along rather than leave it to its own turn. Older ones are the sweeper's.
+WAITING_AFTER = timedelta(seconds=1)
+WAITING_AT_MOST = timedelta(minutes=10)
+
+
+def lock_page(session: Session, submission_ids: list[int], size: int) -> list[int]:
+    """The submissions of `submission_ids` still to process, topped up to `size` with others waiting, each row locked
+    for this transaction. A row another transaction holds is left to it (it is processing that row now), so two
+    pages never wait on each other's rows."""
+    now = utcnow()
+    waiting = Submission.id.in_(submission_ids) | Submission.received_at.between(
+        now - WAITING_AT_MOST, now - WAITING_AFTER)
+    return list(session.scalars(
+        select(Submission.id)
+        .where(Submission.state == SubmissionState.RECEIVED, waiting)
+        .order_by(Submission.id.in_(submission_ids).desc(), Submission.id)
+        .limit(max(size, len(submission_ids)))
+        .with_for_update(skip_locked=True)
+    ))
+
+
 def process_submission(session: Session, submission_id: int, settings: Settings) -> Outcome:
     """Assign the submission to a lead and write the outbox rows for CRM sync and the staff alert.
 

@@ -1,7 +1,9 @@
-"""A processed page's staff alerts are texted by the task that processed it; its CRM work goes to the broker."""
+"""A processed page's texts are sent by the task that processed it, side by side; its CRM work goes to the broker."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from config.settings import Settings
+from integrations.messaging import SentMessage
 from tests.conftest import make_entry
 from tests.worker.delivery.test_outbox import RecordingMessenger, services
 from worker.delivery import dispatch
@@ -54,16 +57,35 @@ def kinds(session: Session) -> dict[int, str]:
     return {row.id: row.kind for row in session.scalars(select(OutboxMessage))}
 
 
-def test_a_small_pages_staff_alerts_are_texted_at_once_and_its_crm_syncs_go_to_the_crm_queue(
+@dataclass
+class SlowMessenger(RecordingMessenger):
+    """Twilio taking a moment to answer each text; counts how many were being sent at once."""
+
+    sending: int = 0
+    most_at_once: int = 0
+    guard: threading.Lock = field(default_factory=threading.Lock)
+
+    def send_sms(self, to: str, body: str) -> SentMessage:
+        with self.guard:
+            self.sending += 1
+            self.most_at_once = max(self.most_at_once, self.sending)
+        time.sleep(0.2)
+        with self.guard:
+            self.sending -= 1
+            return super().send_sms(to, body)
+
+
+def test_a_pages_staff_alerts_are_texted_at_once_side_by_side_and_its_crm_syncs_go_to_the_crm_queue(
     session: Session, settings: Settings, form_object: dict[str, Any]
 ) -> None:
-    outbox_ids = processed_page(session, settings, form_object, 2)
-    messenger, broker = RecordingMessenger(), RecordingDispatcher()
+    outbox_ids = processed_page(session, settings, form_object, 3)
+    messenger, broker = SlowMessenger(), RecordingDispatcher()
 
     due_again = hand_on(outbox_ids, services(settings, messenger=messenger), broker)
 
     kind_of = kinds(session)
-    assert due_again == [] and len(messenger.sent) == 2
+    assert due_again == [] and len(messenger.sent) == 3
+    assert messenger.most_at_once == 3  # not one after another
     assert broker.ready == []
     assert sorted(broker.crm) == sorted(i for i in outbox_ids if kind_of[i] == OutboxKind.CRM_SYNC)
     delivered = session.scalars(select(OutboxMessage).where(OutboxMessage.kind == OutboxKind.STAFF_ALERT)
@@ -71,10 +93,10 @@ def test_a_small_pages_staff_alerts_are_texted_at_once_and_its_crm_syncs_go_to_t
     assert {row.state for row in delivered} == {OutboxState.DELIVERED}
 
 
-def test_a_large_pages_staff_alerts_go_to_the_broker_with_the_rest(
+def test_texts_not_started_in_time_go_to_the_broker(
     session: Session, settings: Settings, form_object: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(dispatch, "ALERTS_SENT_IN_PLACE", 1)
+    monkeypatch.setattr(dispatch, "IN_PLACE_SECONDS", -1.0)  # Twilio so slow the time is up before the first
     outbox_ids = processed_page(session, settings, form_object, 2)
     messenger, broker = RecordingMessenger(), RecordingDispatcher()
 

@@ -146,3 +146,17 @@ def test_work_handed_out_after_a_worker_died_is_not_offered_again_for_it(
     found = sweep(session, died + timedelta(seconds=2), stale_after=STALE)
 
     assert (found.dead_workers, found.count) == (1, 0)
+
+
+def test_past_the_limit_the_texts_are_offered_before_crm_work(
+    session: Session, settings: Settings, form_object: dict[str, Any]
+) -> None:
+    rows = new_lead_outbox(session, settings, form_object)
+    # The CRM sync came due first, as a backlog of CRM work does.
+    session.execute(update(OutboxMessage).where(OutboxMessage.id == rows[OutboxKind.CRM_SYNC])
+                    .values(next_attempt_at=utcnow() - timedelta(minutes=10)))
+    session.commit()
+
+    found = sweep(session, utcnow() + STALE + timedelta(seconds=1), stale_after=STALE, limit=1)
+
+    assert found.outbox_ids == [rows[OutboxKind.STAFF_ALERT]]
