@@ -2,8 +2,9 @@
 
 Account: GET /2010-04-01/Accounts/{Sid}.json (`status`: active, suspended or closed; `type`: Trial or Full),
 https://www.twilio.com/docs/iam/api/account. The number: GET /2010-04-01/Accounts/{Sid}/IncomingPhoneNumbers.json
-?PhoneNumber=... (`capabilities` {voice, sms, mms, fax}, `sms_url`, `sms_method`, `status_callback`),
-https://www.twilio.com/docs/phone-numbers/api/incomingphonenumber-resource.
+?PhoneNumber=... (`capabilities` {voice, sms, mms, fax}, `sms_url`, `sms_method`, `voice_url`, `voice_method`,
+`status_callback`, `status_callback_method`, and `trunk_sid` or `voice_application_sid`, either of which takes calls
+instead of `voice_url`), https://www.twilio.com/docs/phone-numbers/api/incomingphonenumber-resource.
 """
 
 from __future__ import annotations
@@ -25,7 +26,11 @@ class NumberInfo:
     sms: bool
     sms_url: str
     sms_method: str
+    voice_url: str
+    voice_method: str
     status_callback: str
+    status_callback_method: str
+    voice_routed_to: str  # the SIP trunk or TwiML app that takes calls instead of voice_url; "" when none does
 
 
 class TwilioAccount(TwilioMessenger):
@@ -48,5 +53,9 @@ class TwilioAccount(TwilioMessenger):
         return NumberInfo(
             voice=bool(capabilities.get("voice")), sms=bool(capabilities.get("sms")),
             sms_url=str(number.sms_url or ""), sms_method=str(number.sms_method or ""),
+            voice_url=str(number.voice_url or ""), voice_method=str(number.voice_method or ""),
             status_callback=str(number.status_callback or ""),
+            status_callback_method=str(number.status_callback_method or ""),
+            voice_routed_to=f"the SIP trunk {number.trunk_sid}" if number.trunk_sid else
+            f"the TwiML app {number.voice_application_sid}" if number.voice_application_sid else "",
         )

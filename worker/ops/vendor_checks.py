@@ -4,17 +4,21 @@ with the fix. Nothing is created or changed at any vendor.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
 from config.settings import Settings
 from config.sites import SiteConfig
 from integrations.errors import IntegrationError, NotFound
 from integrations.gravityforms.client import GravityFormsClient
 from integrations.hubspot.account import OWNERS_SCOPE, REQUIRED_SCOPES, HubSpotAccount
 from integrations.salesforce.account import SalesforceAccount
-from integrations.twilio.account import TwilioAccount
+from integrations.twilio.account import NumberInfo, TwilioAccount
+from integrations.twilio.webhooks import public_url
 from worker.ops.readiness import Check
 from worker.staff.roster import Roster
 from worker.staff.services import chosen_backend, salesforce_tokens
-from worker.staff.twilio_urls import CALL_STATUS_PATH, SMS_PATH, hook_url
+from worker.staff.twilio_urls import CALL_STATUS_PATH, INBOUND_CALL_PATH, INBOUND_STATUS_PATH, SMS_PATH
 
 
 def gravity_forms_checks(settings: Settings, sites: list[SiteConfig]) -> list[Check]:
@@ -104,6 +108,22 @@ def _salesforce(settings: Settings) -> Check:
     return Check("salesforce", True, f"logged in to {instance}; Lead.{name} is a unique external ID")
 
 
+@dataclass(frozen=True)
+class NumberHook:
+    """A setting of the center's number in the Twilio console that must call one of admitflow's routes."""
+
+    name: str  # as doctor names it
+    console: str  # the console's field, and what to choose there before the URL
+
+    def setting(self, url: str) -> str:
+        return f"set the number's {self.console} {url}, HTTP POST"
+
+
+SMS_HOOK = NumberHook("incoming-message webhook", "'A message comes in' to Webhook,")
+CALL_HOOK = NumberHook("incoming-call webhook", "'A call comes in' to Webhook,")
+CALL_STATUS_HOOK = NumberHook("status callback", "'Call status changes' to")
+
+
 def twilio_check(settings: Settings) -> Check:
     """The account is active, the 855 number is on it with SMS and voice, and its webhooks point at us."""
     if not (settings.twilio_account_sid and settings.twilio_auth_token and settings.twilio_from_number):
@@ -127,17 +147,63 @@ def twilio_check(settings: Settings) -> Check:
     if lacking:
         return Check("twilio", False, f"{number} cannot do {' or '.join(lacking)}",
                      "use a number with SMS and voice (a toll-free number must be verified for SMS)")
-    sms_url, status_url = hook_url(settings, SMS_PATH), hook_url(settings, CALL_STATUS_PATH)
-    if sms_url is None:
+    base = settings.public_url
+    if base is None:
         return Check("twilio", False, "ADMITFLOW_PUBLIC_URL is not set, so staff replies cannot reach admitflow",
                      "set it to the https address Twilio reaches admitflow at")
-    if found.sms_url != sms_url or found.sms_method.upper() != "POST":
-        shown = f"{found.sms_method or '?'} {found.sms_url or '(none)'}"
-        return Check("twilio", False, f"{number}'s incoming-message webhook is {shown}, not POST {sms_url}",
-                     f"in the Twilio console, set the number's 'A message comes in' to Webhook, {sms_url}, HTTP POST")
-    if found.status_callback and not found.status_callback.startswith(settings.public_url or ""):
-        return Check("twilio", False, f"{number}'s status callback is {found.status_callback}, not on "
-                                      f"ADMITFLOW_PUBLIC_URL", f"clear it, or set it to {status_url}")
+    sms_url = public_url(base, SMS_PATH)
+    problem = _hook_check(number, SMS_HOOK, found.sms_url, found.sms_method, sms_url) or _voice_check(
+        settings, number, base, found)
+    if problem is not None:
+        return problem
     trial = " (a trial account: texts go only to verified numbers)" if info.type.lower() == "trial" else ""
+    calls = (f"its calls to {public_url(base, INBOUND_CALL_PATH)}" if settings.voice_inbound != "off" else
+             f"its calls go to {found.voice_routed_to or 'its own voice webhook'}")
     return Check("twilio", True, f"account active{trial}; {number} has SMS and voice; its messages come to "
-                                 f"{sms_url}")
+                                 f"{sms_url}, {calls} (VOICE_INBOUND={settings.voice_inbound})")
+
+
+def _hook_check(number: str, hook: NumberHook, url: str, method: str, wanted: str) -> Check | None:
+    """None when the number calls POST `wanted`; otherwise the failure, with the console setting to change."""
+    if url == wanted and method.upper() == "POST":
+        return None
+    shown = f"{method or '?'} {_without_password(url) or '(none)'}"
+    return Check("twilio", False, f"{number}'s {hook.name} is {shown}, not POST {wanted}",
+                 f"in the Twilio console, {hook.setting(wanted)}")
+
+
+def _voice_check(settings: Settings, number: str, base: str, found: NumberInfo) -> Check | None:
+    """With VOICE_INBOUND on, the number's calls and their status come to the phone line's routes; with it off,
+    something other than admitflow answers them."""
+    call_url = public_url(base, INBOUND_CALL_PATH)
+    if settings.voice_inbound != "off":
+        if found.voice_routed_to:
+            return Check("twilio", False, f"calls to {number} go to {found.voice_routed_to}, not to its "
+                                          "incoming-call webhook",
+                         f"in the Twilio console, configure the number's voice with a webhook and "
+                         f"{CALL_HOOK.setting(call_url)}")
+        return (_hook_check(number, CALL_HOOK, found.voice_url, found.voice_method, call_url)
+                or _hook_check(number, CALL_STATUS_HOOK, found.status_callback, found.status_callback_method,
+                               public_url(base, INBOUND_STATUS_PATH)))
+    turn_on = f"set VOICE_INBOUND=ring or voicemail and {CALL_HOOK.setting(call_url)}"
+    if found.voice_url.startswith(base) and not found.voice_routed_to:
+        return Check("twilio", False, f"{number}'s incoming-call webhook is {found.voice_url}, on admitflow, but "
+                                      "VOICE_INBOUND is off: admitflow is not set to answer calls",
+                     f"{turn_on}, or point 'A call comes in' at the center's own phone setup")
+    if not (found.voice_url or found.voice_routed_to):
+        return Check("twilio", False, f"{number} has no incoming-call webhook, so nothing answers a call to it",
+                     f"for admitflow to answer, {turn_on}; otherwise point it at the center's own phone setup")
+    if found.status_callback and not found.status_callback.startswith(base):
+        return Check("twilio", False, f"{number}'s status callback is "
+                                      f"{_without_password(found.status_callback)}, not on ADMITFLOW_PUBLIC_URL",
+                     f"clear it, or set it to {public_url(base, CALL_STATUS_PATH)}")
+    return None
+
+
+def _without_password(url: str) -> str:
+    """A webhook URL as doctor may print it: Twilio accepts basic-auth credentials in it, which are left out."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))

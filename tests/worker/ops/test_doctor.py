@@ -5,7 +5,7 @@ POST /oauth/v2/private-apps/get/access-token-info ({userId, hubId, appId, scopes
 ({results, paging.next.after}); Salesforce POST /services/oauth2/token and GET .../sobjects/Lead/describe
 ({fields: [{name, externalId, unique, createable, updateable}]}); Twilio GET /Accounts/{Sid}.json ({status, type})
 and GET /Accounts/{Sid}/IncomingPhoneNumbers.json?PhoneNumber= ({incoming_phone_numbers: [{capabilities, sms_url,
-sms_method, status_callback}]}).
+sms_method, voice_url, voice_method, status_callback, status_callback_method, voice_application_sid, trunk_sid}]}).
 """
 
 from __future__ import annotations
@@ -35,6 +35,9 @@ TWILIO = f"https://api.twilio.com/2010-04-01/Accounts/{SID}"
 CENTER = "+18555550100"
 PUBLIC = "https://admitflow.example.org"
 ROSTER_OWNERS = ["1001", "1002", "1003", "1004"]  # config/roster.example.toml
+OWN_PHONE_SETUP = "https://phones.example.org/twilio/voice"  # what answers the center's calls with VOICE_INBOUND=off
+INBOUND_CALL = f"{PUBLIC}/hooks/twilio/voice/inbound"
+INBOUND_STATUS = f"{PUBLIC}/hooks/twilio/voice/inbound/status"
 
 
 def configure(monkeypatch: pytest.MonkeyPatch, **values: str) -> Settings:
@@ -63,8 +66,10 @@ def owner(owner_id: str) -> dict[str, Any]:
 def number(**overrides: Any) -> dict[str, Any]:
     found = {"sid": "PN" + "0" * 32, "account_sid": SID, "phone_number": CENTER, "friendly_name": "(855) 555-0100",
              "capabilities": {"fax": False, "mms": True, "sms": True, "voice": True},
-             "sms_url": f"{PUBLIC}/hooks/twilio/sms", "sms_method": "POST", "status_callback": "",
-             "status_callback_method": "POST", "voice_url": "", "voice_method": "POST"}
+             "sms_url": f"{PUBLIC}/hooks/twilio/sms", "sms_method": "POST", "sms_application_sid": "",
+             "status_callback": "", "status_callback_method": "POST", "voice_url": OWN_PHONE_SETUP,
+             "voice_method": "POST", "voice_fallback_url": "", "voice_fallback_method": "POST",
+             "voice_application_sid": "", "trunk_sid": None}
     return found | overrides
 
 
@@ -105,7 +110,8 @@ def test_doctor_passes_a_center_configured_as_documented(everything: Settings, v
     checks = by_name(doctor(everything, utcnow()))
     assert "form 1 'Request a confidential call'" in checks["gravity forms main"].detail
     assert "account 4242" in checks["hubspot"].detail and "4 owners" in checks["hubspot"].detail
-    assert checks["twilio"].detail.startswith(f"account active; {CENTER} has SMS and voice")
+    assert checks["twilio"].detail == (f"account active; {CENTER} has SMS and voice; its messages come to {PUBLIC}"
+                                       "/hooks/twilio/sms, its calls go to its own voice webhook (VOICE_INBOUND=off)")
     assert "encryption keys" in checks["keys"].detail and "mH5GJ0QK3N0" not in result.stdout
     twilio_number_query = next(call.request.url for call in vendors.calls if "IncomingPhoneNumbers" in call.request.url)
     assert "PhoneNumber=%2B18555550100" in twilio_number_query
@@ -181,6 +187,111 @@ def test_an_855_number_whose_messages_go_elsewhere_is_named_with_the_url_to_set(
     assert check.detail == (f"{CENTER}'s incoming-message webhook is POST https://old-host.example.org/sms, not POST "
                             f"{PUBLIC}/hooks/twilio/sms")
     assert f"Webhook, {PUBLIC}/hooks/twilio/sms, HTTP POST" in check.fix
+
+
+def test_a_webhook_password_is_not_shown(everything: Settings, vendors: responses.RequestsMock) -> None:
+    vendors.replace(responses.GET, f"{TWILIO}/IncomingPhoneNumbers.json",
+                    json=numbers_page(number(sms_url="https://center:s3cret-pass@old-host.example.org/sms")))
+
+    check = failing(everything)["twilio"]
+
+    assert "s3cret-pass" not in check.line()
+    assert "is POST https://center:***@old-host.example.org/sms, not POST" in check.detail
+
+
+@pytest.fixture
+def phone_line(everything: Settings, monkeypatch: pytest.MonkeyPatch, vendors: responses.RequestsMock) -> Settings:
+    """VOICE_INBOUND=ring, and the number's voice webhooks set as docs/configuration.md says."""
+    answer_with(vendors)
+    return configure(monkeypatch, VOICE_INBOUND="ring")
+
+
+def answer_with(vendors: responses.RequestsMock, **overrides: Any) -> None:
+    """The number as the phone line wants it, but for `overrides`."""
+    vendors.replace(responses.GET, f"{TWILIO}/IncomingPhoneNumbers.json", json=numbers_page(number(
+        **{"voice_url": INBOUND_CALL, "status_callback": INBOUND_STATUS} | overrides)))
+
+
+def test_the_phone_line_passes_when_the_numbers_calls_come_to_admitflow(phone_line: Settings) -> None:
+    check = by_name(doctor(phone_line, utcnow()))["twilio"]
+
+    assert check.ok
+    assert check.detail.endswith(f"its calls to {INBOUND_CALL} (VOICE_INBOUND=ring)")
+
+
+def test_a_phone_line_whose_calls_go_elsewhere_is_named_with_the_url_to_set(
+    phone_line: Settings, vendors: responses.RequestsMock
+) -> None:
+    answer_with(vendors, voice_url=OWN_PHONE_SETUP)
+
+    check = failing(phone_line)["twilio"]
+
+    assert check.detail == f"{CENTER}'s incoming-call webhook is POST {OWN_PHONE_SETUP}, not POST {INBOUND_CALL}"
+    assert check.fix == (f"in the Twilio console, set the number's 'A call comes in' to Webhook, {INBOUND_CALL}, "
+                         "HTTP POST")
+
+
+def test_a_phone_line_called_with_get_is_named(phone_line: Settings, vendors: responses.RequestsMock) -> None:
+    answer_with(vendors, voice_method="GET")
+
+    check = failing(phone_line)["twilio"]
+
+    assert check.detail == f"{CENTER}'s incoming-call webhook is GET {INBOUND_CALL}, not POST {INBOUND_CALL}"
+
+
+def test_a_phone_line_without_the_call_status_callback_is_named(
+    phone_line: Settings, vendors: responses.RequestsMock
+) -> None:
+    answer_with(vendors, status_callback="")
+
+    check = failing(phone_line)["twilio"]
+
+    assert check.detail == f"{CENTER}'s status callback is POST (none), not POST {INBOUND_STATUS}"
+    assert check.fix == f"in the Twilio console, set the number's 'Call status changes' to {INBOUND_STATUS}, HTTP POST"
+
+
+def test_a_phone_line_whose_calls_a_sip_trunk_takes_is_named(
+    phone_line: Settings, vendors: responses.RequestsMock
+) -> None:
+    answer_with(vendors, trunk_sid="TK" + "1" * 32)
+
+    check = failing(phone_line)["twilio"]
+
+    assert check.detail == f"calls to {CENTER} go to the SIP trunk TK{'1' * 32}, not to its incoming-call webhook"
+    assert f"'A call comes in' to Webhook, {INBOUND_CALL}, HTTP POST" in check.fix
+
+
+def test_calls_sent_to_admitflow_while_voice_inbound_is_off_are_named(
+    everything: Settings, vendors: responses.RequestsMock
+) -> None:
+    answer_with(vendors, status_callback="")
+
+    check = failing(everything)["twilio"]
+
+    assert check.detail == (f"{CENTER}'s incoming-call webhook is {INBOUND_CALL}, on admitflow, but VOICE_INBOUND is "
+                            "off: admitflow is not set to answer calls")
+    assert check.fix.startswith("set VOICE_INBOUND=ring or voicemail and set the number's 'A call comes in'")
+
+
+def test_a_number_nothing_answers_calls_to_is_named(everything: Settings, vendors: responses.RequestsMock) -> None:
+    vendors.replace(responses.GET, f"{TWILIO}/IncomingPhoneNumbers.json", json=numbers_page(number(voice_url="")))
+
+    check = failing(everything)["twilio"]
+
+    assert check.detail == f"{CENTER} has no incoming-call webhook, so nothing answers a call to it"
+    assert f"set VOICE_INBOUND=ring or voicemail and set the number's 'A call comes in' to Webhook, {INBOUND_CALL}" \
+        in check.fix
+
+
+def test_with_voice_inbound_off_the_phone_lines_webhooks_are_not_asked_for(
+    everything: Settings, vendors: responses.RequestsMock
+) -> None:
+    vendors.replace(responses.GET, f"{TWILIO}/IncomingPhoneNumbers.json", json=numbers_page(
+        number(voice_url="", voice_method="GET", voice_application_sid="AP" + "2" * 32)))
+
+    check = by_name(doctor(everything, utcnow()))["twilio"]
+
+    assert check.ok and check.detail.endswith(f"its calls go to the TwiML app AP{'2' * 32} (VOICE_INBOUND=off)")
 
 
 def test_an_855_number_without_sms_or_not_on_the_account_is_named(
