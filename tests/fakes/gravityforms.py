@@ -12,11 +12,12 @@ import json
 import re
 import threading
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from integrations.gravityforms.client import PAGE_SIZE, EntriesPage, GravityFormsClient
+from tests.fakes.loopback import LoopbackServer
 
 CONSUMER_KEY = "ck_test_fault_injection"
 CONSUMER_SECRET = "cs_test_fault_injection"
@@ -54,23 +55,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._write(404, {"code": "not_found", "message": "Not found"})
 
 
-class FakeGravityForms(ThreadingHTTPServer):
+class FakeGravityForms(LoopbackServer):
     """`add()` an entry as WordPress stores it on submission; GET /wp-json/gf/v2/forms/{id}/entries then lists it,
     sorted by `date_created` and paged as the query asks."""
 
-    daemon_threads = True
-
     def __init__(self, forms: list[dict[str, Any]]) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(_Handler)
         self.forms = {str(form["id"]): form for form in forms}
         self.entries: list[dict[str, Any]] = []
         self.requests = 0
         self.lock = threading.Lock()
-        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
 
     def add(self, entry: dict[str, Any]) -> None:
         with self.lock:
@@ -86,14 +80,6 @@ class FakeGravityForms(ThreadingHTTPServer):
         size = int(query.get("paging[page_size]", "20"))
         page = int(query.get("paging[current_page]", "1"))
         return {"total_count": len(entries), "entries": entries[(page - 1) * size:page * size]}
-
-    def __enter__(self) -> FakeGravityForms:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.shutdown()
-        self.server_close()
 
 
 class InMemoryGravityForms(GravityFormsClient):

@@ -18,6 +18,7 @@ _REQUESTS = {
     "/batch/update": "BatchInputSimplePublicObjectBatchInput",
     "/batch/upsert": "BatchInputSimplePublicObjectBatchInputUpsert",
     "/batch/read": "BatchReadInputSimplePublicObjectId",
+    "/merge": "PublicMergeInput",
     "PATCH /{id}": "SimplePublicObjectInput",
 }
 _MODULES = {"contacts": "hubspot.crm.contacts.models"}
@@ -36,6 +37,8 @@ def check_request(method: str, path: str, body: Any) -> None:
     if match is None:
         raise Refused(f"no HubSpot endpoint {method} {path}")
     object_type, rest = match.group(1), match.group(2) or ""
+    if method in ("GET", "DELETE") and rest not in ("", *_REQUESTS) and body is None:
+        return  # a read or an archive of one record by id: no body to check
     key = rest if rest in _REQUESTS else ("PATCH /{id}" if method == "PATCH" and rest else None)
     if key is None or (key == "PATCH /{id}") != (method == "PATCH"):
         raise Refused(f"no HubSpot endpoint {method} {path}")

@@ -1,7 +1,8 @@
 """A loopback stand-in for HubSpot CRM v3 and Twilio's Messages and Calls APIs, for tests whose worker runs in another
-process (where `responses` cannot reach). It keeps what it was sent, answers in the documented shapes, refuses a
-HubSpot body its generated models refuse (tests/fakes/hubspot_models.py), lets search trail writes by
-`search_lag` seconds as HubSpot's index does, and can be told to fail a share of calls.
+process (where `responses` cannot reach) and tests that want the real clients over real HTTP. It keeps what it was
+sent, answers in the documented shapes, refuses a HubSpot body its generated models refuse
+(tests/fakes/hubspot_models.py), lets search trail writes by `search_lag` seconds as HubSpot's index does, merges
+contacts as HubSpot does, and can be told to fail a share of calls.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from email.utils import formatdate
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
 from tests.fakes.hubspot_models import Refused, check_request
+from tests.fakes.loopback import LoopbackHandler, LoopbackServer
 
 
 @dataclass
@@ -34,6 +35,10 @@ class ProviderState:
     notes: dict[str, dict[str, Any]] = field(default_factory=dict)
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
     call_logs: dict[str, dict[str, Any]] = field(default_factory=dict)  # HubSpot calls (engagements)
+    # HubSpot records archived (DELETE), by object type: ids.
+    archived: dict[str, list[str]] = field(default_factory=dict)
+    # Contact ids merged away, each to the id of the record they now resolve to.
+    merged: dict[str, str] = field(default_factory=dict)
     sms: list[dict[str, str]] = field(default_factory=list)
     voice_calls: list[dict[str, str]] = field(default_factory=list)  # Twilio Calls created
     calls: list[Recorded] = field(default_factory=list)
@@ -85,20 +90,17 @@ def _record(key: str, record: dict[str, Any], names: list[str] | None, trace: st
     return answer | ({"objectWriteTraceId": trace} if trace else {})
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(LoopbackHandler):
     server: FakeProviders
     _answer: tuple[int, Any, dict[str, str] | None]
     _delay: float
     _reset: bool  # close the connection without an answer
 
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
     def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         self._answer = (status, payload, headers)
 
     def _write(self, status: int, payload: Any, headers: dict[str, str] | None) -> None:
-        data = json.dumps(payload).encode()
+        data = b"" if status == 204 else json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -151,6 +153,18 @@ class _Handler(BaseHTTPRequestHandler):
             names = [name for name in body.get("properties", []) if name != "hs_object_id"]
             results = [_record(key, store[key], names) for key in found[: body.get("limit", 10)]]
             self._send(200, {"total": len(found), "results": results})
+        elif self.command == "POST" and path == "/crm/v3/objects/contacts/merge":
+            self._merge(state, stores, body)
+        elif self.command == "GET" and (match := re.fullmatch(r"/crm/v3/objects/(contacts|notes|tasks|calls)/(\w+)",
+                                                               path)):
+            self._read(stores[match.group(1)], state.merged if match.group(1) == "contacts" else {}, match.group(2))
+        elif self.command == "DELETE" and (match := re.fullmatch(
+                r"/crm/v3/objects/(contacts|notes|tasks|calls)/(\w+)", path)):
+            if stores[match.group(1)].pop(match.group(2), None) is None:
+                self._send(404, {"status": "error", "category": "OBJECT_NOT_FOUND"})
+                return
+            state.archived.setdefault(match.group(1), []).append(match.group(2))
+            self._send(204, None)
         elif self.command == "POST" and (match := re.fullmatch(r"/crm/v3/objects/(\w+)/batch/(\w+)", path)):
             self._batch(state, stores[match.group(1)], match.group(1), match.group(2), body)
         elif self.command == "POST" and (match := re.fullmatch(r"/crm/v3/objects/(contacts|notes|tasks|calls)", path)):
@@ -196,6 +210,44 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(201, {"sid": sid, "status": "queued", "to": body["To"], "from": body["From"]})
         else:
             self._send(404, {"status": "error", "message": f"fake has no route for {self.command} {path}"})
+
+    def _read(self, store: dict[str, dict[str, Any]], merged: dict[str, str], key: str) -> None:
+        """GET one record; a contact id merged away reads the record it was merged into, under that record's id."""
+        key = merged.get(key, key)
+        if key not in store:
+            self._send(404, {"status": "error", "category": "OBJECT_NOT_FOUND"})
+            return
+        query = parse_qs(self.path.partition("?")[2])
+        names = [name for value in query.get("properties", []) for name in value.split(",") if name != "hs_object_id"]
+        self._send(200, _record(key, store[key], names if "properties" in query else None))
+
+    def _merge(self, state: ProviderState, stores: dict[str, dict[str, Any]], body: Any) -> None:
+        """POST /crm/v3/objects/contacts/merge, as HubSpot's developer changelog ("Updated merge functionality for
+        contacts and companies") describes it: the merged record gets a new id, both old ids resolve to it from
+        then on, the two records' activities are associated with it, and the primary's values win. Merging two ids
+        that resolve to one record already is refused (400)."""
+        primary, other = (state.merged.get(body[key], body[key]) for key in ("primaryObjectId", "objectIdToMerge"))
+        if primary not in state.contacts or other not in state.contacts:
+            self._send(404, {"status": "error", "category": "OBJECT_NOT_FOUND", "message": "contact not found"})
+            return
+        if primary == other:
+            self._send(400, {"status": "error", "category": "VALIDATION_ERROR",
+                             "message": "Cannot merge a contact into itself"})
+            return
+        first, second = state.contacts.pop(primary), state.contacts.pop(other)
+        properties = {name: value for name, value in second["properties"].items() if value} | {
+            name: value for name, value in first["properties"].items() if value}
+        new_id = state.new_id()
+        state.contacts[new_id] = {"properties": properties, "_contact": None, "_at": time.time()}
+        for old, current in list(state.merged.items()):
+            if current in (primary, other):
+                state.merged[old] = new_id
+        state.merged[primary] = state.merged[other] = new_id
+        for store in (state.notes, state.tasks, state.call_logs):
+            for record in store.values():
+                if record["_contact"] in (primary, other):
+                    record["_contact"] = new_id
+        self._send(200, {"id": new_id, "properties": properties, "archived": False})
 
     def _create(self, state: ProviderState, stores: dict[str, dict[str, Any]], kind: str, item: Any) -> str | None:
         """Store a new record; a contact whose email another contact has gets a 409 (answered here) and None."""
@@ -248,32 +300,8 @@ class _Handler(BaseHTTPRequestHandler):
             answer |= {"errors": errors, "numErrors": len(errors)}
         self._send(207 if errors else (201 if action == "create" else 200), answer)
 
-    def do_POST(self) -> None:
-        self._handle()
 
-    def do_PATCH(self) -> None:
-        self._handle()
-
-    def do_GET(self) -> None:
-        self._handle()
-
-
-class FakeProviders(ThreadingHTTPServer):
-    daemon_threads = True
-
+class FakeProviders(LoopbackServer):
     def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(_Handler)
         self.state = ProviderState()
-        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def __enter__(self) -> FakeProviders:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.shutdown()
-        self.server_close()

@@ -1,4 +1,5 @@
-"""Merging and splitting leads by hand: the leads, the CRM (HubSpot and Salesforce on loopback fakes), staff."""
+"""Merging and splitting leads by hand: the leads, the CRM calls (HubSpot and Salesforce mocked with `responses`;
+test_corrections_loopback.py runs the commands over HTTP against loopback fakes), staff."""
 
 from __future__ import annotations
 

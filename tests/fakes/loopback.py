@@ -1,0 +1,44 @@
+"""What every loopback fake shares: a quiet handler, and a server on a free port served from a thread."""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Self
+
+
+class LoopbackHandler(BaseHTTPRequestHandler):
+    """A fake's request handler: quiet, and every method it serves goes to `_handle`."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+    def _handle(self) -> None:
+        raise NotImplementedError
+
+    def do_POST(self) -> None:
+        self._handle()
+
+    do_GET = do_PATCH = do_DELETE = do_POST
+
+
+class LoopbackServer(ThreadingHTTPServer):
+    """A fake on a free loopback port, served from a thread while it is used as a context manager."""
+
+    daemon_threads = True
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(("127.0.0.1", 0), handler)
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+        self.server_close()
