@@ -21,8 +21,9 @@ SERVICE_COMMANDS = {"postgres", "redis-server"}
 MAX_OTHER_CORES = float(os.environ.get("BENCH_MAX_OTHER_CORES", "0.25"))
 
 
-class BusyMachine(RuntimeError):
-    """Another process used a share of a core while the figure was taken."""
+class BusyMachine(SystemExit):
+    """Another process used a share of a core while the figure was taken: the bench ends with this message and
+    exit status 1, no traceback."""
 
 
 def _busy_ticks() -> int:
