@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -69,6 +69,11 @@ class Applicant:
     consent_to_text: bool | None = None
     consent: bool | None = None
     device: str | None = None  # "ip|user agent", only as evidence for corrections
+
+
+# The first name a stored submission was read with: device evidence is weighed with the names of the requests
+# that came from the device, not with every name their lead has gathered.
+FirstNameOf = Callable[[Submission], str | None]
 
 
 @dataclass(frozen=True)
@@ -178,8 +183,9 @@ def mergeable(a: Lead, b: Lead, applicant: Applicant | None = None) -> bool:
         return False
     if not relation.guarded:
         return True
-    # Two real names (Paul, Paula) are never bridged; a name and a misspelling of it can be.
-    return relation.guard == Level.DIFFERENT and applicant is not None and len(name_key(applicant.first_name)) > 1
+    # Two real names (Paul, Paula) are never bridged; a name and a misspelling of it can be (Malik, Mali).
+    return (relation.guard in (Level.DIFFERENT, Level.TYPO_BETWEEN_NAMES) and applicant is not None
+            and len(name_key(applicant.first_name)) > 1)
 
 
 def _active_around(lead: Lead, at: datetime, window: timedelta) -> bool:
@@ -197,8 +203,8 @@ class KnownLeads:
     """
 
     def __init__(self, session: Session, *, earliest: datetime, latest: datetime, window: timedelta,
-                 correction_window: timedelta) -> None:
-        self.session = session
+                 correction_window: timedelta, first_name_of: FirstNameOf) -> None:
+        self.session, self.first_name_of = session, first_name_of
         self.earliest, self.latest = earliest, latest
         self.window, self.correction_window = window, correction_window
         self._leads: dict[Lead, int] = {}  # an ordered set: each lead's position
@@ -206,8 +212,8 @@ class KnownLeads:
         # superset of those holding it now (`sharing` checks), kept by `add` whenever a lead's digests change.
         self._by_digest: dict[str, dict[Lead, None]] = {}
         self._read: set[tuple[str, str]] = set()
-        # (device digest, when, lead) of each submission already assigned to a lead.
-        self._devices: list[tuple[str, datetime, Lead]] = []
+        # (device digest, when, lead, first name) of each submission already assigned to a lead.
+        self._devices: list[tuple[str, datetime, Lead, str | None]] = []
 
     def read(self, lookups: list[dict[str, tuple[str, ...]]]) -> None:
         """Read the leads sharing any of these digests, unless read already."""
@@ -229,8 +235,8 @@ class KnownLeads:
                 self.add(lead)
         devices = sorted(digest for kind, digest in wanted if kind == "device")
         if devices:
-            for device, requested_at, lead in self.session.execute(
-                select(Submission.device_index, Submission.requested_at, Lead)
+            for submission, lead in self.session.execute(
+                select(Submission, Lead)
                 .join(Lead, Submission.lead_id == Lead.id)
                 .where(
                     among(self.session, Submission.device_index, devices),
@@ -238,8 +244,9 @@ class KnownLeads:
                     Submission.requested_at <= self.latest + self.correction_window,
                 )
             ):
+                device, requested_at = submission.device_index, submission.requested_at
                 if device is not None and requested_at is not None:
-                    self._devices.append((device, requested_at, lead))
+                    self._devices.append((device, requested_at, lead, self.first_name_of(submission)))
                     self.add(lead)
 
     def add(self, lead: Lead) -> None:
@@ -252,9 +259,9 @@ class KnownLeads:
     def leads(self) -> list[Lead]:
         return list(self._leads)
 
-    def add_submission(self, device: str | None, requested_at: datetime, lead: Lead) -> None:
+    def add_submission(self, device: str | None, requested_at: datetime, lead: Lead, first_name: str | None) -> None:
         if device is not None:
-            self._devices.append((device, requested_at, lead))
+            self._devices.append((device, requested_at, lead, first_name))
 
     def sharing(self, phones: tuple[str, ...], emails: tuple[str, ...]) -> list[Lead]:
         """Unmerged leads whose phone or email digest is one of these (read first if need be)."""
@@ -264,16 +271,17 @@ class KnownLeads:
                 and ((lead.phone_index is not None and lead.phone_index in phones)
                      or (lead.email_index is not None and lead.email_index in emails))]
 
-    def from_device(self, devices: tuple[str, ...], at: datetime) -> list[Lead]:
-        """Unmerged leads now holding a submission sent from this device within the correction window of `at`."""
+    def from_device(self, devices: tuple[str, ...], at: datetime) -> dict[Lead, tuple[str, ...]]:
+        """Unmerged leads now holding a submission sent from this device within the correction window of `at`,
+        each with the first names those submissions bore."""
         self.read([{"device": devices}])
-        found: dict[Lead, None] = {}
-        for device, requested_at, lead in self._devices:
+        found: dict[Lead, tuple[str, ...]] = {}
+        for device, requested_at, lead, first_name in self._devices:
             if device in devices and at - self.correction_window <= requested_at <= at + self.correction_window:
                 survivor = self._survivor(lead)
                 if survivor.status != LeadStatus.MERGED:
-                    found[survivor] = None
-        return list(found)
+                    found[survivor] = (*found.get(survivor, ()), *([first_name] if first_name else []))
+        return found
 
     def _survivor(self, lead: Lead) -> Lead:
         return survivor(self.session, lead)
@@ -297,11 +305,11 @@ class Deduplicator:
     """
 
     def __init__(self, session: Session, vault: PhiVault, *, window: timedelta, correction_window: timedelta,
-                 earliest: datetime, latest: datetime) -> None:
+                 earliest: datetime, latest: datetime, first_name_of: FirstNameOf) -> None:
         self.session, self.vault = session, vault
         self.window, self.correction_window = window, correction_window
         self.known = KnownLeads(session, earliest=earliest, latest=latest, window=window,
-                                correction_window=correction_window)
+                                correction_window=correction_window, first_name_of=first_name_of)
         self._lookups: dict[Applicant, dict[str, tuple[str, ...]]] = {}
         self._refs: list[str] = []
         self._unsaved: list[Lead] = []
@@ -332,11 +340,11 @@ class Deduplicator:
         digests = {kind: under_each_key[0] for kind, under_each_key in lookups.items()}  # stored: the newest key
         contact = [lead for lead in self.known.sharing(lookups.get("phone", ()), lookups.get("email", ()))
                    if _active_around(lead, at, self.window)]
-        devices = self.known.from_device(lookups["device"], at) if "device" in lookups else []
+        devices = self.known.from_device(lookups["device"], at) if "device" in lookups else {}
         candidates = list(dict.fromkeys([*contact, *devices]))
         me = applicant_profile(applicant, at)
-        weighed = _ambiguity_guarded(
-            [(lead, compare(me, lead_profile(lead), same_device_soon=lead in devices)) for lead in candidates])
+        weighed = _ambiguity_guarded([(lead, compare(me, lead_profile(lead), same_device_soon=lead in devices,
+                                                     device_names=devices.get(lead))) for lead in candidates])
         matches = [(lead, evidence) for lead, evidence in weighed if evidence.same_person]
         if len(matches) > 1 and any(lead.id is None for lead, _ in matches):
             self.save_new_leads()  # a lead created earlier in this transaction: ranking and merging need its id
@@ -397,7 +405,7 @@ class Deduplicator:
         """Record that a submission from this applicant now belongs to `lead` (device evidence for the rest of the
         transaction); returns the device digest to store with the submission (under the newest key)."""
         device = self.lookups(applicant).get("device", (None,))[0]
-        self.known.add_submission(device, at, lead)
+        self.known.add_submission(device, at, lead, applicant.first_name)
         return device
 
     def _own_lookups(self, lead: Lead) -> dict[str, tuple[str, ...]]:

@@ -12,7 +12,9 @@ couple, or a parent and child, share a phone, a last name, a device and often an
 once, and adding them up would outvote the one field that tells them apart. When the first names clearly differ
 (not one name written twice: not a typo, a nickname, an initial, nor two names one letter apart), no evidence
 merges them. Two real names one letter apart (Paul and Paula, or Michael and a slip to Micheal) are kept apart
-too unless something personal agrees, the email: then they are weighed.
+too unless something personal agrees, the email: then they are weighed. A slip one letter from two such names
+(Paull: Paul or Paula?) is kept apart when the inboxes differ: what a household shares (phone, last name, laptop,
+the same evening) cannot say which relative wrote it, and adding those up would decide it anyway.
 
 Levels and scores are not PHI: they are stored with each decision and shown by `admitflow leads why`.
 """
@@ -59,7 +61,7 @@ class Level(enum.StrEnum):
     TWO_NAMES = "two_names"  # two real first names further apart (Daniel, Danielle)
     DIFFERENT = "different"
     MISSING = "missing"  # one side does not say
-    SOON = "soon"  # the same device within the correction window, the first name one person's
+    SOON = "soon"  # the same device within the correction window, the first name one person's: no slip between names
     SOON_OTHER_NAME = "soon_other_name"  # the same device within the window, the first name an initial or further
     WITHIN_HOUR = "within_hour"
     WITHIN_TWO_DAYS = "within_two_days"
@@ -95,7 +97,8 @@ WEIGHTS: dict[Field, dict[Level, float]] = {
         Level.SAME: 4.0,  # m 0.85; u 0.05 (a Jr. and a Sr. on one phone)
         Level.TYPO: 3.5,  # m 0.08; u 0.007: a non-name one edit from a name is almost always that name mistyped
         # m 0.08; u 0.03: a slip between two names one letter apart, which relatives often bear (Eriac: Eric or
-        # Erica?). With a shared phone and last name it joins unless the inbox differs.
+        # Erica?). With a shared phone and last name it joins unless the inbox differs (then the guard holds); it
+        # is no device evidence (Paull, Paul's hand on the family laptop, beside Paula's correction minutes later).
         Level.TYPO_BETWEEN_NAMES: 1.5,
         Level.NICKNAME: 2.5,  # m 0.06; u 0.01
         Level.NICKNAME_TYPO: 1.5,  # m 0.01; u 0.004
@@ -109,9 +112,12 @@ WEIGHTS: dict[Field, dict[Level, float]] = {
     },
     Field.DEVICE: {
         # m 0.1 (a correction minutes later from the same browser); u 0.0001 (a colleague behind the same office
-        # router with the same browser build, within the same half hour)
+        # router with the same browser build, within the same half hour). The name weighed is that of the requests
+        # sent from the device, not the best of the lead's: a lead gathers names, and which it has gathered
+        # depends on the order its requests arrived in.
         Level.SOON: 10.0,
-        # m 0.01; u 0.005: an initial or two slips on top of a correction, or a relative on the family laptop
+        # m 0.01; u 0.005: an initial, two slips or a slip between two relatives' names on top of a correction,
+        # or a relative on the family laptop
         Level.SOON_OTHER_NAME: 1.0,
         Level.MISSING: 0.0,  # no device evidence either way: people use several, and offices share one
     },
@@ -147,7 +153,8 @@ class Evidence:
     levels: dict[Field, Level]
     score: float
     # The household guard, when it holds: TWO_NAMES or CLOSE_NAMES when two real first names differ (any pair of
-    # the two sides' names), DIFFERENT when no name of one side is a spelling of a name of the other.
+    # the two sides' names), DIFFERENT when no name of one side is a spelling of a name of the other,
+    # TYPO_BETWEEN_NAMES when the best is a slip between two names and the inboxes differ.
     guard: Level | None = None
 
     @property
@@ -164,9 +171,12 @@ class Evidence:
         return {"score": round(self.score, 2), "levels": levels, "guard": str(self.guard) if self.guard else None}
 
 
-def compare(a: Profile, b: Profile, *, same_device_soon: bool = False, context: tuple[str, ...] = ()) -> Evidence:
-    """Weigh the evidence that `a` and `b` are one person. `context` names a third request's first name that may
-    reconcile two names of theirs (Elizabeth, for a Liz and a Beth)."""
+def compare(a: Profile, b: Profile, *, same_device_soon: bool = False, device_names: tuple[str, ...] | None = None,
+            context: tuple[str, ...] = ()) -> Evidence:
+    """Weigh the evidence that `a` and `b` are one person. `same_device_soon`: some of `b`'s requests came from
+    `a`'s device within the correction window; `device_names` are the first names those requests bore (all of
+    `b`'s when not given). `context` names a third request's first name that may reconcile two names of theirs
+    (Elizabeth, for a Liz and a Beth)."""
     pairs = {(x, y): first_name_level(x, y) for x in a.first_names or ("",) for y in b.first_names or ("",)}
     found = set(pairs.values())
     levels = {
@@ -180,8 +190,9 @@ def compare(a: Profile, b: Profile, *, same_device_soon: bool = False, context: 
     if levels[Field.PHONE] == Level.SAME and (a.only_phone or b.only_phone):
         levels[Field.PHONE] = Level.ONLY_PHONE
     if same_device_soon:
-        named = levels[Field.FIRST_NAME] in (Level.SAME, Level.NICKNAME, Level.TYPO, Level.TYPO_BETWEEN_NAMES,
-                                             Level.NICKNAME_TYPO)
+        sent = b.first_names if device_names is None else device_names
+        found_on_device = {first_name_level(x, y) for x in a.first_names or ("",) for y in sent or ("",)}
+        named = bool(found_on_device & {Level.SAME, Level.NICKNAME, Level.TYPO, Level.NICKNAME_TYPO})
         levels[Field.DEVICE] = Level.SOON if named else Level.SOON_OTHER_NAME
     score = sum(WEIGHTS[name].get(level, 0.0) for name, level in levels.items())
     names = (*a.first_names, *b.first_names, *context)
@@ -191,6 +202,9 @@ def compare(a: Profile, b: Profile, *, same_device_soon: bool = False, context: 
     guard: Level | None = min(conflicts, key=_FIRST_NAME_ORDER.index) if conflicts else None
     if guard is None and levels[Field.FIRST_NAME] == Level.DIFFERENT:
         guard = Level.DIFFERENT
+    slip_between = levels[Field.FIRST_NAME] == Level.TYPO_BETWEEN_NAMES
+    if guard is None and slip_between and levels[Field.EMAIL] == Level.DIFFERENT:
+        guard = Level.TYPO_BETWEEN_NAMES
     return Evidence(levels, score, guard)
 
 

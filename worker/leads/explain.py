@@ -30,6 +30,7 @@ GUARDS = {
     "close_names": "first names one letter apart (Paul, Paula) and no shared email",
     "different": "first names that are not one name written twice",
     "typo": "a slip one letter from the names of two people on this phone, and no shared email",
+    "typo_between_names": "a slip one letter from two names one letter apart (Paull: Paul or Paula), another email",
 }
 
 

@@ -91,6 +91,11 @@ class FormReader:
         known = self.form(submission.site, submission.form_id)
         return None if known is None else known[1].read(submission.payload)
 
+    def first_name(self, submission: Submission) -> str | None:
+        """The first name the submission was read with, None when it has none (or its form is gone)."""
+        fields = self.applicant_fields(submission)
+        return None if fields is None else clean_text(fields.first_name)
+
 
 # Validating a form definition and inferring its mapping costs more than reading an entry through it: a process
 # keeps the mappings it made, keyed by what they were made from (the definition as of its `updated_at`, which
@@ -410,6 +415,7 @@ def _assign_all(session: Session, ready: list[_Ready], settings: Settings) -> di
         correction_window=timedelta(minutes=settings.correction_window_minutes),
         earliest=in_time_order[0].requested_at,
         latest=in_time_order[-1].requested_at,
+        first_name_of=FormReader(session, settings).first_name,
     )
     dedup.prepare([item.applicant for item in in_time_order])
     page = _PageRows(session, in_time_order)

@@ -105,6 +105,31 @@ def test_the_family_laptop_is_no_evidence_for_an_initial() -> None:
     assert not compare(jordan, morgan, same_device_soon=True).same_person
 
 
+def test_a_slip_between_two_relatives_names_joins_neither_on_the_family_laptop_alone() -> None:
+    # Paul mistypes his name as Paull; minutes later Paula, on the same laptop, corrects a mistyped phone and inbox.
+    paull = request("Paull", phone="+16175550163", email="paul@example.org")
+    paula = request("Paula", phone="+16175550168", email="paula.home@example.org")
+    assert compare(paull, paula, same_device_soon=True).levels[Field.DEVICE] == Level.SOON_OTHER_NAME
+    assert not compare(paull, paula, same_device_soon=True).same_person
+    # A slip that is no other name is still a correction from the same device.
+    sarah = request("Sarah", phone="+16175550168", email="sarah.home@example.org")
+    assert compare(request("Sauah", phone="+16175550163"), sarah, same_device_soon=True).same_person
+
+
+def test_a_slip_between_two_relatives_names_stays_apart_on_the_family_phone_with_another_inbox() -> None:
+    paull = request("Paull", email="paul@example.org")
+    assert not compare(paull, request("Paula", email="paula.home@example.org"), same_device_soon=True).same_person
+    assert compare(paull, request("Paul", email="paul@example.org")).same_person
+    assert compare(paull, request("Paul")).same_person
+
+
+def test_the_family_laptop_weighs_the_names_sent_from_it_not_every_name_of_the_lead() -> None:
+    lead = request("Paul", also=("Paull",), phone="+16175550163", email="paul@example.org")
+    mistyped = request("Paul", phone="+16175550168", email="paulx@example.org")
+    assert not compare(mistyped, lead, same_device_soon=True, device_names=("Paull",)).same_person
+    assert compare(mistyped, lead, same_device_soon=True, device_names=("Paul",)).same_person
+
+
 def test_a_call_or_text_known_only_by_its_number_joins_the_lead_with_that_phone_whichever_came_first() -> None:
     caller = Profile((), None, "+16175550123", None, AT, AT)
 
