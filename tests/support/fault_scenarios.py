@@ -126,18 +126,6 @@ def worker_sigkill(stack: FaultStack, scale: Scale) -> dict[str, int]:
         outbox_id)) is not None else math.inf for _, flying in restarts for outbox_id in flying]
     last_restart = restarts[-1][0]
     last_text = stack.last_staff_text_at() or last_restart
-    import os as _os
-    if _os.environ.get("SIGKILL_TIMELINE"):
-        with stack.engine.connect() as _c:
-            _rows = _c.execute(text(
-                "SELECT s.id, extract(epoch from s.received_at), extract(epoch from s.processed_at), "
-                "extract(epoch from o.created_at), extract(epoch from o.delivered_at), o.attempts, extract(epoch from o.offered_at), o.id "
-                "FROM submissions s LEFT JOIN outbox o ON o.submission_id = s.id AND o.kind = 'staff_alert' "
-                "ORDER BY s.id")).all()
-        with open(_os.environ["SIGKILL_TIMELINE"], "w") as _f:
-            _f.write("restarts " + " ".join(f"{r:.2f}" for r, _ in restarts) + "\n")
-            for _r in _rows:
-                _f.write(" ".join("-" if v is None else f"{float(v):.2f}" for v in _r) + "\n")
     return {"worker SIGKILLs": scale.worker_kills,
             "kills with a staff alert in flight": sum(1 for _, flying in restarts if flying),
             RESTART_TO_ALERTS_IN_FLIGHT: math.ceil(max([0.0, *waits])) if all(map(math.isfinite, waits)) else -1,
