@@ -1,6 +1,7 @@
 """Submit → staff SMS latency through the real web app, Redis broker and Celery worker, Twilio faked on loopback.
 
     python bench/submit_to_sms.py [--entries 200] [--rate 10] [--workers 2] [--crm-latency SECONDS]
+                                  [--twilio-latency SECONDS]
 
 Posts one entry per new person at a fixed rate to `admitflow web`, and measures, per entry, the time from the
 POST to the moment the loopback Twilio receives the staff text for it. CRM is log-only (no credentials), so the
@@ -106,6 +107,8 @@ def main() -> None:
     parser.add_argument("--crm-latency", type=float, default=None, metavar="SECONDS",
                         help="sync to a loopback HubSpot that takes this long to answer each contact and task it "
                              "creates (default: a log-only CRM)")
+    parser.add_argument("--twilio-latency", type=float, default=0.0, metavar="SECONDS",
+                        help="seconds the loopback Twilio takes to answer each text it has taken (default 0)")
     args = parser.parse_args()
     fresh_database()
     with watched() as watch, FakeProviders() as twilio:
@@ -115,6 +118,7 @@ def main() -> None:
         if args.crm_latency is not None:
             env.update(HUBSPOT_TOKEN="bench-token", HUBSPOT_BASE_URL=twilio.url)  # noqa: S106 (loopback fake)
             twilio.state.create_answer_delay = args.crm_latency
+        twilio.state.sms_answer_delay = args.twilio_latency
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         posted: dict[int, float] = {}
@@ -141,6 +145,7 @@ def main() -> None:
     entry_of = entry_ids_by_ref()
     latencies = [at - posted[entry_of[ref] - 10_000] for ref, at in arrivals.items() if ref in entry_of]
     crm = "log-only CRM" if args.crm_latency is None else f"HubSpot creating in {args.crm_latency:g} s"
+    crm += f", Twilio answering in {args.twilio_latency:g} s" if args.twilio_latency else ""
     print(f"{len(arrivals)} of {args.entries} staff texts arrived (posted at {args.rate:g}/s, "
           f"{args.workers} worker processes, {crm})")
     print(f"worker CPU {cpu_used * 1000 / args.entries:.1f} ms per lead ({cpu_used:.1f} s over {args.entries} leads"

@@ -51,6 +51,7 @@ class ProviderState:
     # Seconds to hold the answer to a contact or task creation after storing it (a crash test kills the worker
     # then); `created` is set as soon as one is stored.
     create_answer_delay: float = 0.0
+    sms_answer_delay: float = 0.0  # seconds Twilio takes to answer a text it has taken (about 0.2-0.4 s for real)
     created: threading.Event = field(default_factory=threading.Event)
     next_id: int = 1000
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -202,6 +203,7 @@ class _Handler(LoopbackHandler):
         elif self.command == "POST" and re.fullmatch(r"/2010-04-01/Accounts/\w+/Messages.json", path):
             sid = f"SM{state.new_id():0>32}"
             state.sms.append({"sid": sid, **body, "date_created": formatdate(usegmt=True)})
+            self._delay = state.sms_answer_delay
             self._send(201, {"sid": sid, "status": "queued", "to": body["To"], "from": body["From"]})
         elif self.command == "POST" and re.fullmatch(r"/2010-04-01/Accounts/\w+/Calls.json", path):
             # https://www.twilio.com/docs/voice/api/call-resource#create-a-call-resource

@@ -286,9 +286,10 @@ def _triage(submission: ClaimedSubmission, forms: FormReader, settings: Settings
     return _Ready(submission, applicant, meta.date_created or submission.received_at, phone_unparsed=unparsed)
 
 
-# A submission still waiting this long after it came in is queued behind others (a burst, or a restart's backlog):
-# a page being processed takes it along rather than leave it to its own turn. Older ones are the sweeper's.
-WAITING_AFTER = timedelta(seconds=1)
+# A submission still waiting this long after it came in is queued behind others (the web hands a page on within
+# 50 ms; a burst or a restart's backlog queues longer): a page being processed takes it along rather than leave it
+# to its own turn. Older ones are the sweeper's.
+WAITING_AFTER = timedelta(seconds=0.25)
 WAITING_AT_MOST = timedelta(minutes=10)
 
 
