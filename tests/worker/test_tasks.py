@@ -6,13 +6,16 @@ import pytest
 from kombu import Producer
 
 from config.celery_app import CRM_QUEUE, ROUTINE_QUEUE, WORK_QUEUE, WORK_QUEUES, app
+from config.settings import Settings
 from worker import tasks
 from worker.delivery import dispatch
+from worker.delivery.sweeper import Stale
 
 QUEUED_NAMES = {
     "admitflow.process_submission",
     "admitflow.process_submissions",
     "admitflow.deliver_outbox",
+    "admitflow.hand_on",
     "admitflow.poll",
     "admitflow.sweep",
     "admitflow.escalate_due",
@@ -51,3 +54,18 @@ def test_the_sweeper_counts_the_crms_waiting_work_as_queued(monkeypatch: pytest.
         finally:
             for queue in (*WORK_QUEUES, ROUTINE_QUEUE):
                 channel.queue_purge(queue)
+
+
+def test_a_sweep_hands_the_rows_it_found_on_in_pages_so_their_texts_go_out_side_by_side(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    found = Stale(submission_ids=[], outbox_ids=list(range(1, 121)), expired_outbox_ids=[])
+    monkeypatch.setattr(tasks, "sweep", lambda *_, **__: found)
+    monkeypatch.setattr(tasks, "_queued_messages", lambda: 0)
+    monkeypatch.setattr(tasks.CeleryDispatcher, "submissions_stored", lambda self, ids: None)
+    pages: list[list[int]] = []
+    monkeypatch.setattr(tasks.hand_on_task, "delay", pages.append)
+
+    tasks.sweep_task()
+
+    assert pages == [list(range(1, 51)), list(range(51, 101)), list(range(101, 121))]
