@@ -343,7 +343,7 @@ def process_submissions(session: Session, submission_ids: list[int], settings: S
         else:
             ready.append(triaged)
     if ready:
-        outcomes.update(_assign_all(session, ready, settings))
+        outcomes.update(_assign_all(session, ready, settings, forms))
     update_submissions(session, page, [
         survivor(session, submission.lead).id if submission.lead is not None else submission.lead_id
         for submission in page
@@ -406,7 +406,8 @@ class _PageRows:
         return by_submission
 
 
-def _assign_all(session: Session, ready: list[_Ready], settings: Settings) -> dict[int, Outcome]:
+def _assign_all(session: Session, ready: list[_Ready], settings: Settings, forms: FormReader
+                ) -> dict[int, Outcome]:
     """Each ready submission's lead (found or created) and outbox rows, decided in the order the people sent them,
     then written."""
     in_time_order = sorted(ready, key=lambda item: (item.requested_at, item.submission.id))
@@ -416,7 +417,7 @@ def _assign_all(session: Session, ready: list[_Ready], settings: Settings) -> di
         correction_window=timedelta(minutes=settings.correction_window_minutes),
         earliest=in_time_order[0].requested_at,
         latest=in_time_order[-1].requested_at,
-        first_name_of=FormReader(session, settings).first_name,
+        first_name_of=forms.first_name,
     )
     dedup.prepare([item.applicant for item in in_time_order])
     page = _PageRows(session, in_time_order)
