@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 import time
@@ -30,7 +29,7 @@ from bench.quiet import watched
 from bench.stack import (
     POSTGRES_URL,
     SECRET,
-    children,
+    cpu_seconds,
     entry,
     environment,
     free_port,
@@ -71,30 +70,6 @@ def work_settled(deadline: float) -> bool:
             time.sleep(0.2)
     finally:
         engine.dispose()
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) of the process, of its reaped children, and of its live descendants."""
-    ticks = os.sysconf("SC_CLK_TCK")
-
-    def own(one: int, reaped: bool) -> float:
-        try:
-            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            return 0.0
-        # After the ")": state is field 3, so utime/stime (14, 15) and cutime/cstime (16, 17) are at 11..14.
-        used = int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if reaped else 0)
-        return used / ticks
-
-    total, todo = own(pid, True), list(children(pid))
-    while todo:
-        child = todo.pop()
-        total += own(child, True)
-        try:
-            todo.extend(children(child))
-        except FileNotFoundError:
-            continue
-    return total
 
 
 def main() -> None:

@@ -36,6 +36,7 @@ from bench.stack import (
     REPO,
     SECRET,
     children,
+    cpu_seconds,
     entry,
     environment,
     free_port,
@@ -163,6 +164,7 @@ def main() -> None:
         [sys.executable, str(REPO / "bench" / "reference_receiver.py"), "--port", str(reference_port),
          "--database-url", POSTGRES_URL, "--redis-url", REDIS_URL, "--secret", SECRET], cwd=REPO)
     rounds: list[tuple[Result, Result]] = []
+    cpu = {"admitflow": 0.0, "reference": 0.0}  # seconds each server's processes used during its timed runs
     try:
         wait_ready(reference, f"{reference_base}/healthz")
         with running(command, environment(), f"{base}/healthz") as web:
@@ -175,8 +177,12 @@ def main() -> None:
                 for number in range(args.runs):
                     first = 1 + number * 2 * args.count
                     order = ["admitflow", "reference"] if number % 2 == 0 else ["reference", "admitflow"]
-                    results = {name: measured(fixed_rate(urls[name], args.rate, args.count, first + offset))
-                               for offset, name in zip((0, args.count), order, strict=True)}
+                    results = {}
+                    for offset, name in zip((0, args.count), order, strict=True):
+                        pid = web.pid if name == "admitflow" else reference.pid
+                        before = cpu_seconds(pid)
+                        results[name] = measured(fixed_rate(urls[name], args.rate, args.count, first + offset))
+                        cpu[name] += cpu_seconds(pid) - before
                     rounds.append((results["admitflow"], results["reference"]))
                 saturated = {name: measured(saturation(url, args.concurrency, args.count, 5_000_000 + offset))
                              for offset, (name, url) in zip((0, args.count), urls.items(), strict=True)}
@@ -195,6 +201,9 @@ def main() -> None:
         print(row(f"{name} saturation, {args.concurrency} conns", result))
     print("p99 admitflow / reference by round: " + ", ".join(f"{ratio:.2f}" for ratio in ratios)
           + f"; worst {max(ratios):.2f}, median {statistics.median(ratios):.2f} (target <= 1.5 in every round)")
+    requests = args.runs * args.count
+    print(f"CPU per request at {args.rate:g} req/s: admitflow {cpu['admitflow'] / requests * 1000:.2f} ms, "
+          f"reference {cpu['reference'] / requests * 1000:.2f} ms (each server's processes, all rounds)")
     print(f"web peak RSS {rss:.0f} MiB" + (" (the largest server process)" if args.web_workers > 1 else ""))
     if ERRORS:
         print("errors: " + ", ".join(f"{kind} x{count}" for kind, count in ERRORS.most_common()))
