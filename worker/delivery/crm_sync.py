@@ -18,8 +18,7 @@ from config.settings import Settings
 from integrations.crm import CRM, BatchCRM, BatchResult, CallbackTaskSpec, CallRecord, NoteSpec, note_room
 from integrations.errors import Conflict, IntegrationError, InvalidRequest
 from worker.delivery.crm_note import REQUESTED_THROUGH, contact_card, note_header, note_text, request_details
-from worker.leads.best_time import call_time_of
-from worker.leads.processing import FormReader
+from worker.leads.processing import FormReader, call_time_of
 from worker.staff.alerts import can_call_back
 from worker.staff.roster import Roster
 from worker.store.db import utcnow

@@ -10,12 +10,6 @@ import re
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy.orm import Session
-
-from config.settings import Settings
-from worker.leads.processing import FormReader
-from worker.store.models import Submission
-
 # Start and end of each window people pick on intake forms, center local time.
 WINDOWS = {
     "morning": (time(9), time(12)),
@@ -78,14 +72,3 @@ def requested_call_time(answer: str | None, requested_at: datetime, zone: ZoneIn
             return None  # a moment already past: call at once
         candidate += timedelta(days=1)
     return candidate.astimezone(requested_at.tzinfo)
-
-
-def call_time_of(session: Session, submission: Submission, settings: Settings,
-                 forms: FormReader | None = None) -> datetime | None:
-    """The time this submission asked to be called, from its form's best-time field, or None. `forms`: a reader
-    that has read the form already."""
-    fields = (forms or FormReader(session, settings)).applicant_fields(submission)
-    if fields is None or not fields.best_time:
-        return None
-    requested_at = submission.requested_at or submission.received_at
-    return requested_call_time(fields.best_time, requested_at, ZoneInfo(settings.center_timezone))

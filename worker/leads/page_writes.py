@@ -62,6 +62,7 @@ class ClaimedSubmission:
     is_repeat: bool
     device_index: str | None
     requested_at: datetime | None
+    call_from: datetime | None
     match_evidence: Any
     lead_id: int | None
     lead: Lead | None = None  # the lead decided for it; its id (or its survivor's) is written
@@ -182,11 +183,13 @@ def insert_outbox(session: Session, rows: Sequence[NewOutboxRow]) -> list[int]:
 
 # --- submissions ----------------------------------------------------------------------------------------------
 
-_WRITTEN = ("state", "flag_reason", "processed_at", "is_repeat", "device_index", "requested_at", "lead_id")
+_WRITTEN = ("state", "flag_reason", "processed_at", "is_repeat", "device_index", "requested_at", "call_from",
+            "lead_id")
 _SUBMISSION_PAGE = _rows(
     column("id", BigInteger), column("state", String), column("flag_reason", String),
     column("processed_at", DateTime(timezone=True)), column("is_repeat", Boolean), column("device_index", String),
-    column("requested_at", DateTime(timezone=True)), column("lead_id", BigInteger), column("match_evidence", JSON),
+    column("requested_at", DateTime(timezone=True)), column("call_from", DateTime(timezone=True)),
+    column("lead_id", BigInteger), column("match_evidence", JSON),
 )
 _UPDATE_SUBMISSIONS_ON_POSTGRES = (
     update(_SUBMISSIONS)
@@ -212,6 +215,7 @@ def update_submissions(session: Session, claimed: Sequence[ClaimedSubmission], l
             {"id": each.id, "state": each.state, "flag_reason": each.flag_reason,
              "processed_at": _when(each.processed_at, dialect), "is_repeat": each.is_repeat,
              "device_index": each.device_index, "requested_at": _when(each.requested_at, dialect),
+             "call_from": _when(each.call_from, dialect),
              "lead_id": lead_id, "match_evidence": each.match_evidence}
             for each, lead_id in zip(claimed, lead_ids, strict=True)
         ]})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -22,6 +23,7 @@ from worker.intake.normalize import (
 )
 from worker.intake.phone_entries import CALL_FORM, TEXT_FORM, PhoneEntry, phone_fields
 from worker.intake.screening import screen
+from worker.leads.best_time import requested_call_time
 from worker.leads.dedup import Applicant, Deduplicator, among, survivor
 from worker.leads.page_writes import (
     ClaimedSubmission,
@@ -121,6 +123,20 @@ def _mapping(session: Session, settings: Settings, site: str, form_id: str) -> t
         form = Form.model_validate(definition)
         _MAPPINGS[key] = (form, infer_mapping(form, overrides))
     return _MAPPINGS[key]
+
+
+def call_time_of(session: Session, submission: Submission, settings: Settings,
+                 forms: FormReader | None = None) -> datetime | None:
+    """The time this submission asked to be called, or None for as soon as possible: as read when it was processed
+    (`call_from`), or from its form's best-time field for one processed before that was kept. `forms`: a reader
+    that has read the form already."""
+    asked_at = submission.requested_at or submission.received_at
+    if submission.call_from is not None:
+        return submission.call_from if submission.call_from > asked_at else None
+    fields = (forms or FormReader(session, settings)).applicant_fields(submission)
+    if fields is None or not fields.best_time:
+        return None
+    return requested_call_time(fields.best_time, asked_at, ZoneInfo(settings.center_timezone))
 
 
 def applicant_fields(session: Session, submission: Submission, settings: Settings) -> ApplicantFields | None:
@@ -234,6 +250,7 @@ class _Ready:
     submission: ClaimedSubmission
     applicant: Applicant
     requested_at: datetime
+    call_from: datetime  # the time asked for, or `requested_at` for as soon as possible
     phone: PhoneEntry | None = None  # a call or text to the center's number
     phone_unparsed: bool = False
 
@@ -254,7 +271,8 @@ def _triage_phone(submission: ClaimedSubmission) -> Outcome | _Ready:
     if reason is not None:
         return _screened(submission, reason)
     applicant = Applicant(first_name=None, last_name=None, phone=entry.caller, email=None)
-    return _Ready(submission, applicant, entry.date_created or submission.received_at, entry)
+    requested_at = entry.date_created or submission.received_at
+    return _Ready(submission, applicant, requested_at, requested_at, entry)
 
 
 def _triage(submission: ClaimedSubmission, forms: FormReader, settings: Settings) -> Outcome | _Ready:
@@ -283,7 +301,9 @@ def _triage(submission: ClaimedSubmission, forms: FormReader, settings: Settings
             "no_contact: neither a valid phone number nor a valid email; review it with "
             f"`admitflow submissions show {submission.id} --reveal`",
         )
-    return _Ready(submission, applicant, meta.date_created or submission.received_at, phone_unparsed=unparsed)
+    requested_at = meta.date_created or submission.received_at
+    call_at = requested_call_time(fields.best_time, requested_at, ZoneInfo(settings.center_timezone))
+    return _Ready(submission, applicant, requested_at, call_at or requested_at, phone_unparsed=unparsed)
 
 
 # A submission still waiting this long after it came in is queued behind others (the web hands a page on within
@@ -424,7 +444,7 @@ def _assign_all(session: Session, ready: list[_Ready], settings: Settings, forms
     decided = []
     for item in in_time_order:
         submission, applicant = item.submission, item.applicant
-        submission.requested_at = item.requested_at
+        submission.requested_at, submission.call_from = item.requested_at, item.call_from
         assignment = dedup.assign(applicant, at=item.requested_at)
         lead, created = assignment.lead, assignment.created
         submission.device_index = dedup.assigned(applicant, item.requested_at, lead)

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, bindparam, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from integrations.errors import IntegrationError, Unauthorized
 from integrations.messaging import SentMessage
-from worker.leads.best_time import call_time_of
-from worker.leads.processing import SOURCE_FLOOD, SOURCE_FLOOD_WINDOW
+from worker.leads.processing import SOURCE_FLOOD, SOURCE_FLOOD_WINDOW, call_time_of
 from worker.staff.roster import StaffMember
 from worker.staff.services import Services
 from worker.staff.templates import AlertFacts
@@ -58,21 +59,30 @@ def record_attempt(
     return attempt
 
 
+def _timer_upsert(insert: Callable[[type[EscalationTimer]], Any]) -> Any:
+    new_timer = insert(EscalationTimer).values(
+        lead_id=bindparam("lead_id"), outbox_id=bindparam("outbox_id"), due_at=bindparam("due_at"),
+        waiting_sms_sid=bindparam("sms_sid"), created_at=bindparam("now"), updated_at=bindparam("now"),
+    )
+    return new_timer.on_conflict_do_update(
+        index_elements=[EscalationTimer.lead_id],
+        set_={"due_at": new_timer.excluded.due_at, "updated_at": new_timer.excluded.updated_at},
+        where=(EscalationTimer.state == TimerState.PENDING) & (new_timer.excluded.due_at < EscalationTimer.due_at),
+    )
+
+
+# Built once: building the statement costs more than running it does (every staff alert runs it).
+_TIMER_UPSERT = {"postgresql": _timer_upsert(postgresql_insert), "sqlite": _timer_upsert(sqlite_insert)}
+
+
 def start_escalation(
     session: Session, lead_id: int, outbox_id: int, *, due_at: datetime, now: datetime, sms_sid: str | None = None
 ) -> None:
     """Give the lead an escalation timer due at `due_at`, or bring its existing one forward to it: the first
     alert starts the ladder, and a repeat request never pushes a reminder back. One statement (a lead has one
     timer)."""
-    insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    new_timer = insert(EscalationTimer).values(
-        lead_id=lead_id, outbox_id=outbox_id, due_at=due_at, waiting_sms_sid=sms_sid, created_at=now, updated_at=now,
-    )
-    session.execute(new_timer.on_conflict_do_update(
-        index_elements=[EscalationTimer.lead_id],
-        set_={"due_at": new_timer.excluded.due_at, "updated_at": new_timer.excluded.updated_at},
-        where=(EscalationTimer.state == TimerState.PENDING) & (new_timer.excluded.due_at < EscalationTimer.due_at),
-    ))
+    session.execute(_TIMER_UPSERT[session.get_bind().dialect.name], {
+        "lead_id": lead_id, "outbox_id": outbox_id, "due_at": due_at, "sms_sid": sms_sid, "now": now})
 
 
 def alert_staff(session: Session, row: OutboxMessage, services: Services, now: datetime) -> None:

@@ -140,6 +140,10 @@ class Submission(Base):
     device_index: Mapped[str | None] = mapped_column(String(64), index=True)
     # When the person submitted (the entry's date_created; received_at when it has none).
     requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # From when the person asked to be called, read from their best-time answer at processing: the time they
+    # asked for, or `requested_at` when they asked for none (as soon as possible). None until processed, and for
+    # submissions processed before revision 0011 (read from the form when needed).
+    call_from: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # An operator released it from screening: it is processed as a person even if the screen would flag it.
     released: Mapped[bool] = mapped_column(default=False)
     lead_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id"), index=True)

@@ -6,7 +6,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from config.settings import Settings
@@ -17,7 +17,7 @@ from worker.delivery.outbox import deliver
 from worker.intake.entries import register_form, store_entry
 from worker.leads.best_time import requested_call_time
 from worker.leads.processing import process_submission
-from worker.store.models import EscalationTimer, OutboxKind, OutboxMessage, SubmissionSource
+from worker.store.models import EscalationTimer, OutboxKind, OutboxMessage, Submission, SubmissionSource
 
 CENTER = ZoneInfo("America/New_York")
 
@@ -59,17 +59,26 @@ class TaskRecordingCRM(LogOnlyCRM):
         return super().ensure_callback_task(contact_id, task)
 
 
+BEST_TIME = {"id": 7, "type": "select", "label": "Best time to call",
+             "choices": [{"text": "Evening (5-9 pm)", "value": "Evening (5-9 pm)"}]}
+
+
+@pytest.mark.parametrize("processed", ["now", "before call_from was kept", "then its form changed"])
 def test_an_evening_request_makes_the_crm_task_due_and_the_reminder_fire_in_the_evening(
-    session: Session, settings: Settings, form_object: dict[str, Any]
+    session: Session, settings: Settings, form_object: dict[str, Any], processed: str
 ) -> None:
-    form_object["fields"].append({"id": 7, "type": "select", "label": "Best time to call",
-                                  "choices": [{"text": "Evening (5-9 pm)", "value": "Evening (5-9 pm)"}]})
-    register_form(session, site=settings.site, form_object=form_object)
+    register_form(session, site=settings.site, form_object={**form_object, "fields": [*form_object["fields"],
+                                                                                      BEST_TIME]})
     asked_at = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)  # 10:00 in New York
     entry = make_entry(1, date_created=asked_at.strftime("%Y-%m-%d %H:%M:%S"), **{"7": "Evening (5-9 pm)"})
     stored = store_entry(session, site=settings.site, entry=entry, source=SubmissionSource.CLI)
     session.commit()
     process_submission(session, stored.submission_id, settings)
+    session.commit()
+    if processed == "before call_from was kept":  # an earlier version processed it: its form is read again
+        session.execute(update(Submission).values(call_from=None))
+    elif processed == "then its form changed":  # what the person asked was read when it was processed
+        register_form(session, site=settings.site, form_object=form_object)
     session.commit()
     for row in session.scalars(select(OutboxMessage)):
         row.next_attempt_at = asked_at
