@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from config.settings import Settings
@@ -64,19 +64,25 @@ def backoff(fruitless: int, error: IntegrationError, first: timedelta = FIRST_RE
     return min(first * (1 << min(max(0, fruitless - 1), 20)), longest)
 
 
+# Built once: every delivery runs it, and building it costs about as much as running it.
+_LEASE = (
+    update(OutboxMessage)
+    .where(
+        OutboxMessage.id == bindparam("outbox_id"),
+        OutboxMessage.state == OutboxState.PENDING,
+        OutboxMessage.next_attempt_at <= bindparam("now"),
+        or_(OutboxMessage.leased_until.is_(None), OutboxMessage.leased_until < bindparam("now")),
+    )
+    .values(leased_until=bindparam("until"), attempts=OutboxMessage.attempts + 1)
+    .returning(OutboxMessage)
+)
+
+
 def lease(session: Session, outbox_id: int, now: datetime) -> OutboxMessage | None:
     """Take the row for this worker if it is pending, due and not leased by another, and load it as taken.
     Commits."""
     row = session.scalars(
-        update(OutboxMessage)
-        .where(
-            OutboxMessage.id == outbox_id,
-            OutboxMessage.state == OutboxState.PENDING,
-            OutboxMessage.next_attempt_at <= now,
-            or_(OutboxMessage.leased_until.is_(None), OutboxMessage.leased_until < now),
-        )
-        .values(leased_until=now + LEASE, attempts=OutboxMessage.attempts + 1)
-        .returning(OutboxMessage),
+        _LEASE, {"outbox_id": outbox_id, "now": now, "until": now + LEASE},
         execution_options={"synchronize_session": False, "populate_existing": True},
     ).one_or_none()
     session.commit()
