@@ -203,9 +203,17 @@ def seed(first: int, last: int, now: datetime, ciphertexts: Ciphertexts, site: s
             connection.execute(sql.SQL("SELECT setval(%s, (SELECT max(id) FROM {}))").format(sql.Identifier(table)),
                                (f"{table}_id_seq",))
         connection.commit()
+    settle()
+    return time.perf_counter() - started
+
+
+def settle() -> None:
+    """Vacuum and analyse the big tables, then write every dirty page out: a run starts on tables as a running
+    system keeps them, and does not pay for the checkpoint that seeding (gigabytes of WAL at 1M leads) or the last
+    run's cleanup left under way."""
     with psycopg.connect(copy_url(), autocommit=True) as connection:
         connection.execute(f"VACUUM ANALYZE {', '.join(BIG_TABLES)}")
-    return time.perf_counter() - started
+        connection.execute("CHECKPOINT")
 
 
 # --- the history a backfill imports -------------------------------------------------------------------------
@@ -324,8 +332,7 @@ def remove_run(watermarks: dict[str, int], lock_rows_from: int) -> None:
         connection.execute("DELETE FROM lead_keys WHERE xmin::text::bigint >= %s", (lock_rows_from,))
         connection.execute("DELETE FROM backfill_runs")
         connection.commit()
-    with psycopg.connect(copy_url(), autocommit=True) as connection:
-        connection.execute(f"VACUUM ANALYZE {', '.join(BIG_TABLES)}")
+    settle()
 
 
 def watermarks() -> tuple[dict[str, int], int]:
