@@ -82,6 +82,8 @@ def main() -> None:
     parser.add_argument("--crm-latency", type=float, default=None, metavar="SECONDS",
                         help="sync to a loopback HubSpot that takes this long to answer each contact and task it "
                              "creates (default: a log-only CRM)")
+    parser.add_argument("--hubspot-batches", action="store_true",
+                        help="with --crm-latency: HUBSPOT_CUSTOM_PROPERTIES=true, so HubSpot takes leads in batches")
     parser.add_argument("--twilio-latency", type=float, default=0.0, metavar="SECONDS",
                         help="seconds the loopback Twilio takes to answer each text it has taken (default 0)")
     args = parser.parse_args()
@@ -93,6 +95,8 @@ def main() -> None:
         if args.crm_latency is not None:
             env.update(HUBSPOT_TOKEN="bench-token", HUBSPOT_BASE_URL=twilio.url)  # noqa: S106 (loopback fake)
             twilio.state.create_answer_delay = args.crm_latency
+            if args.hubspot_batches:
+                env.update(HUBSPOT_CUSTOM_PROPERTIES="true")
         twilio.state.sms_answer_delay = args.twilio_latency
         port = free_port()
         base = f"http://127.0.0.1:{port}"
@@ -120,6 +124,7 @@ def main() -> None:
     entry_of = entry_ids_by_ref()
     latencies = [at - posted[entry_of[ref] - 10_000] for ref, at in arrivals.items() if ref in entry_of]
     crm = "log-only CRM" if args.crm_latency is None else f"HubSpot creating in {args.crm_latency:g} s"
+    crm += ", in batches" if args.crm_latency is not None and args.hubspot_batches else ""
     crm += f", Twilio answering in {args.twilio_latency:g} s" if args.twilio_latency else ""
     print(f"{len(arrivals)} of {args.entries} staff texts arrived (posted at {args.rate:g}/s, "
           f"{args.workers} worker processes, {crm})")

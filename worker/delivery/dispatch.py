@@ -132,7 +132,7 @@ def send_texts(outbox_ids: list[int], services: Services, dispatcher: Dispatcher
                 outbox_id = waiting.popleft()
             try:
                 with session_scope() as session:
-                    delivery = deliver(session, outbox_id, services)
+                    delivery = deliver(session, outbox_id, services, batches=False)  # a text joins no CRM batch
             except OperationalError as exc:
                 log.warning("text %s could not be delivered in place (%s); handed to the pool", outbox_id,
                             type(exc).__name__)

@@ -135,25 +135,33 @@ def lease_batch_mates(
                                 .execution_options(populate_existing=True)))
 
 
-def _batch_crm(session: Session, outbox_id: int, services: Services,
-               now: datetime) -> tuple[tuple[str, BatchCRM] | None, timedelta | None]:
-    """For a CRM sync whose site's CRM takes batches: the site and that CRM, and how much longer a new sync waits
-    for others to share its batch (None: no longer). Reads a few columns in one statement, and nothing when no
-    configured CRM takes batches."""
+@dataclass(frozen=True)
+class _Batching:
+    target: tuple[str, BatchCRM] | None = None  # a CRM sync's site, and its CRM that takes batches
+    wait: timedelta | None = None  # how much longer a new sync waits for others to share its batch
+    settled: bool = False  # no longer pending: most often carried by another sync's batch already
+
+
+def _batch_crm(session: Session, outbox_id: int, services: Services, now: datetime) -> _Batching:
+    """How a row is delivered when some configured CRM takes batches. Reads a few columns in one statement, and
+    nothing when no configured CRM takes batches."""
     if not services.batches():
-        return None, None
+        return _Batching()
     found = session.execute(
         select(OutboxMessage.kind, OutboxMessage.attempts, OutboxMessage.state, OutboxMessage.created_at,
                Submission.site)
         .join(Submission, Submission.id == OutboxMessage.submission_id)
         .where(OutboxMessage.id == outbox_id)
     ).first()
-    if found is None or found.kind != OutboxKind.CRM_SYNC:
-        return None, None
+    if found is None or found.state != OutboxState.PENDING:
+        return _Batching(settled=True)  # the lease would find nothing to take
+    if found.kind != OutboxKind.CRM_SYNC:
+        return _Batching()
     crm = batching(services.crm_for(found.site))
     if crm is None:
-        return None, None
-    return (found.site, crm), _lingering(found.attempts, found.state, found.created_at, services.settings, now)
+        return _Batching()
+    return _Batching((found.site, crm), _lingering(found.attempts, found.state, found.created_at, services.settings,
+                                                   now))
 
 
 def _lingering(attempts: int, state: OutboxState, created_at: datetime, settings: Settings,
@@ -240,10 +248,12 @@ def _deliver(session: Session, outbox_id: int, services: Services, now: datetime
     now = now or started
     target = None
     if batches:
-        target, wait = _batch_crm(session, outbox_id, services, now)
-        if wait is not None:
+        how = _batch_crm(session, outbox_id, services, now)
+        if how.settled or how.wait is not None:
             session.rollback()  # ends the read: nothing is held open while the row waits
-            return Delivery(None, retry_in=wait, crm=True)  # a CRM sync waiting for others to share its batch
+            # A CRM sync waiting for others to share its batch is due again after its wait.
+            return Delivery(None) if how.settled else Delivery(None, retry_in=how.wait, crm=True)
+        target = how.target
     row = lease(session, outbox_id, now)
     if row is None:
         return Delivery(None)

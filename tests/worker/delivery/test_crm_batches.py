@@ -16,12 +16,13 @@ from config.settings import Settings
 from integrations.crm import BatchResult, CallbackTaskSpec, ContactCard, LogOnlyCRM, NoteSpec
 from integrations.errors import IntegrationError, InvalidRequest, ServiceUnavailable
 from tests.conftest import make_entry
-from tests.worker.delivery.test_outbox import services
-from worker.delivery.dispatch import InlineDispatcher
+from tests.worker.delivery.test_delivery_statements import counted
+from tests.worker.delivery.test_outbox import new_lead_outbox, services
+from worker.delivery.dispatch import InlineDispatcher, send_texts
 from worker.delivery.outbox import deliver
 from worker.intake.entries import register_form, store_entry
 from worker.leads.processing import process_submission
-from worker.store.db import utcnow
+from worker.store.db import session_scope, utcnow
 from worker.store.models import Lead, OutboxKind, OutboxMessage, OutboxState, Submission, SubmissionSource
 
 
@@ -110,6 +111,20 @@ def test_one_delivery_carries_every_waiting_lead_in_one_call_per_step(
     assert {lead.crm_task_id for lead in leads} == {f"tasks-{lead.ref}" for lead in leads}
     assert all(lead.crm_lease_until is None for lead in leads)
     assert None not in set(session.scalars(select(Submission.crm_note_id)))
+
+
+def test_the_message_of_a_sync_a_batch_carried_ends_after_one_read(
+    session: Session, settings: Settings, form_object: dict[str, Any]
+) -> None:
+    rows = waiting_syncs(session, settings, form_object, 3)
+    on_batching_crm = services(settings, crm=BatchingCRM())
+    deliver(session, rows[0], on_batching_crm, now=later())
+
+    with counted(session) as counts:  # the broker still brings each carried row's own message
+        outcomes = [deliver(session, row, on_batching_crm, now=later()) for row in rows[1:]]
+
+    assert [outcome.state for outcome in outcomes] == [None, None]
+    assert counts == {"statements": 2, "commits": 0}, "one read each, no lease tried"
 
 
 def test_a_new_sync_waits_for_company_before_it_is_leased(
@@ -211,3 +226,17 @@ def test_without_a_broker_rows_are_delivered_at_once_even_for_a_batching_crm(
 
     assert crm.calls == [] and len(crm.solo) == 2
     assert set(session.scalars(select(OutboxMessage.state).where(OutboxMessage.id.in_(rows)))) == {"delivered"}
+
+
+@pytest.mark.services
+def test_a_text_sent_in_place_reads_nothing_about_crm_batches(pg_settings: Settings, form_object: dict[str, Any]
+                                                              ) -> None:
+    on_batching_crm = services(pg_settings, crm=BatchingCRM())
+    with session_scope() as session:
+        ids = new_lead_outbox(session, pg_settings, form_object)
+        with counted(session) as counts:
+            due_again = send_texts([ids[OutboxKind.STAFF_ALERT]], on_batching_crm, InlineDispatcher(on_batching_crm))
+        state = session.get_one(OutboxMessage, ids[OutboxKind.STAFF_ALERT], populate_existing=True).state
+
+    assert due_again == [] and state == OutboxState.DELIVERED
+    assert counts == {"statements": 8, "commits": 3}, "the staff text's own statements only"
