@@ -19,11 +19,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from config.settings import Settings
-from worker.delivery.outbox import CRM_KINDS, deliver
+from integrations.crm import batching
+from worker.delivery.outbox import CRM_KINDS, deliver, lingering
 from worker.leads.processing import Outcome, lock_page, process_submission, process_submissions
 from worker.staff.services import Services
-from worker.store.db import session_scope
-from worker.store.models import OutboxKind, OutboxMessage
+from worker.store.db import session_scope, utcnow
+from worker.store.models import OutboxKind, OutboxMessage, Submission
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,10 @@ class Dispatcher(Protocol):
 
     def outbox_ready(self, outbox_ids: Iterable[int]) -> None: ...
 
-    def crm_ready(self, outbox_ids: Iterable[int]) -> None:
-        """Rows of `CRM_KINDS`: work that may wait behind other CRM work without delaying anyone's text."""
+    def crm_ready(self, outbox_ids: Iterable[int], *, linger: float = 0.0) -> None:
+        """Rows of `CRM_KINDS`: work that may wait behind other CRM work without delaying anyone's text. With
+        `linger`, new CRM syncs for a CRM that takes batches: first offered that many seconds from now, once others
+        have had time to join their batch (`worker/delivery/outbox.py`, `lingering`)."""
 
 
 def pages(submission_ids: list[int]) -> list[list[int]]:
@@ -100,13 +103,26 @@ def hand_on(outbox_ids: list[int], services: Services, dispatcher: Dispatcher) -
     if not outbox_ids:
         return []
     with session_scope() as session:
-        kinds = {outbox_id: kind for outbox_id, kind in session.execute(
-            select(OutboxMessage.id, OutboxMessage.kind).where(OutboxMessage.id.in_(outbox_ids)))}
+        found = session.execute(
+            select(OutboxMessage.id, OutboxMessage.kind, OutboxMessage.attempts, OutboxMessage.state,
+                   OutboxMessage.created_at, Submission.site)
+            .join(Submission, Submission.id == OutboxMessage.submission_id)
+            .where(OutboxMessage.id.in_(outbox_ids))).all()
+    kinds = {row.id: row.kind for row in found}
+    # A new sync for a CRM that takes batches waits for company before it is taken: sent to wait in the broker
+    # now, it is not taken only to be sent back to wait.
+    now = utcnow()
+    waits = {row.id: wait for row in found if row.kind == OutboxKind.CRM_SYNC
+             and batching(services.crm_for(row.site)) is not None
+             and (wait := lingering(row.attempts, row.state, row.created_at, services.settings, now)) is not None}
     texts = sorted((outbox_id for outbox_id in outbox_ids if kinds.get(outbox_id) in TEXT_KINDS),
                    key=lambda outbox_id: (TEXT_KINDS.index(kinds[outbox_id]), outbox_id))
     dispatcher.outbox_ready(outbox_id for outbox_id in outbox_ids
                             if kinds.get(outbox_id) not in (*TEXT_KINDS, *CRM_KINDS))
-    dispatcher.crm_ready(outbox_id for outbox_id in outbox_ids if kinds.get(outbox_id) in CRM_KINDS)
+    dispatcher.crm_ready(outbox_id for outbox_id in outbox_ids
+                         if kinds.get(outbox_id) in CRM_KINDS and outbox_id not in waits)
+    if waits:  # a page's rows were written together: they wait as long as the longest of them
+        dispatcher.crm_ready(sorted(waits), linger=max(waits.values()).total_seconds())
     return send_texts(texts, services, dispatcher)
 
 
@@ -169,18 +185,19 @@ class CeleryDispatcher:
         for outbox_id in outbox_ids:
             _send(DELIVER_OUTBOX, outbox_id)
 
-    def crm_ready(self, outbox_ids: Iterable[int]) -> None:
+    def crm_ready(self, outbox_ids: Iterable[int], *, linger: float = 0.0) -> None:
         from config.celery_app import CRM_QUEUE
 
         for outbox_id in outbox_ids:
-            _send(DELIVER_OUTBOX, outbox_id, queue=CRM_QUEUE)
+            _send(DELIVER_OUTBOX, outbox_id, queue=CRM_QUEUE, countdown=linger or None)
 
 
-def _send(task_name: str, item: int | list[int], queue: str | None = None) -> None:
+def _send(task_name: str, item: int | list[int], queue: str | None = None, countdown: float | None = None) -> None:
     from config.celery_app import app
 
     try:
-        app.send_task(task_name, (item,), retry=True, retry_policy={"max_retries": 2}, queue=queue)
+        app.send_task(task_name, (item,), retry=True, retry_policy={"max_retries": 2}, queue=queue,
+                      countdown=countdown)
     except Exception as exc:
         log.warning("could not reach the broker (%s); the sweeper will pick up %s", type(exc).__name__,
                     f"items {item[0]}..{item[-1]}" if isinstance(item, list) else f"item {item}")
@@ -206,8 +223,8 @@ class InlineDispatcher:
                 # Without a broker nothing could come back for a row that waited for a batch: one at a time.
                 deliver(session, outbox_id, self.services, batches=False)
 
-    def crm_ready(self, outbox_ids: Iterable[int]) -> None:
-        self.outbox_ready(outbox_ids)
+    def crm_ready(self, outbox_ids: Iterable[int], *, linger: float = 0.0) -> None:
+        self.outbox_ready(outbox_ids)  # one at a time: nothing waits for a batch without a broker
 
 
 def dispatcher_for(settings: Settings, services: Services) -> Dispatcher:

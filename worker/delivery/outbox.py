@@ -160,11 +160,11 @@ def _batch_crm(session: Session, outbox_id: int, services: Services, now: dateti
     crm = batching(services.crm_for(found.site))
     if crm is None:
         return _Batching()
-    return _Batching((found.site, crm), _lingering(found.attempts, found.state, found.created_at, services.settings,
+    return _Batching((found.site, crm), lingering(found.attempts, found.state, found.created_at, services.settings,
                                                    now))
 
 
-def _lingering(attempts: int, state: OutboxState, created_at: datetime, settings: Settings,
+def lingering(attempts: int, state: OutboxState, created_at: datetime, settings: Settings,
                now: datetime) -> timedelta | None:
     """How much longer a new sync for a batching CRM waits for others to share its batch; None: no longer."""
     if attempts or state != OutboxState.PENDING:

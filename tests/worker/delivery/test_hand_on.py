@@ -6,20 +6,23 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from config.settings import Settings
 from integrations.messaging import SentMessage
 from tests.conftest import make_entry
+from tests.worker.delivery.test_crm_batches import BatchingCRM
 from tests.worker.delivery.test_outbox import RecordingMessenger, services
 from worker.delivery import dispatch
 from worker.delivery.dispatch import hand_on
 from worker.intake.entries import register_form, store_entries
 from worker.leads.processing import process_submissions
+from worker.store.db import utcnow
 from worker.store.models import OutboxKind, OutboxMessage, OutboxState, SubmissionSource
 
 
@@ -27,6 +30,7 @@ from worker.store.models import OutboxKind, OutboxMessage, OutboxState, Submissi
 class RecordingDispatcher:
     ready: list[int] = field(default_factory=list)
     crm: list[int] = field(default_factory=list)  # sent to the CRM's own queue
+    lingering: dict[int, float] = field(default_factory=dict)  # of those, sent to wait that many seconds first
 
     def submission_stored(self, submission_id: int) -> None:
         raise AssertionError("not expected")
@@ -37,8 +41,11 @@ class RecordingDispatcher:
     def outbox_ready(self, outbox_ids: Iterable[int]) -> None:
         self.ready.extend(outbox_ids)
 
-    def crm_ready(self, outbox_ids: Iterable[int]) -> None:
-        self.crm.extend(outbox_ids)
+    def crm_ready(self, outbox_ids: Iterable[int], *, linger: float = 0.0) -> None:
+        for outbox_id in outbox_ids:
+            self.crm.append(outbox_id)
+            if linger:
+                self.lingering[outbox_id] = linger
 
 
 def processed_page(session: Session, settings: Settings, form_object: dict[str, Any], people: int) -> list[int]:
@@ -88,9 +95,30 @@ def test_a_pages_staff_alerts_are_texted_at_once_side_by_side_and_its_crm_syncs_
     assert messenger.most_at_once == 3  # not one after another
     assert broker.ready == []
     assert sorted(broker.crm) == sorted(i for i in outbox_ids if kind_of[i] == OutboxKind.CRM_SYNC)
+    assert broker.lingering == {}, "a CRM that takes no batches has nothing to wait for"
     delivered = session.scalars(select(OutboxMessage).where(OutboxMessage.kind == OutboxKind.STAFF_ALERT)
                                 .execution_options(populate_existing=True)).all()
     assert {row.state for row in delivered} == {OutboxState.DELIVERED}
+
+
+def test_a_pages_crm_syncs_for_a_crm_that_takes_batches_wait_in_the_broker_for_company(
+    session: Session, settings: Settings, form_object: dict[str, Any]
+) -> None:
+    outbox_ids = processed_page(session, settings, form_object, 3)
+    broker = RecordingDispatcher()
+
+    hand_on(outbox_ids, services(settings, crm=BatchingCRM()), broker)
+
+    syncs = [i for i in outbox_ids if kinds(session)[i] == OutboxKind.CRM_SYNC]
+    assert set(broker.lingering) == set(syncs)
+    assert 1 < min(broker.lingering.values()) <= max(broker.lingering.values()) <= settings.crm_batch_linger_seconds
+    assert len(syncs) == 3 and sorted(broker.crm) == sorted(syncs)
+
+    session.execute(update(OutboxMessage).values(created_at=utcnow() - timedelta(minutes=5)))
+    session.commit()
+    offered_again = RecordingDispatcher()  # the sweeper offering the page again, long after
+    hand_on(syncs, services(settings, crm=BatchingCRM()), offered_again)
+    assert sorted(offered_again.crm) == sorted(syncs) and offered_again.lingering == {}, "its wait is over"
 
 
 def test_texts_not_started_in_time_go_to_the_broker(

@@ -30,7 +30,7 @@ class Pages:
     def outbox_ready(self, outbox_ids: Iterable[int]) -> None:
         raise AssertionError("the web door hands on submissions only")
 
-    def crm_ready(self, outbox_ids: Iterable[int]) -> None:
+    def crm_ready(self, outbox_ids: Iterable[int], *, linger: float = 0.0) -> None:
         raise AssertionError("the web door hands on submissions only")
 
 

@@ -34,7 +34,7 @@ class Recording:
     def outbox_ready(self, outbox_ids: Iterable[int]) -> None:
         self.events.append(("outbox", list(outbox_ids)))
 
-    def crm_ready(self, outbox_ids: Iterable[int]) -> None:
+    def crm_ready(self, outbox_ids: Iterable[int], *, linger: float = 0.0) -> None:
         self.events.append(("crm", list(outbox_ids)))
 
 
