@@ -319,8 +319,12 @@ def _sync_many(
     session: Session, rows: list[OutboxMessage], crm: BatchCRM, roster: Roster, settings: Settings, now: datetime,
     errors: dict[int, IntegrationError],
 ) -> None:
-    items = [(row, session.get_one(Lead, row.lead_id, populate_existing=True),
-              session.get_one(Submission, row.submission_id)) for row in rows]
+    # The batch's leads read afresh and its submissions, one statement each.
+    leads = {lead.id: lead for lead in session.scalars(
+        select(Lead).where(Lead.id.in_({row.lead_id for row in rows})).execution_options(populate_existing=True))}
+    submissions = {sub.id: sub for sub in session.scalars(
+        select(Submission).where(Submission.id.in_({row.submission_id for row in rows})))}
+    items = [(row, leads[row.lead_id], submissions[row.submission_id]) for row in rows]
     batch = _Batch(items, errors, lambda item: _sync(session, item[0], crm, roster, settings, now))
     forms = FormReader(session, settings)
     details = {sub.id: request_details(session, sub, settings, forms) for _, _, sub in items}

@@ -183,11 +183,11 @@ def _deliver_batch(session: Session, row: OutboxMessage, site: str, crm: BatchCR
         session.rollback()
         failure = _internal_error(exc, f"a CRM batch of {len(rows)} row(s)")
         errors = {each.id: failure for each in rows}
-    outcomes = {}
-    for each in rows:
-        error = errors.get(each.id)
-        outcomes[each.id] = (_failed(session, each.id, error, services.settings, started) if error
-                             else _delivered(session, each))
+    done = {each.id: _delivered(session, each, commit=False) for each in rows if each.id not in errors}
+    session.commit()  # the delivered rows, in one commit
+    failed = {each.id: _failed(session, each.id, errors[each.id], services.settings, started)
+              for each in rows if each.id in errors}
+    outcomes = {each.id: done.get(each.id) or failed[each.id] for each in rows}
     others = tuple((outbox_id, outcome.retry_in) for outbox_id, outcome in outcomes.items()
                    if outbox_id != row.id and outcome.retry_in is not None)
     if len(rows) > 1:
@@ -196,12 +196,13 @@ def _deliver_batch(session: Session, row: OutboxMessage, site: str, crm: BatchCR
     return Delivery(outcomes[row.id].state, outcomes[row.id].retry_in, others, crm=True)
 
 
-def _delivered(session: Session, row: OutboxMessage) -> Delivery:
+def _delivered(session: Session, row: OutboxMessage, *, commit: bool = True) -> Delivery:
     """Record the row delivered, with whatever the delivery left pending in the session, in one commit (one UPDATE
-    of the row with the changes the delivery made to it)."""
+    of the row with the changes the delivery made to it), unless `commit` is false: then the caller's next commit."""
     row.state, row.delivered_at, row.leased_until, row.last_error = OutboxState.DELIVERED, utcnow(), None, None
     row.fruitless, row.unanswered, row.unanswered_at = 0, None, None
-    session.commit()
+    if commit:
+        session.commit()
     return Delivery(OutboxState.DELIVERED)
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, bindparam, func, or_, select
+from sqlalchemy import ColumnElement, Table, bindparam, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -59,15 +59,17 @@ def record_attempt(
     return attempt
 
 
-def _timer_upsert(insert: Callable[[type[EscalationTimer]], Any]) -> Any:
-    new_timer = insert(EscalationTimer).values(
+def _timer_upsert(insert: Callable[[Table], Any]) -> Any:
+    # On the table, not the mapped class: an ORM-enabled insert costs as much again in the session's bulk machinery.
+    timers = cast(Table, EscalationTimer.__table__)
+    new_timer = insert(timers).values(
         lead_id=bindparam("lead_id"), outbox_id=bindparam("outbox_id"), due_at=bindparam("due_at"),
         waiting_sms_sid=bindparam("sms_sid"), created_at=bindparam("now"), updated_at=bindparam("now"),
     )
     return new_timer.on_conflict_do_update(
-        index_elements=[EscalationTimer.lead_id],
+        index_elements=[timers.c.lead_id],
         set_={"due_at": new_timer.excluded.due_at, "updated_at": new_timer.excluded.updated_at},
-        where=(EscalationTimer.state == TimerState.PENDING) & (new_timer.excluded.due_at < EscalationTimer.due_at),
+        where=(timers.c.state == TimerState.PENDING) & (new_timer.excluded.due_at < timers.c.due_at),
     )
 
 

@@ -240,3 +240,20 @@ def test_a_text_sent_in_place_reads_nothing_about_crm_batches(pg_settings: Setti
 
     assert due_again == [] and state == OutboxState.DELIVERED
     assert counts == {"statements": 8, "commits": 3}, "the staff text's own statements only"
+
+
+@pytest.mark.services
+@pytest.mark.parametrize(("people", "statements"), [(3, 28), (6, 34)])
+def test_a_batch_reads_its_leads_at_once_and_commits_as_often_whatever_its_size(
+    pg_settings: Settings, form_object: dict[str, Any], people: int, statements: int
+) -> None:
+    with session_scope() as session:
+        rows = waiting_syncs(session, pg_settings, form_object, people)
+        with counted(session) as counts:
+            delivery = deliver(session, rows[0], services(pg_settings, crm=BatchingCRM()), now=later())
+        states = set(row_states(session, rows).values())
+
+    assert delivery.state == OutboxState.DELIVERED and states == {OutboxState.DELIVERED}
+    # Each step's mark and ids are committed before the next call (what the fault runs rely on), once per batch;
+    # what grows with the batch is the rows' own updates, two statements a lead.
+    assert counts == {"statements": statements, "commits": 11}
