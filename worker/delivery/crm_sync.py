@@ -83,13 +83,19 @@ def shared_identity(session: Session, leads: list[Lead]) -> dict[int, Shared]:
     others = session.execute(select(Lead.id, Lead.ref, Lead.phone_index, Lead.email_index).where(
         or_(Lead.phone_index.in_(phones), Lead.email_index.in_(emails)), Lead.status != LeadStatus.MERGED,
     ).order_by(Lead.id)).all()
+    by_email: dict[str, list[tuple[int, str]]] = {}  # oldest lead first
+    by_phone: dict[str, set[int]] = {}
+    for other in others:
+        if other.email_index:
+            by_email.setdefault(other.email_index, []).append((other.id, other.ref))
+        if other.phone_index:
+            by_phone.setdefault(other.phone_index, set()).add(other.id)
     shared: dict[int, Shared] = {}
     for lead in leads:
-        holder = next((other.ref for other in others if other.id < lead.id and lead.email_index
-                       and other.email_index == lead.email_index), None)
-        phone_shared = any(other.id != lead.id and lead.phone_index and other.phone_index == lead.phone_index
-                           for other in others)
-        shared[lead.id] = (holder, holder is not None or (phone_shared and not lead.email_index))
+        lead_id, email, phone = lead.id, lead.email_index, lead.phone_index
+        holder = next((ref for other_id, ref in by_email.get(email, ()) if other_id < lead_id), None) if email else None
+        phone_shared = bool(phone) and any(other_id != lead_id for other_id in by_phone.get(phone or "", ()))
+        shared[lead_id] = (holder, holder is not None or (phone_shared and not email))
     return shared
 
 

@@ -57,3 +57,24 @@ def test_the_second_person_on_a_shared_inbox_gets_a_record_of_their_own_without_
             "hs_lead_status": "NEW", "lifecyclestage": "lead"}})])
         assert HubSpotCRM("pat-na1-00000000-test").upsert_contact(second_card, None) == "602"
         assert created.call_count == 1
+
+
+def test_what_each_lead_of_a_batch_shares_is_read_from_every_other_live_lead(session: Session) -> None:
+    def lead(ref: str, phone: str | None, email: str | None, status: str = "new") -> Lead:
+        return Lead(ref=ref, phone_index=phone, email_index=email, status=status)
+
+    first_on_inbox, second_on_inbox = lead("R-AAAA1", "p1", "home"), lead("R-AAAA2", "p2", "home")
+    phone_only, phone_and_email = lead("R-AAAA3", "p3", None), lead("R-AAAA4", "p3", "own")
+    merged_away = lead("R-AAAA5", "p5", "gone", status="merged")
+    alone = lead("R-AAAA6", "p5", "gone")
+    batch = [first_on_inbox, second_on_inbox, phone_only, phone_and_email, merged_away, alone]
+    session.add_all(batch)
+    session.commit()
+
+    shared = shared_identity(session, batch)
+
+    assert shared[first_on_inbox.id] == (None, False), "the inbox's address stays with the lead that had it first"
+    assert shared[second_on_inbox.id] == ("R-AAAA1", True)
+    assert shared[phone_only.id] == (None, True), "no address, and its phone is another person's too"
+    assert shared[phone_and_email.id] == (None, False), "found by its own address"
+    assert shared[alone.id] == (None, False), "a merged lead is no other person"
