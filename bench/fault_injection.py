@@ -11,6 +11,7 @@ Needs redis-server and PostgreSQL's initdb/pg_ctl installed; as root, PostgreSQL
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -53,7 +54,12 @@ def main() -> None:
         for name in args.only or list(SCENARIOS):
             outcome = run_scenario(name, services, Path(work), scale)
             print("| " + " | ".join(row(outcome)) + " |", flush=True)
-            failed = failed or outcome.lost > 0 or outcome.doubled > 0
+            if outcome.lost > 0 or outcome.doubled > 0:
+                failed = True
+                kept = Path(tempfile.mkdtemp(prefix=f"admitflow-fault-{name}-"))
+                for log in (Path(work) / name).glob("*.log"):
+                    shutil.copy(log, kept)
+                print(f"  {name}: its processes' logs (why each dead row died) kept in {kept}", flush=True)
     print(watch.verdict())  # the counts hold whatever the load; the seconds do not
     sys.exit(1 if failed else 0)
 
