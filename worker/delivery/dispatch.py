@@ -19,8 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from config.settings import Settings
-from integrations.crm import batching
-from worker.delivery.outbox import CRM_KINDS, deliver, lingering
+from worker.delivery.outbox import CRM_KINDS, batch_crm_of, deliver, lingering
 from worker.leads.processing import Outcome, lock_page, process_submission, process_submissions
 from worker.staff.services import Services
 from worker.store.db import session_scope, utcnow
@@ -112,8 +111,7 @@ def hand_on(outbox_ids: list[int], services: Services, dispatcher: Dispatcher) -
     # A new sync for a CRM that takes batches waits for company before it is taken: sent to wait in the broker
     # now, it is not taken only to be sent back to wait.
     now = utcnow()
-    waits = {row.id: wait for row in found if row.kind == OutboxKind.CRM_SYNC
-             and batching(services.crm_for(row.site)) is not None
+    waits = {row.id: wait for row in found if batch_crm_of(row.kind, row.site, services) is not None
              and (wait := lingering(row.attempts, row.state, row.created_at, services.settings, now)) is not None}
     texts = sorted((outbox_id for outbox_id in outbox_ids if kinds.get(outbox_id) in TEXT_KINDS),
                    key=lambda outbox_id: (TEXT_KINDS.index(kinds[outbox_id]), outbox_id))

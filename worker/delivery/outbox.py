@@ -155,13 +155,16 @@ def _batch_crm(session: Session, outbox_id: int, services: Services, now: dateti
     ).first()
     if found is None or found.state != OutboxState.PENDING:
         return _Batching(settled=True)  # the lease would find nothing to take
-    if found.kind != OutboxKind.CRM_SYNC:
-        return _Batching()
-    crm = batching(services.crm_for(found.site))
+    crm = batch_crm_of(found.kind, found.site, services)
     if crm is None:
         return _Batching()
     return _Batching((found.site, crm), lingering(found.attempts, found.state, found.created_at, services.settings,
                                                    now))
+
+
+def batch_crm_of(kind: str, site: str, services: Services) -> BatchCRM | None:
+    """The CRM whose batch a row of `kind` from `site` joins: a CRM sync's, when its site's CRM takes batches."""
+    return batching(services.crm_for(site)) if kind == OutboxKind.CRM_SYNC else None
 
 
 def lingering(attempts: int, state: OutboxState, created_at: datetime, settings: Settings,
@@ -187,7 +190,8 @@ def _deliver_batch(session: Session, row: OutboxMessage, site: str, crm: BatchCR
     session.commit()  # the delivered rows, in one commit
     failed = {each.id: _failed(session, each.id, errors[each.id], services.settings, started)
               for each in rows if each.id in errors}
-    outcomes = {each.id: done.get(each.id) or failed[each.id] for each in rows}
+    either = done | failed
+    outcomes = {each.id: either[each.id] for each in rows}  # in the batch's order
     others = tuple((outbox_id, outcome.retry_in) for outbox_id, outcome in outcomes.items()
                    if outbox_id != row.id and outcome.retry_in is not None)
     if len(rows) > 1:
