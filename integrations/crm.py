@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, cast
 
-from integrations.errors import IntegrationError
+from integrations.errors import IntegrationError, RateLimited
 
 log = logging.getLogger(__name__)
 
@@ -93,11 +93,13 @@ class NoteSpec:
 class BatchResult:
     """What a batch call did per item: the CRM id of each item that went through, the error of each that did not.
     An item in neither was not attempted (the call stopped before it) and is retried like a failure. `absent` names
-    the items looked for first (`look_first`) and not there: no earlier attempt made them."""
+    the items looked for first (`look_first`) and not there: no earlier attempt made them. `found` names existing
+    records a look matched to items that then failed: kept, the next attempt writes to them without looking again."""
 
     ids: dict[str, str] = field(default_factory=dict)
     errors: dict[str, IntegrationError] = field(default_factory=dict)
     absent: set[str] = field(default_factory=set)
+    found: dict[str, str] = field(default_factory=dict)
 
 
 class LookupFailed(IntegrationError):
@@ -106,6 +108,12 @@ class LookupFailed(IntegrationError):
     def __init__(self, cause: IntegrationError) -> None:
         super().__init__(f"looking for an earlier attempt failed: {cause.message}", permanent=False,
                          status=cause.status)
+
+
+def look_failed(cause: IntegrationError) -> IntegrationError:
+    """The error of items whose look failed: a 429 stays a rate limit (its Retry-After is obeyed and spends no
+    retry budget); anything else is a `LookupFailed`."""
+    return cause if isinstance(cause, RateLimited) else LookupFailed(cause)
 
 
 @dataclass(frozen=True)

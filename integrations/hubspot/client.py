@@ -17,7 +17,7 @@ from urllib.parse import quote, urlsplit
 import requests
 from pydantic import BaseModel, ValidationError
 
-from integrations.crm import BatchResult, CallbackTaskSpec, CallRecord, ContactCard, LookupFailed, NoteRoom, NoteSpec
+from integrations.crm import BatchResult, CallbackTaskSpec, CallRecord, ContactCard, NoteRoom, NoteSpec, look_failed
 from integrations.errors import Conflict, IntegrationError, InvalidRequest, RateLimited, ServiceUnavailable
 from integrations.hubspot.corrections import HubSpotCorrections
 from integrations.hubspot.models import BatchAnswer, BatchPage, BatchRecord, CrmObject, ErrorBody, SearchPage
@@ -218,12 +218,17 @@ class HubSpotCRM(HubSpotCorrections):
     def upsert_contacts(self, contacts: Sequence[tuple[ContactCard, str | None]]) -> BatchResult:
         """`upsert_contact` for many leads in a few calls: known contacts and the ones found by email (batch read)
         or phone (one search) are updated in one batch; the rest are upserted by lead reference in another.
-        Results are keyed by lead reference."""
+        Results are keyed by lead reference. A look or a write that fails is the error of its leads alone and the
+        others go on; a contact found but not written comes back in `found`."""
         result = BatchResult()
-        found = self._find_contacts([card for card, known in contacts if known is None and card.match_existing])
+        found = self._find_contacts([card for card, known in contacts if known is None and card.match_existing],
+                                    result.errors)
+        result.found = dict(found)
         updates: list[tuple[str, str, dict[str, str]]] = []
         creates: list[tuple[str, dict[str, str]]] = []
         for card, contact_id in contacts:
+            if card.lead_ref in result.errors:
+                continue
             properties = _contact_properties(card) | _custom_properties(card)
             if (known := found.get(card.lead_ref) if contact_id is None else contact_id) is not None:
                 updates.append((card.lead_ref, known, properties))
@@ -234,9 +239,12 @@ class HubSpotCRM(HubSpotCorrections):
         for chunk in _chunks(creates, BATCH_LIMIT):
             inputs = [{"id": ref, "idProperty": LEAD_REF_PROPERTY, "properties": properties,
                        "objectWriteTraceId": ref} for ref, properties in chunk]
-            page = self._batch("contacts", "upsert", inputs)
-            _collect(page, [ref for ref, _ in chunk], lambda record: record.properties.get(LEAD_REF_PROPERTY),
-                     result)
+            with _kept(result, [ref for ref, _ in chunk]):
+                page = self._batch("contacts", "upsert", inputs)
+                _collect(page, [ref for ref, _ in chunk], lambda record: record.properties.get(LEAD_REF_PROPERTY),
+                         result)
+        for ref in result.ids:
+            result.found.pop(ref, None)
         return result
 
     def add_notes(self, notes: Sequence[NoteSpec], *, look_first: Collection[str] = ()) -> BatchResult:
@@ -273,7 +281,7 @@ class HubSpotCRM(HubSpotCorrections):
         except IntegrationError as exc:
             if not doubtful or len(doubtful) == len(tasks):
                 raise
-            result.errors.update((by_subject[subject], LookupFailed(exc)) for subject in doubtful)
+            result.errors.update((by_subject[subject], look_failed(exc)) for subject in doubtful)
         result.absent = {by_subject[subject] for subject in doubtful} - set(result.ids) - set(result.errors)
         pending = [(contact_id, task) for contact_id, task in tasks
                    if task.lead_ref not in result.ids and task.lead_ref not in result.errors]
@@ -339,14 +347,19 @@ class HubSpotCRM(HubSpotCorrections):
             return self._search("contacts", groups)
         return None
 
-    def _find_contacts(self, cards: Sequence[ContactCard]) -> dict[str, str]:
+    def _find_contacts(self, cards: Sequence[ContactCard], failed: dict[str, IntegrationError]) -> dict[str, str]:
         """Existing contacts for many cards, keyed by lead reference: by email through a batch read (email is
-        unique in HubSpot), by phone through one search per hundred phones."""
+        unique in HubSpot), by phone through one search per hundred phones. A read or search that fails is the
+        error of its cards (in `failed`); the others go on."""
         found: dict[str, str] = {}
         by_email = {card.email.lower(): card.lead_ref for card in cards if card.email}
         for emails in _chunks(list(by_email), BATCH_LIMIT):
             body = {"idProperty": "email", "properties": ["email"], "inputs": [{"id": email} for email in emails]}
-            page = self._batch_call("POST", "/crm/v3/objects/contacts/batch/read", body)
+            try:
+                page = self._batch_call("POST", "/crm/v3/objects/contacts/batch/read", body)
+            except IntegrationError as exc:
+                failed.update((by_email[email], exc) for email in emails)
+                continue
             for record in page.results:
                 ref = by_email.get((record.properties.get("email") or "").lower())
                 if ref is not None:
@@ -355,7 +368,12 @@ class HubSpotCRM(HubSpotCorrections):
         for phones in _chunks(list(by_phone), BATCH_LIMIT):
             groups = [{"filters": [{"propertyName": name, "operator": "IN", "values": phones}]}
                       for name in ("phone", "mobilephone")]
-            for record in self._search_all("contacts", groups, ["phone", "mobilephone"]):
+            try:
+                records = self._search_all("contacts", groups, ["phone", "mobilephone"])
+            except IntegrationError as exc:
+                failed.update((by_phone[phone], exc) for phone in phones)
+                continue
+            for record in records:
                 for name in ("phone", "mobilephone"):
                     ref = by_phone.get(record.properties.get(name) or "")
                     if ref is not None:
@@ -376,7 +394,7 @@ class HubSpotCRM(HubSpotCorrections):
             except IntegrationError as exc:
                 if failed is None:
                     raise
-                failed.update((note.key, LookupFailed(exc)) for note in chunk)
+                failed.update((note.key, look_failed(exc)) for note in chunk)
                 continue
             for record in records:
                 key = _marked(record.properties.get("hs_note_body"), markers)
@@ -388,7 +406,7 @@ class HubSpotCRM(HubSpotCorrections):
         except IntegrationError as exc:
             if failed is None:
                 raise
-            failed.update((key, LookupFailed(exc)) for key in found)
+            failed.update((key, look_failed(exc)) for key in found)
             return {}
 
     def _find_tasks(self, subjects: list[str]) -> dict[str, str]:
@@ -426,8 +444,9 @@ class HubSpotCRM(HubSpotCorrections):
         seen: set[str] = set()
         for ref, contact_id, properties in updates:
             if contact_id in seen:
-                self._update_contact(contact_id, properties)
-                result.ids[ref] = contact_id
+                with _kept(result, [ref]):
+                    self._update_contact(contact_id, properties)
+                    result.ids[ref] = contact_id
             else:
                 seen.add(contact_id)
                 batch.append((ref, contact_id, properties))
@@ -435,8 +454,9 @@ class HubSpotCRM(HubSpotCorrections):
         for chunk in _chunks(batch, BATCH_LIMIT):
             inputs = [{"id": contact_id, "properties": properties, "objectWriteTraceId": ref}
                       for ref, contact_id, properties in chunk]
-            page = self._batch("contacts", "update", inputs)
-            _collect(page, [ref for ref, _, _ in chunk], lambda record: by_id.get(record.id), result)
+            with _kept(result, [ref for ref, _, _ in chunk]):
+                page = self._batch("contacts", "update", inputs)
+                _collect(page, [ref for ref, _, _ in chunk], lambda record: by_id.get(record.id), result)
 
     def _batch(self, object_type: str, action: str, inputs: list[dict[str, Any]]) -> BatchPage:
         return self._batch_call("POST", f"/crm/v3/objects/{object_type}/batch/{action}", {"inputs": inputs})
@@ -569,12 +589,12 @@ def _collect(page: BatchPage, keys: list[str], key_of: Callable[[BatchRecord], s
 
 @contextmanager
 def _kept(result: BatchResult, keys: list[str]) -> Iterator[None]:
-    """Once a batch call has learnt something (found or ruled out earlier records), a create call that fails is
-    those items' error rather than the whole call's, so what was learnt reaches the caller."""
+    """Once a batch call has learnt something (found or ruled out earlier records, written or failed some items), a
+    write that fails is those items' error rather than the whole call's, so what was learnt reaches the caller."""
     try:
         yield
     except IntegrationError as exc:
-        if not (result.ids or result.absent or result.errors):
+        if not (result.ids or result.absent or result.errors or result.found):
             raise
         result.errors.update((key, exc) for key in keys)
 

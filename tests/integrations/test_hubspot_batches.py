@@ -25,6 +25,7 @@ from tests.integrations.test_hubspot import (
     card,
     hubspot_error,
 )
+from worker.store.unanswered import refused_before_writing
 
 NEW_LEAD = {"hs_lead_status": "NEW", "lifecyclestage": "lead"}
 AT = datetime(2025, 3, 4, 15, 30, tzinfo=UTC)
@@ -270,11 +271,17 @@ def test_a_note_the_search_index_still_shows_but_reading_it_back_does_not_is_cre
     assert crm.add_note("701", text, AT, look_first=True) == "805"
 
 
-def test_a_look_for_earlier_notes_that_is_throttled_holds_back_only_its_own_notes(
-    hubspot: responses.RequestsMock, crm: HubSpotCRM
+@pytest.mark.parametrize(
+    ("status", "headers", "expected"),
+    [(429, {"Retry-After": "1"}, RateLimited), (502, {}, LookupFailed)],
+    ids=["throttled: still a rate limit, its Retry-After obeyed", "failed"],
+)
+def test_a_look_for_earlier_notes_that_fails_holds_back_only_its_own_notes(
+    hubspot: responses.RequestsMock, crm: HubSpotCRM, status: int, headers: dict[str, str],
+    expected: type[Exception],
 ) -> None:
     doubtful = [note(n, f"70{n}") for n in range(1, 7)]  # two searches: five contacts, then one
-    hubspot.post(f"{NOTES}/search", status=429, headers={"Retry-After": "1"}, json={"category": "RATE_LIMITS"})
+    hubspot.post(f"{NOTES}/search", status=status, headers=headers, json={"category": "RATE_LIMITS"})
     hubspot.post(f"{NOTES}/search", json={"total": 0, "results": []})
     hubspot.post(f"{NOTES}/batch/create", status=201, match=[traces("note-6")],
                  json=batch_answer({"id": "806", "objectWriteTraceId": "note-6"}))
@@ -283,4 +290,27 @@ def test_a_look_for_earlier_notes_that_is_throttled_holds_back_only_its_own_note
 
     assert result.ids == {"note-6": "806"} and result.absent == {"note-6"}
     assert set(result.errors) == {f"note-{n}" for n in range(1, 6)}
-    assert all(isinstance(error, LookupFailed) for error in result.errors.values()), "nothing created for them"
+    assert all(type(error) is expected for error in result.errors.values())
+    assert all(refused_before_writing(error) for error in result.errors.values()), "nothing created for them"
+
+
+def test_a_contact_look_or_write_that_fails_holds_back_only_its_own_leads(
+    hubspot: responses.RequestsMock, crm: HubSpotCRM
+) -> None:
+    # 1 and 2 by email (2 already in HubSpot, whose update fails), 3 by phone only (the search fails).
+    hubspot.post(f"{CONTACTS}/batch/read", status=207,
+                 json=batch_answer({"id": "702", "properties": {"email": "person2@example.org"}},
+                                   errors=[{"status": "error", "category": "OBJECT_NOT_FOUND", "message": "x"}]))
+    hubspot.post(f"{CONTACTS}/search", status=502, json={"status": "error", "message": "Bad gateway"})
+    hubspot.post(f"{CONTACTS}/batch/update", status=502, json={"status": "error", "message": "Bad gateway"})
+    hubspot.post(f"{CONTACTS}/batch/upsert", match=[traces("L-001")],
+                 json=batch_answer({"id": "701", "new": True, "objectWriteTraceId": "L-001"}))
+
+    result = crm.upsert_contacts([(person(1), None), (person(2), None), (person(3, email=False), None)])
+
+    assert result.ids == {"L-001": "701"}
+    assert set(result.errors) == {"L-002", "L-003"}
+    assert all(isinstance(error, ServiceUnavailable) for error in result.errors.values())
+    assert result.found == {"L-002": "702"}, "the contact found is kept, so the retry need not look again"
+    for error in result.errors.values():
+        assert_phi_free(error)

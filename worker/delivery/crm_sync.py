@@ -342,7 +342,11 @@ def _sync_many(
         cards = [(contact_card(lead, sub, details[sub.id], shared.get(lead.id)), lead.crm_contact_id)
                  for _, lead, sub in todo]
         session.commit()  # ends the read: no transaction stays open across the call
-        return crm.upsert_contacts(cards)
+        result = crm.upsert_contacts(cards)
+        for _, lead, _ in todo:
+            # A contact found but not written: the retry writes to it without looking again, one call fewer to fail.
+            lead.crm_contact_id = result.found.get(lead.ref, lead.crm_contact_id)
+        return result
 
     # Contacts are upserted by the lead reference, a unique property: sending one again updates it, so the row's
     # mark keeps whatever later step (a note) an earlier attempt left in doubt.

@@ -40,6 +40,8 @@ class BatchingCRM(LogOnlyCRM):
     leave_out: set[str] = field(default_factory=set)
     refuse: set[str] = field(default_factory=set)
     solo: list[str] = field(default_factory=list)
+    found_unwritten: set[str] = field(default_factory=set)  # once: the contact is found, then its update fails
+    known: list[dict[str, str | None]] = field(default_factory=list)  # the contact ids each contacts call was given
 
     def _step(self, step: str, keys: list[str], look_first: Collection[str], store: dict[str, str]) -> BatchResult:
         self.calls.append((step, keys, frozenset(look_first)))
@@ -56,7 +58,14 @@ class BatchingCRM(LogOnlyCRM):
         return result
 
     def upsert_contacts(self, contacts: Sequence[tuple[ContactCard, str | None]]) -> BatchResult:
-        return self._step("contacts", [card.lead_ref for card, _ in contacts], (), self.contacts)
+        self.known.append({card.lead_ref: contact_id for card, contact_id in contacts})
+        unwritten, self.found_unwritten = self.found_unwritten, set()
+        result = self._step("contacts", [card.lead_ref for card, _ in contacts if card.lead_ref not in unwritten],
+                            (), self.contacts)
+        for ref in unwritten:
+            result.errors[ref] = ServiceUnavailable("HubSpot failed with 502 on the update; will retry")
+            result.found[ref] = f"existing-{ref}"
+        return result
 
     def add_notes(self, notes: Sequence[NoteSpec], *, look_first: Collection[str] = ()) -> BatchResult:
         return self._step("notes", [note.key for note in notes], look_first, self.notes)
@@ -158,6 +167,24 @@ def test_after_a_failed_notes_call_the_retry_looks_for_the_notes_before_creating
     notes_retry = [looked for step, _, looked in crm.calls if step == "notes"][-1]
     assert notes_retry == {f"note-{sub_id}" for sub_id in session.scalars(select(Submission.id))}
     assert len(crm.contacts) == len(crm.notes) == len(crm.tasks) == 3
+
+
+def test_a_contact_found_but_not_written_is_kept_and_the_retry_writes_to_it_without_looking_again(
+    session: Session, settings: Settings, form_object: dict[str, Any]
+) -> None:
+    rows = waiting_syncs(session, settings, form_object, 2)
+    lead = session.scalars(select(Lead).order_by(Lead.id)).first()
+    assert lead is not None
+    crm = BatchingCRM(found_unwritten={lead.ref})
+
+    deliver(session, rows[0], services(settings, crm=crm), now=later())
+
+    assert row_states(session, rows) == {rows[0]: "pending", rows[1]: "delivered"}
+    session.refresh(lead)
+    assert lead.crm_contact_id == f"existing-{lead.ref}"
+
+    assert deliver(session, rows[0], services(settings, crm=crm), now=later(60)).state == OutboxState.DELIVERED
+    assert crm.known[-1] == {lead.ref: f"existing-{lead.ref}"}, "the retry updates the contact found, no new look"
 
 
 def test_a_lead_left_out_of_the_answer_is_retried_while_the_others_are_done(
