@@ -29,6 +29,7 @@ from worker.store.unanswered import (
     LeadBusy,
     WaitForIndex,
     answered,
+    gave_up,
     look_first,
     refused_before_writing,
     restore,
@@ -308,6 +309,8 @@ class _Batch:
                     "the CRM's batch answer did not mention this lead; will retry", permanent=False)
         if mark is not None:
             restore(session, untouched, before)  # commits the progress of items found absent too
+            gave_up(session, [item[0] for item in todo if item[0].id in self.errors and item[0] not in untouched],
+                    mark)
         return done
 
     def _alone(self, session: Session, items: list[BatchItem]) -> None:

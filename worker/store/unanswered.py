@@ -105,7 +105,9 @@ def refused_before_writing(error: IntegrationError) -> bool:
 def sending(session: Session, rows: Sequence[OutboxMessage], step: str) -> Iterator[None]:
     """Mark `rows` as sending a create of `step` (committed before the call), for the block that calls the vendor.
     If the vendor refused before writing, each row's earlier mark is put back: a look-first search refused with a
-    429 leaves the doubt of the attempt before it in place."""
+    429 leaves the doubt of the attempt before it in place. If it failed otherwise, the mark is stamped again with
+    the time the call gave up (`gave_up`): the write, if any, happened before then, and a call held back on its way
+    out (a rate limit's pause, a vendor slow to read its queue) may have been written long after the mark."""
     before = {row.id: (row.unanswered, row.unanswered_at) for row in rows}
     now = utcnow()
     for row in rows:
@@ -116,7 +118,20 @@ def sending(session: Session, rows: Sequence[OutboxMessage], step: str) -> Itera
     except IntegrationError as exc:
         if refused_before_writing(exc):
             restore(session, rows, before)
+        else:
+            gave_up(session, rows, step)
         raise
+
+
+def gave_up(session: Session, rows: Sequence[OutboxMessage], step: str) -> None:
+    """Stamp the marks of `rows` whose create of `step` failed without saying whether it was written with now, the
+    time the call gave up. Commits (what the session holds too)."""
+    session.commit()
+    if rows:
+        session.execute(update(OutboxMessage).where(
+            OutboxMessage.id.in_([row.id for row in rows]), OutboxMessage.unanswered == step,
+        ).values(unanswered_at=utcnow()))
+        session.commit()
 
 
 def restore(session: Session, rows: Sequence[OutboxMessage],

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -42,6 +42,7 @@ class BatchingCRM(LogOnlyCRM):
     solo: list[str] = field(default_factory=list)
     found_unwritten: set[str] = field(default_factory=set)  # once: the contact is found, then its update fails
     known: list[dict[str, str | None]] = field(default_factory=list)  # the contact ids each contacts call was given
+    answered_at: dict[str, datetime] = field(default_factory=dict)  # when each step's last call answered
 
     def _step(self, step: str, keys: list[str], look_first: Collection[str], store: dict[str, str]) -> BatchResult:
         self.calls.append((step, keys, frozenset(look_first)))
@@ -55,6 +56,7 @@ class BatchingCRM(LogOnlyCRM):
                 result.errors[key] = ServiceUnavailable("left out; will retry")
             else:
                 result.ids[key] = store.setdefault(key, f"{step}-{key}")
+        self.answered_at[step] = utcnow()
         return result
 
     def upsert_contacts(self, contacts: Sequence[tuple[ContactCard, str | None]]) -> BatchResult:
@@ -200,6 +202,20 @@ def test_a_lead_left_out_of_the_answer_is_retried_while_the_others_are_done(
     assert states == {rows[0]: "delivered", rows[1]: "delivered", rows[2]: "pending"}
     assert [outbox_id for outbox_id, _ in delivery.others_due] == [rows[2]]
     assert "left out" in (session.get_one(OutboxMessage, rows[2]).last_error or "")
+
+
+def test_a_note_left_out_of_the_answer_is_in_doubt_from_when_the_call_ended(
+    session: Session, settings: Settings, form_object: dict[str, Any]
+) -> None:
+    rows = waiting_syncs(session, settings, form_object, 2)
+    missing = f"note-{session.get_one(OutboxMessage, rows[1]).submission_id}"
+    crm = BatchingCRM(leave_out={missing})
+
+    deliver(session, rows[0], services(settings, crm=crm), now=later())
+
+    row = session.get_one(OutboxMessage, rows[1], populate_existing=True)
+    assert row.unanswered == "note" and row.unanswered_at is not None
+    assert row.unanswered_at >= crm.answered_at["notes"], "written, if at all, before the call ended"
 
 
 def test_a_lead_the_crm_refuses_is_tried_alone_and_parked_with_the_fix_while_the_rest_go_through(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -159,3 +160,37 @@ def test_a_failed_crm_sync_is_retried_in_the_crms_lane_and_a_failed_staff_text_i
 
     assert sync.state == text.state == OutboxState.PENDING
     assert sync.crm and not text.crm
+
+
+@dataclass
+class HeldBackCRM(FlakyCRM):
+    """A note call held up on its way out (a rate limit's pause) before it fails without an answer."""
+
+    held: float = 0.3
+    started: list[datetime] = field(default_factory=list)
+
+    def add_note(self, contact_id: str, text: str, at: datetime, *, look_first: bool = False) -> str:
+        self.started.append(utcnow())
+        time.sleep(self.held)
+        return super().add_note(contact_id, text, at, look_first=look_first)
+
+
+def test_a_note_call_held_back_before_it_failed_is_looked_for_only_after_it_gave_up_and_the_index_caught_up(
+    session: Session, settings: Settings, form_object: dict[str, Any]
+) -> None:
+    ids = new_lead_outbox(session, settings, form_object)
+    crm = HeldBackCRM(note_failures=[bad_gateway()])
+    first = deliver(session, ids[OutboxKind.CRM_SYNC], services(settings, crm=crm), now=utcnow())
+    assert first.state == OutboxState.PENDING
+    wait = timedelta(seconds=settings.http_timeout_seconds + crm.lookup_lag_seconds("note"))
+
+    # The note may have been written as late as the call's end: a look one index wait after the call started
+    # could miss it.
+    early = deliver(session, ids[OutboxKind.CRM_SYNC], services(settings, crm=crm),
+                    now=crm.started[0] + wait + timedelta(seconds=crm.held / 2))
+
+    assert early.state == OutboxState.PENDING and early.retry_in is not None, "deferred, not looked for yet"
+    assert crm.note_lookups == [False]
+    done = deliver(session, ids[OutboxKind.CRM_SYNC], services(settings, crm=crm),
+                   now=crm.started[0] + wait + timedelta(seconds=crm.held * 2))
+    assert done.state == OutboxState.DELIVERED and crm.note_lookups == [False, True]
