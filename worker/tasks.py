@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from datetime import timedelta
 
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 
 # Longer waits are left to the sweeper, which reads due times from the database.
 MAX_BROKER_COUNTDOWN = timedelta(minutes=5)
+# How long one task delivers CRM rows it was given together, well within the task's soft time limit.
+ROWS_IN_ONE_TASK_SECONDS = 20.0
 
 
 # A database that is restarting or unreachable: retry soon, with backoff; the sweeper is the net under this.
@@ -82,6 +85,24 @@ def deliver_outbox_task(outbox_id: int) -> None:
     _retry_later([(outbox_id, delivery.retry_in), *delivery.others_due], queue=CRM_QUEUE if delivery.crm else None)
 
 
+@app.task(name="admitflow.deliver_outbox_rows", **DATABASE_RETRY)
+def deliver_outbox_rows_task(outbox_ids: list[int]) -> None:
+    """CRM rows that were ready together (a page's new syncs, a batch due again): delivered in order, so the first
+    carries the others its batch can take, and each of them then ends after one read. Rows not reached within
+    `ROWS_IN_ONE_TASK_SECONDS` (a slow CRM) go back to the queue as a message of their own."""
+    services = default_services()
+    until = time.monotonic() + ROWS_IN_ONE_TASK_SECONDS
+    due: list[tuple[int, timedelta | None]] = []
+    for place, outbox_id in enumerate(outbox_ids):
+        if time.monotonic() > until:
+            deliver_outbox_rows_task.apply_async((outbox_ids[place:],), queue=CRM_QUEUE)
+            break
+        with session_scope() as session:
+            delivery = deliver(session, outbox_id, services)
+        due += [(outbox_id, delivery.retry_in), *delivery.others_due]
+    _retry_later(due, queue=CRM_QUEUE)
+
+
 @app.task(name="admitflow.hand_on", **DATABASE_RETRY)
 def hand_on_task(outbox_ids: list[int]) -> None:
     """Rows of any kind, passed on as a processed page's are: texts sent side by side, CRM work to its queue."""
@@ -90,10 +111,21 @@ def hand_on_task(outbox_ids: list[int]) -> None:
 
 def _retry_later(due: Iterable[tuple[int, timedelta | None]], queue: str | None = None) -> None:
     """Send each row due again soon back through the broker (to `queue`, else the work queue), after its wait;
-    the sweeper takes longer waits."""
+    the sweeper takes longer waits. CRM rows due after the same wait (a batch that failed together) go back as
+    one message, as they will go out in one batch."""
+    together: dict[timedelta, list[int]] = {}
     for row_id, retry_in in due:
-        if retry_in is not None and retry_in <= MAX_BROKER_COUNTDOWN:
+        if retry_in is None or retry_in > MAX_BROKER_COUNTDOWN:
+            continue
+        if queue == CRM_QUEUE:
+            together.setdefault(retry_in, []).append(row_id)
+        else:
             deliver_outbox_task.apply_async((row_id,), countdown=retry_in.total_seconds(), queue=queue)
+    for retry_in, row_ids in together.items():
+        if len(row_ids) == 1:
+            deliver_outbox_task.apply_async((row_ids[0],), countdown=retry_in.total_seconds(), queue=queue)
+        else:
+            deliver_outbox_rows_task.apply_async((row_ids,), countdown=retry_in.total_seconds(), queue=queue)
 
 
 @app.task(name="admitflow.heartbeat")

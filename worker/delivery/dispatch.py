@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 PROCESS_SUBMISSION = "admitflow.process_submission"
 PROCESS_SUBMISSIONS = "admitflow.process_submissions"
 DELIVER_OUTBOX = "admitflow.deliver_outbox"
+DELIVER_OUTBOX_ROWS = "admitflow.deliver_outbox_rows"
 
 # Submissions processed together in one transaction: a page of the Gravity Forms API.
 BATCH_SIZE = 50
@@ -186,8 +187,12 @@ class CeleryDispatcher:
     def crm_ready(self, outbox_ids: Iterable[int], *, linger: float = 0.0) -> None:
         from config.celery_app import CRM_QUEUE
 
+        if linger:  # syncs waiting to share a batch: one message, whose first delivery takes the others along
+            if waiting := list(outbox_ids):
+                _send(DELIVER_OUTBOX_ROWS, waiting, queue=CRM_QUEUE, countdown=linger)
+            return
         for outbox_id in outbox_ids:
-            _send(DELIVER_OUTBOX, outbox_id, queue=CRM_QUEUE, countdown=linger or None)
+            _send(DELIVER_OUTBOX, outbox_id, queue=CRM_QUEUE)
 
 
 def _send(task_name: str, item: int | list[int], queue: str | None = None, countdown: float | None = None) -> None:
