@@ -7,7 +7,7 @@ looks for the record instead of creating a second one.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -31,9 +31,11 @@ from worker.store.unanswered import (
     answered,
     gave_up,
     look_first,
+    must_look,
     refused_before_writing,
     restore,
     sending,
+    unanswered_since_each,
 )
 
 LEAD_LEASE = WORK_LEASE  # renewed while the sync runs (worker/store/leases.py)
@@ -188,19 +190,26 @@ def _sync(
     if lead.crm_task_id is None and can_call_back(lead):
         # The task is always looked for: only the wait matters, and whether other rows hold marks to clear.
         marked = look_first(session, row, "task", crm, timeout, now)
-        spec = _task_for(session, lead, submission, roster, settings, now, forms, sharing())
+        spec = _task_for(session, lead, submission, roster, settings, now, forms, sharing(),
+                         claimers(session, [lead.id]))
         with sending(session, [row], "task"):
             lead.crm_task_id = crm.ensure_callback_task(contact_id, spec)
         answered(session, [row], "task", commit=False, others=marked)
 
 
-def _task_for(session: Session, lead: Lead, submission: Submission, roster: Roster, settings: Settings,
-              now: datetime, forms: FormReader, shared: Shared | None) -> CallbackTaskSpec:
-    # A lead claimed before its task exists gets it owned by the claimer; otherwise the on-call person. Read
-    # without a flush: the sync's pending ids go out with the task's mark, in one UPDATE of the row.
+def claimers(session: Session, lead_ids: Collection[int]) -> dict[int, str | None]:
+    """The CRM owner id of whoever claimed each of these leads that someone claimed, in one query. Read without a
+    flush: the sync's pending ids go out with the task's mark, in one UPDATE of the row."""
     with session.no_autoflush:
-        claim = session.scalar(select(Claim).where(Claim.lead_id == lead.id))
-    owner = claim.crm_owner_id if claim else roster.on_call_staff(now)[0].crm_owner_id
+        return {lead_id: owner for lead_id, owner in session.execute(
+            select(Claim.lead_id, Claim.crm_owner_id).where(Claim.lead_id.in_(lead_ids)))}
+
+
+def _task_for(session: Session, lead: Lead, submission: Submission, roster: Roster, settings: Settings,
+              now: datetime, forms: FormReader, shared: Shared | None,
+              claimed: dict[int, str | None]) -> CallbackTaskSpec:
+    # A lead claimed before its task exists gets it owned by the claimer (`claimers`); otherwise the on-call person.
+    owner = claimed[lead.id] if lead.id in claimed else roster.on_call_staff(now)[0].crm_owner_id
     due = call_time_of(session, submission, settings, forms) or now
     holder, _ = shared or (None, False)
     return callback_task(lead, owner, due, REQUESTED_THROUGH.get(submission.source, "the website"), holder)
@@ -260,9 +269,11 @@ class _Batch:
         """The rows still going whose `step` may have been created unanswered: looked for first. A row whose
         lookup could still miss it waits (`WaitForIndex`) and leaves this batch."""
         doubtful = set()
-        for row, _, _ in self.going():
+        going = [row for row, _, _ in self.going()]
+        since = unanswered_since_each(session, going, step)
+        for row in going:
             try:
-                if look_first(session, row, step, crm, timeout, now):
+                if must_look(since[row.id], step, crm, timeout, now):
                     doubtful.add(row.id)
             except WaitForIndex as wait:
                 self.errors[row.id] = wait
@@ -383,8 +394,9 @@ def _sync_many(
     doubtful = batch.doubtful(session, "task", crm, timeout, now)
     need = [item for item in batch.going()
             if item[1].crm_task_id is None and item[1].crm_contact_id and can_call_back(item[1])]
+    claimed = claimers(session, [lead.id for _, lead, _ in need]) if need else {}
     tasks = {lead.ref: (lead.crm_contact_id or "",
-                        _task_for(session, lead, sub, roster, settings, now, forms, shared.get(lead.id)))
+                        _task_for(session, lead, sub, roster, settings, now, forms, shared.get(lead.id), claimed))
              for _, lead, sub in need}
 
     def create(todo: list[BatchItem]) -> BatchResult:
