@@ -54,20 +54,16 @@ class WaitForIndex(Deferred):
 def unanswered_since(session: Session, row: OutboxMessage, step: str) -> datetime | None:
     """When a create of `step` for this row's request (for a contact or task: for its lead, by any of the lead's
     rows) was last sent without an answer, or None when nothing is in doubt."""
-    if step not in LEAD_STEPS:
-        return row.unanswered_at if row.unanswered == step else None
-    # Without a flush: marks are committed as they are set, so what waits in the session (a step answered, its own
-    # mark cleared) cannot change which rows hold a mark for this later step; it goes out with the next commit.
-    with session.no_autoflush:
-        return session.scalar(select(func.max(OutboxMessage.unanswered_at)).where(
-            OutboxMessage.lead_id == row.lead_id, OutboxMessage.kind == row.kind, OutboxMessage.unanswered == step))
+    return unanswered_since_each(session, [row], step)[row.id]
 
 
 def unanswered_since_each(session: Session, rows: Sequence[OutboxMessage], step: str) -> dict[int, datetime | None]:
     """`unanswered_since` for many rows (by row id), in one query at most."""
     if step not in LEAD_STEPS or not rows:
-        return {row.id: unanswered_since(session, row, step) for row in rows}
-    with session.no_autoflush:  # as in `unanswered_since`
+        return {row.id: row.unanswered_at if row.unanswered == step else None for row in rows}
+    # Without a flush: marks are committed as they are set, so what waits in the session (a step answered, its own
+    # mark cleared) cannot change which rows hold a mark for this later step; it goes out with the next commit.
+    with session.no_autoflush:
         latest = {(lead_id, kind): at for lead_id, kind, at in session.execute(
             select(OutboxMessage.lead_id, OutboxMessage.kind, func.max(OutboxMessage.unanswered_at))
             .where(OutboxMessage.lead_id.in_({row.lead_id for row in rows}),
