@@ -7,11 +7,8 @@ the sweeper finds rows nobody picked up.
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections import deque
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Protocol
 
@@ -20,6 +17,7 @@ from sqlalchemy.exc import OperationalError
 
 from config.settings import Settings
 from worker.delivery.outbox import CRM_KINDS, batch_crm_of, deliver, lingering
+from worker.delivery.page_texts import PageTexts, side_by_side, text_page
 from worker.leads.processing import Outcome, lock_page, process_submission, process_submissions
 from worker.staff.services import Services
 from worker.store.db import session_scope, utcnow
@@ -126,45 +124,43 @@ def hand_on(outbox_ids: list[int], services: Services, dispatcher: Dispatcher) -
 
 
 def send_texts(outbox_ids: list[int], services: Services, dispatcher: Dispatcher) -> list[tuple[int, timedelta]]:
-    """Deliver these rows in the order given, up to `TEXTS_SIDE_BY_SIDE` at once (the same leased, exactly-once
-    `deliver`, a session each). Returns the rows due again, and when. A row not started within `IN_PLACE_SECONDS`,
-    or one the database failed, goes to `dispatcher`; losing it costs time only, as the sweeper finds it."""
-    waiting = deque(outbox_ids)
+    """Deliver these rows, up to `TEXTS_SIDE_BY_SIDE` at once: the plain staff alerts together (`text_page`), then
+    the others in the order given (the same leased, exactly-once `deliver`, a session each). Returns the rows due
+    again, and when. A row not started within `IN_PLACE_SECONDS`, or one the database failed, goes to `dispatcher`;
+    losing it costs time only, as the sweeper finds it."""
+    until = time.monotonic() + IN_PLACE_SECONDS
+    try:
+        with session_scope() as session:
+            page = text_page(session, outbox_ids, services, utcnow(), senders=TEXTS_SIDE_BY_SIDE, until=until)
+    except OperationalError as exc:
+        # Before the texts: none of them was taken, and each is tried alone. After: the rows it took stay leased
+        # until their lease runs out, and the sweeper offers them again; a text whose outcome was not recorded is
+        # looked up at Twilio first.
+        log.warning("a page of texts could not be delivered together (%s); each is tried alone", type(exc).__name__)
+        page = PageTexts(left=list(outbox_ids))
+    if page.late:
+        dispatcher.outbox_ready(page.late)
+    return page.due_again + _send_one_by_one(page.left, services, dispatcher, until)
+
+
+def _send_one_by_one(outbox_ids: list[int], services: Services, dispatcher: Dispatcher,
+                     until: float) -> list[tuple[int, timedelta]]:
     due_again: list[tuple[int, timedelta]] = []
     handed: list[int] = []
-    lock = threading.Lock()
-    until = time.monotonic() + IN_PLACE_SECONDS
 
-    def send_next() -> None:
-        while True:
-            with lock:
-                if not waiting:
-                    return
-                if time.monotonic() > until:
-                    handed.extend(waiting)
-                    waiting.clear()
-                    return
-                outbox_id = waiting.popleft()
-            try:
-                with session_scope() as session:
-                    delivery = deliver(session, outbox_id, services, batches=False)  # a text joins no CRM batch
-            except OperationalError as exc:
-                log.warning("text %s could not be delivered in place (%s); handed to the pool", outbox_id,
-                            type(exc).__name__)
-                with lock:
-                    handed.append(outbox_id)
-                continue
-            if delivery.retry_in is not None:
-                with lock:
-                    due_again.append((outbox_id, delivery.retry_in))
+    def send(outbox_id: int) -> None:
+        try:
+            with session_scope() as session:
+                delivery = deliver(session, outbox_id, services, batches=False)  # a text joins no CRM batch
+        except OperationalError as exc:
+            log.warning("text %s could not be delivered in place (%s); handed to the pool", outbox_id,
+                        type(exc).__name__)
+            handed.append(outbox_id)
+            return
+        if delivery.retry_in is not None:
+            due_again.append((outbox_id, delivery.retry_in))
 
-    senders = min(TEXTS_SIDE_BY_SIDE, len(outbox_ids))
-    if senders <= 1:
-        send_next()
-    else:
-        with ThreadPoolExecutor(senders, thread_name_prefix="admitflow-text") as pool:
-            for sender in [pool.submit(send_next) for _ in range(senders)]:
-                sender.result()
+    handed += side_by_side(outbox_ids, send, TEXTS_SIDE_BY_SIDE, until)
     if handed:
         dispatcher.outbox_ready(sorted(handed))
     return due_again

@@ -188,7 +188,7 @@ def _deliver_batch(session: Session, row: OutboxMessage, site: str, crm: BatchCR
         errors = {each.id: failure for each in rows}
     done = {each.id: _delivered(session, each, commit=False) for each in rows if each.id not in errors}
     session.commit()  # the delivered rows, in one commit
-    failed = {each.id: _failed(session, each.id, errors[each.id], services.settings, started)
+    failed = {each.id: record_failure(session, each.id, errors[each.id], services.settings, started)
               for each in rows if each.id in errors}
     either = done | failed
     outcomes = {each.id: either[each.id] for each in rows}  # in the batch's order
@@ -268,11 +268,11 @@ def _deliver(session: Session, outbox_id: int, services: Services, now: datetime
         _do(session, row, services, now)
     except IntegrationError as exc:
         session.rollback()
-        return _failed(session, outbox_id, exc, services.settings, started)
+        return record_failure(session, outbox_id, exc, services.settings, started)
     except Exception as exc:
         session.rollback()
         failure = _internal_error(exc, f"outbox {outbox_id} ({row.kind})")
-        return _failed(session, outbox_id, failure, services.settings, started)
+        return record_failure(session, outbox_id, failure, services.settings, started)
     return _delivered(session, row)
 
 
@@ -283,7 +283,7 @@ def _internal_error(exc: Exception, what: str) -> IntegrationError:
     return IntegrationError(f"internal error {type(exc).__name__}; see the worker log", permanent=False)
 
 
-def _failed(session: Session, outbox_id: int, error: IntegrationError, settings: Settings,
+def record_failure(session: Session, outbox_id: int, error: IntegrationError, settings: Settings,
             started: datetime) -> Delivery:
     """Record a failed attempt and when to try again. Only an attempt that made no progress and was not told to
     wait (a 429, a busy lead, a search index catching up) spends the retry budget; a row goes dead when the error

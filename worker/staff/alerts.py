@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import ColumnElement, Table, bindparam, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -83,8 +83,22 @@ def start_escalation(
     """Give the lead an escalation timer due at `due_at`, or bring its existing one forward to it: the first
     alert starts the ladder, and a repeat request never pushes a reminder back. One statement (a lead has one
     timer)."""
-    session.execute(_TIMER_UPSERT[session.get_bind().dialect.name], {
-        "lead_id": lead_id, "outbox_id": outbox_id, "due_at": due_at, "sms_sid": sms_sid, "now": now})
+    start_escalations(session, [EscalationStart(lead_id, outbox_id, due_at, sms_sid)], now)
+
+
+class EscalationStart(NamedTuple):
+    lead_id: int
+    outbox_id: int  # the alert that starts it
+    due_at: datetime
+    sms_sid: str | None  # the text it follows, if one went out
+
+
+def start_escalations(session: Session, starts: Sequence[EscalationStart], now: datetime) -> None:
+    """`start_escalation` for each of `starts`, in one statement."""
+    if starts:
+        session.execute(_TIMER_UPSERT[session.get_bind().dialect.name], [
+            {"lead_id": each.lead_id, "outbox_id": each.outbox_id, "due_at": each.due_at, "sms_sid": each.sms_sid,
+             "now": now} for each in starts])
 
 
 def alert_staff(session: Session, row: OutboxMessage, services: Services, now: datetime) -> None:
@@ -125,12 +139,17 @@ def reachable() -> ColumnElement[bool]:
 
 
 def _alert_template(lead: Lead, submission: Submission, services: Services) -> str:
+    return alert_template(services, submission.source, submission.is_repeat, reachable=can_call_back(lead))
+
+
+def alert_template(services: Services, source: str, is_repeat: bool, *, reachable: bool) -> str:
+    """The template of a staff text about a request of `source`; `reachable`: the lead can be called back."""
     templates = services.templates
-    if submission.source == SubmissionSource.CALL:
-        return templates.missed_call_sms if can_call_back(lead) else templates.withheld_call_sms
-    if submission.source == SubmissionSource.SMS:
+    if source == SubmissionSource.CALL:
+        return templates.missed_call_sms if reachable else templates.withheld_call_sms
+    if source == SubmissionSource.SMS:
         return templates.inbound_text_sms
-    return templates.repeat_sms if submission.is_repeat else templates.alert_sms
+    return templates.repeat_sms if is_repeat else templates.alert_sms
 
 
 def text_staff(
@@ -193,12 +212,15 @@ def look_up_unanswered(session: Session, attempt: StaffAlert, services: Services
 
 def _remind_later(session: Session, lead: Lead, submission: Submission, row: OutboxMessage, services: Services,
                   now: datetime, sms_sid: str) -> None:
-    reminder_at = now + timedelta(minutes=services.settings.alert_reminder_minutes)
-    # A person who asked to be called in the evening is reminded about then, not in five minutes.
-    call_at = call_time_of(session, submission, services.settings)
-    if call_at is not None and call_at > reminder_at:
-        reminder_at = call_at
+    reminder_at = reminder_due(services, call_time_of(session, submission, services.settings), now)
     start_escalation(session, lead.id, row.id, due_at=reminder_at, now=now, sms_sid=sms_sid)
+
+
+def reminder_due(services: Services, call_at: datetime | None, now: datetime) -> datetime:
+    """When staff texted now are reminded by a call: a person who asked to be called in the evening is reminded
+    about then, not in five minutes."""
+    reminder_at = now + timedelta(minutes=services.settings.alert_reminder_minutes)
+    return call_at if call_at is not None and call_at > reminder_at else reminder_at
 
 
 def flood_summary_body(refs: list[str], limit: int) -> str:

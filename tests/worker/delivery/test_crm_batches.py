@@ -300,7 +300,7 @@ def test_a_text_sent_in_place_reads_nothing_about_crm_batches(pg_settings: Setti
         state = session.get_one(OutboxMessage, ids[OutboxKind.STAFF_ALERT], populate_existing=True).state
 
     assert due_again == [] and state == OutboxState.DELIVERED
-    assert counts == {"statements": 8, "commits": 3}, "the staff text's own statements only"
+    assert counts == {"statements": 6, "commits": 2}, "the staff text's own statements only"
 
 
 @pytest.mark.services
