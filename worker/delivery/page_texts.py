@@ -29,6 +29,7 @@ from worker.leads.processing import SOURCE_FLOOD
 from worker.staff.alerts import EscalationStart, alert_template, reachable, reminder_due, start_escalations
 from worker.staff.services import Services
 from worker.staff.templates import AlertFacts
+from worker.store.db import utcnow
 from worker.store.leases import OUTBOX, keeper
 from worker.store.models import (
     Lead,
@@ -130,7 +131,7 @@ def text_page(session: Session, outbox_ids: Sequence[int], services: Services, n
     keeper.hold(OUTBOX, leased)
     try:
         answers, late = _send_all(texts, services, senders, until)
-        _record(session, texts, answers, late, now)
+        _record(session, texts, answers, late)
     finally:
         keeper.release(OUTBOX, leased)
     for text in texts:
@@ -207,10 +208,11 @@ def side_by_side(items: Sequence[T], work: Callable[[T], None], threads: int, un
 
 
 def _record(session: Session, texts: list[_Text], answers: dict[int, SentMessage | IntegrationError],
-            late: set[int], now: datetime) -> None:
+            late: set[int]) -> None:
     """The page's outcomes in one commit: each attempt's answer, the escalation timers of the texts that went out
     (due now for a text that can never arrive), the rows delivered, and the texts never sent taken back."""
     answered, starts, delivered = [], [], []
+    now = utcnow()  # when the answers are in
     for text in texts:
         answer = answers.get(text.outbox_id)
         if isinstance(answer, SentMessage):
