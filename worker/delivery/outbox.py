@@ -44,6 +44,11 @@ CRM_KINDS = frozenset({OutboxKind.CRM_SYNC, OutboxKind.CRM_ASSIGN, OutboxKind.CR
                        OutboxKind.CRM_CORRECT})
 
 
+# What a delivered row no longer carries: its lease, its last error, its spent retry budget, its doubt.
+CLEARED_ON_DELIVERY: dict[str, object] = {
+    "leased_until": None, "last_error": None, "fruitless": 0, "unanswered": None, "unanswered_at": None}
+
+
 @dataclass(frozen=True)
 class Delivery:
     """The outcome of one delivery attempt; `retry_in` is set when the row is due again. A batch also reports
@@ -184,7 +189,7 @@ def _deliver_batch(session: Session, row: OutboxMessage, site: str, crm: BatchCR
         errors = sync_batch(session, rows, crm, services.roster, services.settings, now)
     except Exception as exc:
         session.rollback()
-        failure = _internal_error(exc, f"a CRM batch of {len(rows)} row(s)")
+        failure = internal_error(exc, f"a CRM batch of {len(rows)} row(s)")
         errors = {each.id: failure for each in rows}
     done = {each.id: _delivered(session, each, commit=False) for each in rows if each.id not in errors}
     session.commit()  # the delivered rows, in one commit
@@ -203,8 +208,9 @@ def _deliver_batch(session: Session, row: OutboxMessage, site: str, crm: BatchCR
 def _delivered(session: Session, row: OutboxMessage, *, commit: bool = True) -> Delivery:
     """Record the row delivered, with whatever the delivery left pending in the session, in one commit (one UPDATE
     of the row with the changes the delivery made to it), unless `commit` is false: then the caller's next commit."""
-    row.state, row.delivered_at, row.leased_until, row.last_error = OutboxState.DELIVERED, utcnow(), None, None
-    row.fruitless, row.unanswered, row.unanswered_at = 0, None, None
+    row.state, row.delivered_at = OutboxState.DELIVERED, utcnow()
+    for name, value in CLEARED_ON_DELIVERY.items():
+        setattr(row, name, value)
     if commit:
         session.commit()
     return Delivery(OutboxState.DELIVERED)
@@ -271,12 +277,12 @@ def _deliver(session: Session, outbox_id: int, services: Services, now: datetime
         return record_failure(session, outbox_id, exc, services.settings, started)
     except Exception as exc:
         session.rollback()
-        failure = _internal_error(exc, f"outbox {outbox_id} ({row.kind})")
+        failure = internal_error(exc, f"outbox {outbox_id} ({row.kind})")
         return record_failure(session, outbox_id, failure, services.settings, started)
     return _delivered(session, row)
 
 
-def _internal_error(exc: Exception, what: str) -> IntegrationError:
+def internal_error(exc: Exception, what: str) -> IntegrationError:
     """Our own bug or a database hiccup, retried like any transient failure. The exception text may quote
     PHI-bearing values, so only its type is logged and recorded."""
     log.error("%s failed with %s", what, type(exc).__name__)
@@ -284,7 +290,7 @@ def _internal_error(exc: Exception, what: str) -> IntegrationError:
 
 
 def record_failure(session: Session, outbox_id: int, error: IntegrationError, settings: Settings,
-            started: datetime) -> Delivery:
+                   started: datetime) -> Delivery:
     """Record a failed attempt and when to try again. Only an attempt that made no progress and was not told to
     wait (a 429, a busy lead, a search index catching up) spends the retry budget; a row goes dead when the error
     is permanent or the budget is spent, and `last_error` then says which."""

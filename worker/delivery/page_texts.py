@@ -24,8 +24,8 @@ from sqlalchemy.orm import Session
 
 from integrations.errors import IntegrationError
 from integrations.messaging import SentMessage
-from worker.delivery.outbox import LEASE, record_failure
-from worker.leads.processing import SOURCE_FLOOD
+from worker.delivery.outbox import CLEARED_ON_DELIVERY, LEASE, internal_error, record_failure
+from worker.leads.processing import SOURCE_FLOOD, asked_call_time
 from worker.staff.alerts import EscalationStart, alert_template, reachable, reminder_due, start_escalations
 from worker.staff.services import Services
 from worker.staff.templates import AlertFacts
@@ -86,8 +86,7 @@ _ANSWERED = update(_alerts).where(_SENDING).values(
     status=bindparam("new_status"), provider_id=bindparam("sid"), error=bindparam("why"))
 _NOT_SENT = delete(_alerts).where(_SENDING)
 _DELIVERED = update(_outbox).where(_outbox.c.id == bindparam("row")).values(
-    state=OutboxState.DELIVERED, delivered_at=bindparam("at"), leased_until=None, last_error=None, fruitless=0,
-    unanswered=None, unanswered_at=None)
+    state=OutboxState.DELIVERED, delivered_at=bindparam("at"), **CLEARED_ON_DELIVERY)
 _GIVEN_BACK = update(_outbox).where(_outbox.c.id == bindparam("row")).values(leased_until=None)
 
 
@@ -152,8 +151,7 @@ def _compose(session: Session, outbox_ids: list[int], to: str, services: Service
         facts = AlertFacts(ref=row.ref, repeat_count=row.repeat_count, requested_at=row.created_at, now=now,
                            timezone=services.roster.timezone)
         body = services.templates.render(alert_template(services, row.source, row.is_repeat, reachable=True), facts)
-        asked_at = row.requested_at or row.received_at
-        call_at = row.call_from if row.call_from > asked_at else None
+        call_at = asked_call_time(row.call_from, row.requested_at or row.received_at)
         texts.append(_Text(row.id, row.lead_id, to, body, reminder_due(services, call_at, now)))
     return texts
 
@@ -170,8 +168,7 @@ def _send_all(texts: list[_Text], services: Services, senders: int,
         except IntegrationError as exc:
             answer = exc
         except Exception as exc:  # our bug, or the library's: the text may have gone out, so it stays in doubt
-            log.error("staff alert %s failed with %s", text.outbox_id, type(exc).__name__)
-            answer = IntegrationError(f"internal error {type(exc).__name__}; see the worker log", permanent=False)
+            answer = internal_error(exc, f"staff alert {text.outbox_id}")
         answers[text.outbox_id] = answer
 
     late = side_by_side(texts, send, senders, until)

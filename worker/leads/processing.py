@@ -125,6 +125,12 @@ def _mapping(session: Session, settings: Settings, site: str, form_id: str) -> t
     return _MAPPINGS[key]
 
 
+def asked_call_time(call_from: datetime, asked_at: datetime) -> datetime | None:
+    """The time read at processing (`call_from`) as a call time: None when it is the time of asking (as soon as
+    possible)."""
+    return call_from if call_from > asked_at else None
+
+
 def call_time_of(session: Session, submission: Submission, settings: Settings,
                  forms: FormReader | None = None) -> datetime | None:
     """The time this submission asked to be called, or None for as soon as possible: as read when it was processed
@@ -132,7 +138,7 @@ def call_time_of(session: Session, submission: Submission, settings: Settings,
     that has read the form already."""
     asked_at = submission.requested_at or submission.received_at
     if submission.call_from is not None:
-        return submission.call_from if submission.call_from > asked_at else None
+        return asked_call_time(submission.call_from, asked_at)
     fields = (forms or FormReader(session, settings)).applicant_fields(submission)
     if fields is None or not fields.best_time:
         return None
