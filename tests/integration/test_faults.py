@@ -43,7 +43,7 @@ CHECKS: dict[str, Callable[[dict[str, int]], bool]] = {
     "worker_sigkill": lambda facts: facts["kills with a staff alert in flight"] > 0,
     "redis_restart": lambda facts: facts["Redis restarts"] == 1,
     "postgres_outage": lambda facts: 0 < facts["webhooks refused"] == facts["refused and then polled"],
-    "redis_wiped": lambda facts: facts["task messages wiped"] > 0 and facts["sweeps that re-sent work"] > 0,
+    "redis_wiped": lambda facts: facts["submissions wiped"] > 0 and facts["sweeps that re-sent work"] > 0,
     "worker_sigterm": lambda facts: facts["workers started"] == facts["deploys"] + 1,
     "visibility_timeout": lambda facts: facts["task messages delivered twice"] > 0,
     "provider_storms": lambda facts: facts["answers held past the timeout"] > 0,

@@ -7,6 +7,8 @@ contact, one callback task and one text to the on-call phone; `lost` and `double
 
 from __future__ import annotations
 
+import base64
+import json
 import math
 import random
 import re
@@ -16,9 +18,11 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import text
 
+from config.celery_app import WORK_QUEUE
 from tests.support import vendor_scenarios as vendor
 from tests.support.fault_stack import FaultStack, Tally, fault_stack
 from tests.support.private_services import PrivateServices
@@ -170,11 +174,29 @@ def redis_wiped(stack: FaultStack, scale: Scale) -> dict[str, int]:
     stack.stop("worker")
     for number in range(first_half, scale.submissions):
         stack.submit(number)
-    queued = int(stack.services.redis.client().llen("admitflow"))
+    with stack.engine.connect() as connection:
+        waiting = set(connection.execute(text("SELECT id FROM submissions WHERE processed_at IS NULL")).scalars())
+    # The web process hands ids on a page at a time after a short linger: wipe only once they are all in Redis,
+    # or a page sent after the wipe would spare the sweeper its work and the scenario would test nothing.
+    client = stack.services.redis.client()
+    wait_for(lambda: waiting <= _queued_submission_ids(client), timeout=30,
+             what="the web process to hand the stored submissions to Redis")
+    wiped = len(_queued_submission_ids(client))
     stack.services.redis.restart_wiped()
     stack.start_worker()
     stack.settle(scale.settle_seconds)
-    return {"task messages wiped": queued, "sweeps that re-sent work": _count(stack, "sweep re-dispatched")}
+    return {"submissions wiped": wiped, "sweeps that re-sent work": _count(stack, "sweep re-dispatched")}
+
+
+def _queued_submission_ids(client: Any) -> set[int]:
+    """Submission ids carried by the processing messages waiting in the work queue (kombu's Redis format)."""
+    found: set[int] = set()
+    for raw in client.lrange(WORK_QUEUE, 0, -1):
+        message = json.loads(raw)
+        if message["headers"].get("task") in ("admitflow.process_submissions", "admitflow.process_submission"):
+            (item, *_), _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+            found.update(item if isinstance(item, list) else [item])
+    return found
 
 
 def worker_sigterm(stack: FaultStack, scale: Scale) -> dict[str, int]:
