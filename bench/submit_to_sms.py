@@ -18,6 +18,7 @@ import json
 import re
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -48,14 +49,20 @@ def sms_ref(body: str) -> str:
     return match.group(0) if match else ""
 
 
-def entry_ids_by_ref() -> dict[str, int]:
+def entries_by_ref() -> dict[str, tuple[int, float]]:
+    """Each lead's reference → its entry number and when its submission was processed (time.time())."""
     engine = create_engine(POSTGRES_URL)
     with engine.connect() as connection:
         rows = connection.execute(text(
-            "SELECT leads.ref, submissions.entry_id FROM leads JOIN submissions ON submissions.lead_id = leads.id"
+            "SELECT leads.ref, submissions.entry_id, submissions.processed_at"
+            " FROM leads JOIN submissions ON submissions.lead_id = leads.id"
         )).all()
     engine.dispose()
-    return {ref: int(entry_id) for ref, entry_id in rows}
+    return {ref: (int(entry_id), _epoch(processed_at)) for ref, entry_id, processed_at in rows}
+
+
+def _epoch(at: datetime) -> float:
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
 
 
 def work_settled(deadline: float) -> bool:
@@ -121,8 +128,11 @@ def main() -> None:
             cpu_used = cpu_seconds(worker.pid) - cpu_before
         arrivals = {sms_ref(call.body["Body"]): call.at for call in twilio.state.calls
                     if call.path.endswith("/Messages.json")}
-    entry_of = entry_ids_by_ref()
-    latencies = [at - posted[entry_of[ref] - 10_000] for ref, at in arrivals.items() if ref in entry_of]
+    entry_of = entries_by_ref()
+    # (POST → processed, processed → text) per entry: which side of processing the slow texts waited on
+    stages = [(entry_of[ref][1] - posted[entry_of[ref][0] - 10_000], at - entry_of[ref][1])
+              for ref, at in arrivals.items() if ref in entry_of]
+    latencies = [to_processed + to_text for to_processed, to_text in stages]
     crm = "log-only CRM" if args.crm_latency is None else f"HubSpot creating in {args.crm_latency:g} s"
     crm += ", in batches" if args.crm_latency is not None and args.hubspot_batches else ""
     crm += f", Twilio answering in {args.twilio_latency:g} s" if args.twilio_latency else ""
@@ -134,6 +144,11 @@ def main() -> None:
         print(f"{'p50 s':>8} {'p90 s':>8} {'p99 s':>8} {'max s':>8}")
         print(f"{percentile(latencies, 0.5):>8.3f} {percentile(latencies, 0.9):>8.3f} "
               f"{percentile(latencies, 0.99):>8.3f} {max(latencies):>8.3f}")
+        slowest = sorted(stages, key=sum)[-max(1, len(stages) // 100):]
+        print(f"the slowest 1% ({len(slowest)}): {sum(s[0] for s in slowest) / len(slowest):.3f} s on average from "
+              f"the POST to processed, {sum(s[1] for s in slowest) / len(slowest):.3f} s from processed to the text; "
+              f"all: p50 {percentile([s[0] for s in stages], 0.5):.3f} s and "
+              f"{percentile([s[1] for s in stages], 0.5):.3f} s")
     print(watch.verdict())
 
 

@@ -26,6 +26,9 @@ class LoopbackServer(ThreadingHTTPServer):
     """A fake on a free loopback port, served from a thread while it is used as a context manager."""
 
     daemon_threads = True
+    # A vendor's API takes many connections at once. socketserver's backlog of 5 does not: a page's texts sent side
+    # by side overflowed it, and each connection refused that way waited out TCP's one-second SYN retry.
+    request_queue_size = 128
 
     def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
         super().__init__(("127.0.0.1", 0), handler)

@@ -18,7 +18,7 @@ from worker.delivery.dispatch import Dispatcher
 log = logging.getLogger(__name__)
 
 PAGE = 50
-LINGER = 0.05  # seconds the first id of a page waits for others: a twentieth of the second a text to staff may take
+LINGER = 0.2  # seconds the first id of a page waits for others: a fifth of the second a text to staff may take
 _STOP = -1
 
 
