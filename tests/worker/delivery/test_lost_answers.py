@@ -4,6 +4,8 @@ HubSpot fake, its bodies checked against HubSpot's own models."""
 
 from __future__ import annotations
 
+import socket
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -14,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from config.settings import Settings
 from integrations.hubspot.client import HubSpotCRM
+from integrations.twilio.client import TwilioMessenger
 from tests.conftest import make_entry
 from tests.fakes.storms import StormyProviders
 from tests.worker.delivery.test_outbox import new_lead_outbox, services
@@ -95,3 +98,20 @@ def test_a_batched_task_whose_answer_was_lost_is_looked_for_by_the_repeat_reques
     lead = session.scalars(select(Lead)).one()
     assert lead.crm_task_id in state.tasks
     assert state.refused == []
+
+
+def test_a_text_whose_sender_died_mid_request_is_neither_sent_nor_in_the_way_of_a_lookup() -> None:
+    """A worker SIGKILLed while writing its request leaves the vendor half a request: Twilio sends nothing, and the
+    retry's look for the text still works (the fake once stored such a text without its `To`, and every later lookup
+    of texts failed on it)."""
+    with StormyProviders() as fake:
+        twilio = TwilioMessenger("AC" + "0" * 32, "token", "+18555550100", api_base_url=fake.url, timeout=TIMEOUT)
+        body = b"Body=New+request+L-0101&From=%2B18555550100&To=%2B15555550123"
+        with socket.create_connection(("127.0.0.1", fake.server_address[1])) as half:
+            half.sendall(b"POST /2010-04-01/Accounts/AC" + b"0" * 32 + b"/Messages.json HTTP/1.1\r\n"
+                         b"Host: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                         b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body[:40])
+        time.sleep(0.2)  # the fake reads to the end of what was sent
+
+        assert twilio.find_sms("+15555550123", "New request L-0101") is None
+        assert fake.state.sms == []
