@@ -155,8 +155,11 @@ def sweep_task() -> None:
         liveness.record_run(session, liveness.SWEEP, utcnow(), found.count)
     with session_scope() as session:
         ended_calls = close_stale_calls(session, settings, utcnow())
-    for outbox_id in found.expired_outbox_ids:  # overdue: through the queue a backlog does not hold up
-        deliver_outbox_task.apply_async((outbox_id,), queue=ROUTINE_QUEUE)
+    # Rows whose worker died delivering them are overdue: a page at a time through the queue a backlog does not hold
+    # up, so their texts go out side by side, not one pool task each behind the routines (their CRM work goes on to
+    # the CRM queue).
+    for page in pages(found.expired_outbox_ids):
+        hand_on_task.apply_async((page,), queue=ROUTINE_QUEUE)
     CeleryDispatcher().submissions_stored(found.submission_ids + ended_calls)
     for page in pages(found.outbox_ids):  # after a worker died, its pages' texts: side by side again
         hand_on_task.delay(page)

@@ -71,16 +71,23 @@ def test_the_sweeper_counts_the_crms_waiting_work_as_queued(monkeypatch: pytest.
 def test_a_sweep_hands_the_rows_it_found_on_in_pages_so_their_texts_go_out_side_by_side(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    found = Stale(submission_ids=[], outbox_ids=list(range(1, 121)), expired_outbox_ids=[])
+    found = Stale(submission_ids=[], outbox_ids=list(range(1, 121)), expired_outbox_ids=list(range(200, 260)))
     monkeypatch.setattr(tasks, "sweep", lambda *_, **__: found)
     monkeypatch.setattr(tasks, "_queued_messages", lambda: 0)
     monkeypatch.setattr(tasks.CeleryDispatcher, "submissions_stored", lambda self, ids: None)
     pages: list[list[int]] = []
     monkeypatch.setattr(tasks.hand_on_task, "delay", pages.append)
+    overdue: list[tuple[list[int], str | None]] = []
+    monkeypatch.setattr(tasks.hand_on_task, "apply_async", lambda args, queue=None: overdue.append((args[0], queue)))
+    one_by_one: list[Any] = []
+    monkeypatch.setattr(tasks.deliver_outbox_task, "apply_async", lambda *args, **kwargs: one_by_one.append(args))
 
     tasks.sweep_task()
 
     assert pages == [list(range(1, 51)), list(range(51, 101)), list(range(101, 121))]
+    # A dead worker's rows go ahead of the backlog, and as pages whose texts go out side by side, not a pool task each.
+    assert overdue == [(list(range(200, 250)), ROUTINE_QUEUE), (list(range(250, 260)), ROUTINE_QUEUE)]
+    assert one_by_one == []
 
 
 def test_a_pages_syncs_waiting_for_one_batch_go_to_the_crm_queue_as_one_message(
