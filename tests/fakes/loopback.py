@@ -8,16 +8,23 @@ from typing import Any, Self
 
 
 class LoopbackHandler(BaseHTTPRequestHandler):
-    """A fake's request handler: quiet, and every method it serves goes to `_handle`."""
+    """A fake's request handler: quiet, and every method it serves goes to `_handle` with the request's body."""
 
     def log_message(self, format: str, *args: Any) -> None:
         return
 
-    def _handle(self) -> None:
+    def _handle(self, raw: bytes) -> None:
         raise NotImplementedError
 
     def do_POST(self) -> None:
-        self._handle()
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        if len(raw) < length:
+            # The caller died mid-request (a SIGKILLed worker): a real API never takes half a request as one. Taking
+            # it once stored a text with no `To`, and every later lookup of texts failed on it.
+            self.close_connection = True
+            return
+        self._handle(raw)
 
     do_GET = do_PATCH = do_DELETE = do_POST
 

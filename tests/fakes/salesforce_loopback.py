@@ -51,9 +51,8 @@ def _error(code: str, fields: list[str] | None = None) -> list[dict[str, Any]]:
 class _Handler(LoopbackHandler):
     server: FakeSalesforce
 
-    def _handle(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = json.loads(self.rfile.read(length)) if length else None
+    def _handle(self, raw: bytes) -> None:
+        body = json.loads(raw) if raw else None
         state = self.server.state
         with state.lock:
             state.calls.append(Recorded(self.command, self.path, body))

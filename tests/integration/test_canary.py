@@ -92,9 +92,6 @@ class EchoingHandler(_Handler):
 
     server: EchoingProviders
 
-    def do_GET(self) -> None:
-        self._handle()
-
     def _route(self, state: ProviderState, body: Any) -> None:
         path = self.path.split("?", 1)[0]
         sent = json.dumps(body or {})
