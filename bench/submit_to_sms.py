@@ -18,7 +18,6 @@ import json
 import re
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -54,15 +53,11 @@ def entries_by_ref() -> dict[str, tuple[int, float]]:
     engine = create_engine(POSTGRES_URL)
     with engine.connect() as connection:
         rows = connection.execute(text(
-            "SELECT leads.ref, submissions.entry_id, submissions.processed_at"
+            "SELECT leads.ref, submissions.entry_id, extract(epoch FROM submissions.processed_at)"
             " FROM leads JOIN submissions ON submissions.lead_id = leads.id"
         )).all()
     engine.dispose()
-    return {ref: (int(entry_id), _epoch(processed_at)) for ref, entry_id, processed_at in rows}
-
-
-def _epoch(at: datetime) -> float:
-    return (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
+    return {ref: (int(entry_id), float(processed_at)) for ref, entry_id, processed_at in rows}
 
 
 def work_settled(deadline: float) -> bool:
