@@ -46,7 +46,7 @@ from bench.stack import KEYS, POSTGRES_URL, letters, recreate_database
 from config.settings import get_settings
 from config.sites import load_sites
 from tests.fakes.gravityforms import InMemoryGravityForms
-from worker.delivery.dispatch import process_stored
+from worker.delivery.dispatch import HistoryPages, process_stored
 from worker.intake import backfill
 from worker.intake.entries import register_form
 from worker.leads.processing import Outcome
@@ -300,17 +300,21 @@ def measure(run: int, entries: list[dict[str, Any]], form: dict[str, Any], exist
     handed: list[AsyncResult[list[Outcome]]] = []
     store_seconds = 0.0
     scans_before = seq_scans()
+
+    def hand_on(submission_ids: list[int]) -> None:
+        if pool is None:
+            outcomes.extend(process_stored(submission_ids, settings))
+        else:
+            handed.append(pool.apply_async(process_page, (submission_ids,)))
+
     started, cpu_started = time.perf_counter(), time.process_time()
-    with session_scope() as session:
+    with session_scope() as session, HistoryPages(hand_on) as history:
         backfill_run = backfill.start(session, site=site, form_id="1", since=since)
         while True:
             stored_at = time.perf_counter()
             page = backfill.import_page(session, backfill_run, client)
             store_seconds += time.perf_counter() - stored_at
-            if pool is None:
-                outcomes.extend(process_stored(page.stored_ids, settings))
-            else:
-                handed.append(pool.apply_async(process_page, (page.stored_ids,)))
+            history.add(page.stored_ids)
             if page.finished:
                 break
     for result in handed:

@@ -22,7 +22,14 @@ from worker.cli.common import (
     read_json_file,
     require_broker,
 )
-from worker.delivery.dispatch import CeleryDispatcher, InlineDispatcher, dispatcher_for, process_stored
+from worker.delivery.dispatch import (
+    HISTORY_PAGE_SIZE,
+    CeleryDispatcher,
+    HistoryPages,
+    InlineDispatcher,
+    dispatcher_for,
+    process_stored,
+)
 from worker.delivery.outbox import deliver
 from worker.intake import backfill as backfill_runs
 from worker.intake.entries import RejectedEntry, entry_meta, register_forms, store_entries
@@ -101,14 +108,14 @@ def import_pages(entries: list[dict[str, Any]], site: str, settings: Settings, c
                  celery: CeleryDispatcher | None) -> None:
     """Store, process and deliver entries a page at a time, as backfill does (or hand the pages to the workers)."""
     services = default_services()
-    for start in range(0, len(entries), PAGE_SIZE):
+    for start in range(0, len(entries), HISTORY_PAGE_SIZE):
         with session_scope() as session:
-            stored = store_entries(session, site=site, entries=entries[start:start + PAGE_SIZE],
+            stored = store_entries(session, site=site, entries=entries[start:start + HISTORY_PAGE_SIZE],
                                    source=SubmissionSource.CLI)
         created = [item.submission_id for item in stored if item.created]
         counts["already seen"] += len(stored) - len(created)
         if celery:
-            celery.submissions_stored(created)
+            celery.submissions_stored(created, page_size=HISTORY_PAGE_SIZE)
             counts["enqueued"] += len(created)
             continue
         for outcome in process_stored(created, settings) if created else []:
@@ -201,10 +208,11 @@ def backfill(site_name: str | None, form_id: str, since: datetime, enqueue: bool
             page = backfill_runs.import_page(session, run, client)
         except IntegrationError as exc:
             raise click.ClickException(f"{exc.message}; run the same command again to resume") from None
-        with click.progressbar(length=max(page.total, 1), label=f"{site.name} form {form_id}", file=sys.stderr) as bar:
+        with (click.progressbar(length=max(page.total, 1), label=f"{site.name} form {form_id}", file=sys.stderr) as bar,
+              HistoryPages(lambda ids: dispatcher.submissions_stored(ids, page_size=HISTORY_PAGE_SIZE)) as history):
             bar.update((run.next_page - 2) * PAGE_SIZE)
             while True:
-                dispatcher.submissions_stored(page.stored_ids)
+                history.add(page.stored_ids)
                 counts.update({"imported": len(page.stored_ids), "already seen": page.already_seen,
                                "skipped": page.skipped})
                 bar.update(len(page.stored_ids) + page.already_seen + page.skipped)

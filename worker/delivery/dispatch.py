@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
+from types import TracebackType
 from typing import Protocol
 
 from sqlalchemy import select
@@ -33,6 +34,11 @@ DELIVER_OUTBOX_ROWS = "admitflow.deliver_outbox_rows"
 
 # Submissions processed together in one transaction: a page of the Gravity Forms API.
 BATCH_SIZE = 50
+# A history (a backfill, an imported file) is processed four API pages to a transaction. A page costs a dozen
+# statements however many entries it holds, and at 50 entries that was about 40% of processing's CPU; at 200 a
+# page's own work grows with its entries again (docs/benchmarks.md#backfill). Live pages stay small: their texts
+# wait for the whole page.
+HISTORY_PAGE_SIZE = 200
 
 # A processed page's texts (staff alerts first, then acknowledgements) are sent by the task that processed it,
 # right after the commit, sparing each a trip through the broker and the pool. A text is a fraction of a second
@@ -48,7 +54,7 @@ TEXT_KINDS = (OutboxKind.STAFF_ALERT, OutboxKind.PERSON_ACK)  # in the order the
 class Dispatcher(Protocol):
     def submission_stored(self, submission_id: int) -> None: ...
 
-    def submissions_stored(self, submission_ids: list[int]) -> None: ...
+    def submissions_stored(self, submission_ids: list[int], *, page_size: int = BATCH_SIZE) -> None: ...
 
     def outbox_ready(self, outbox_ids: Iterable[int]) -> None: ...
 
@@ -58,8 +64,36 @@ class Dispatcher(Protocol):
         have had time to join their batch (`worker/delivery/outbox.py`, `lingering`)."""
 
 
-def pages(submission_ids: list[int]) -> list[list[int]]:
-    return [submission_ids[start:start + BATCH_SIZE] for start in range(0, len(submission_ids), BATCH_SIZE)]
+def pages(submission_ids: list[int], size: int = BATCH_SIZE) -> list[list[int]]:
+    return [submission_ids[start:start + size] for start in range(0, len(submission_ids), size)]
+
+
+class HistoryPages:
+    """Gathers the ids of stored history, API page by API page, and hands them on `HISTORY_PAGE_SIZE` at a time.
+    Leaving the block hands on what it holds, on an error's way out too: what was stored is processed."""
+
+    def __init__(self, hand_on: Callable[[list[int]], None]) -> None:
+        self.hand_on = hand_on
+        self.held: list[int] = []
+
+    def __enter__(self) -> HistoryPages:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        if kind is None or issubclass(kind, Exception):
+            self.flush()
+
+    def add(self, submission_ids: list[int]) -> None:
+        self.held.extend(submission_ids)
+        while len(self.held) >= HISTORY_PAGE_SIZE:
+            page, self.held = self.held[:HISTORY_PAGE_SIZE], self.held[HISTORY_PAGE_SIZE:]
+            self.hand_on(page)
+
+    def flush(self) -> None:
+        held, self.held = self.held, []
+        if held:
+            self.hand_on(held)
 
 
 def process_stored(submission_ids: list[int], settings: Settings, *, take_waiting: bool = False) -> list[Outcome]:
@@ -172,8 +206,8 @@ class CeleryDispatcher:
     def submission_stored(self, submission_id: int) -> None:
         _send(PROCESS_SUBMISSION, submission_id)
 
-    def submissions_stored(self, submission_ids: list[int]) -> None:
-        for page in pages(submission_ids):
+    def submissions_stored(self, submission_ids: list[int], *, page_size: int = BATCH_SIZE) -> None:
+        for page in pages(submission_ids, page_size):
             _send(PROCESS_SUBMISSIONS, page)
 
     def outbox_ready(self, outbox_ids: Iterable[int]) -> None:
@@ -211,8 +245,8 @@ class InlineDispatcher:
     def submission_stored(self, submission_id: int) -> None:
         self.submissions_stored([submission_id])
 
-    def submissions_stored(self, submission_ids: list[int]) -> None:
-        for page in pages(submission_ids):
+    def submissions_stored(self, submission_ids: list[int], *, page_size: int = BATCH_SIZE) -> None:
+        for page in pages(submission_ids, page_size):
             for outcome in process_stored(page, self.services.settings):
                 self.outbox_ready(outcome.outbox_ids)
 

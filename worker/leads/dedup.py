@@ -212,8 +212,8 @@ class KnownLeads:
         # superset of those holding it now (`sharing` checks), kept by `add` whenever a lead's digests change.
         self._by_digest: dict[str, dict[Lead, None]] = {}
         self._read: set[tuple[str, str]] = set()
-        # (device digest, when, lead, first name) of each submission already assigned to a lead.
-        self._devices: list[tuple[str, datetime, Lead, str | None]] = []
+        # By device digest: (when, lead, first name) of each submission from it already assigned to a lead.
+        self._devices: dict[str, list[tuple[datetime, Lead, str | None]]] = {}
 
     def read(self, lookups: list[dict[str, tuple[str, ...]]]) -> None:
         """Read the leads sharing any of these digests, unless read already."""
@@ -244,9 +244,9 @@ class KnownLeads:
                     Submission.requested_at <= self.latest + self.correction_window,
                 )
             ):
-                device, requested_at = submission.device_index, submission.requested_at
-                if device is not None and requested_at is not None:
-                    self._devices.append((device, requested_at, lead, self.first_name_of(submission)))
+                if submission.requested_at is not None:
+                    self.add_submission(submission.device_index, submission.requested_at, lead,
+                                        self.first_name_of(submission))
                     self.add(lead)
 
     def add(self, lead: Lead) -> None:
@@ -261,7 +261,7 @@ class KnownLeads:
 
     def add_submission(self, device: str | None, requested_at: datetime, lead: Lead, first_name: str | None) -> None:
         if device is not None:
-            self._devices.append((device, requested_at, lead, first_name))
+            self._devices.setdefault(device, []).append((requested_at, lead, first_name))
 
     def sharing(self, phones: tuple[str, ...], emails: tuple[str, ...]) -> list[Lead]:
         """Unmerged leads whose phone or email digest is one of these (read first if need be)."""
@@ -276,8 +276,9 @@ class KnownLeads:
         each with the first names those submissions bore."""
         self.read([{"device": devices}])
         found: dict[Lead, tuple[str, ...]] = {}
-        for device, requested_at, lead, first_name in self._devices:
-            if device in devices and at - self.correction_window <= requested_at <= at + self.correction_window:
+        sent = (each for device in dict.fromkeys(devices) for each in self._devices.get(device, ()))
+        for requested_at, lead, first_name in sent:
+            if at - self.correction_window <= requested_at <= at + self.correction_window:
                 survivor = self._survivor(lead)
                 if survivor.status != LeadStatus.MERGED:
                     found[survivor] = (*found.get(survivor, ()), *([first_name] if first_name else []))

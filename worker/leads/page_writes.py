@@ -36,8 +36,8 @@ from sqlalchemy.sql.elements import ColumnClause
 from sqlalchemy.sql.functions import Function
 from sqlalchemy.sql.selectable import TableValuedAlias
 
-from worker.store.db import EncryptedJSON, EncryptedText, UTCDateTime
-from worker.store.models import Lead, OutboxMessage, Submission
+from worker.store.db import EncryptedJSON, EncryptedText, UTCDateTime, utcnow
+from worker.store.models import Lead, OutboxMessage, Submission, SubmissionState
 
 _LEADS = cast(Table, Lead.__table__)
 _OUTBOX = cast(Table, OutboxMessage.__table__)
@@ -71,11 +71,22 @@ class ClaimedSubmission:
 _CLAIMED_COLUMNS = [_SUBMISSIONS.c[name] for name in ClaimedSubmission.__dataclass_fields__ if name != "lead"]
 
 
-def load_claimed(session: Session, submission_ids: Collection[int]) -> list[ClaimedSubmission]:
-    """The claimed submissions, by id (the payload decrypted)."""
-    rows = session.execute(select(*_CLAIMED_COLUMNS).where(_SUBMISSIONS.c.id.in_(submission_ids))
-                           .order_by(_SUBMISSIONS.c.id))
-    return [ClaimedSubmission(**row._asdict()) for row in rows]
+def claim(session: Session, submission_ids: Collection[int]) -> list[ClaimedSubmission]:
+    """Those of the submissions still `received`, locked for this transaction and stamped as processed now, by id
+    (the payload decrypted). Another transaction processing one of them holds it until it commits; then it is no
+    longer `received`, and not claimed here.
+
+    On PostgreSQL the rows are locked as they are read. SQLite has no row locks: an UPDATE makes this transaction
+    the database's one writer first."""
+    now = utcnow()
+    received = _SUBMISSIONS.c.id.in_(submission_ids) & (_SUBMISSIONS.c.state == SubmissionState.RECEIVED)
+    if session.get_bind().dialect.name != "postgresql":
+        session.execute(update(_SUBMISSIONS).where(received).values(processed_at=now))
+    rows = session.execute(select(*_CLAIMED_COLUMNS).where(received).order_by(_SUBMISSIONS.c.id).with_for_update())
+    claimed = [ClaimedSubmission(**row._asdict()) for row in rows]
+    for each in claimed:
+        each.processed_at = now
+    return claimed
 
 
 def _rows(*columns: ColumnClause[Any]) -> TableValuedAlias:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from config.settings import Settings
@@ -28,8 +28,8 @@ from worker.leads.dedup import Applicant, Deduplicator, among, survivor
 from worker.leads.page_writes import (
     ClaimedSubmission,
     NewOutboxRow,
+    claim,
     insert_outbox,
-    load_claimed,
     update_submissions,
 )
 from worker.store.db import utcnow
@@ -349,18 +349,11 @@ def process_submissions(session: Session, submission_ids: list[int], settings: S
     for all of them: their phones, emails and devices are locked at once, they are assigned to leads in the
     order the people sent them, and the page's new leads, outbox rows and submission updates are written with one
     statement each. One outcome per id, in the order given."""
-    claimed = set(session.scalars(
-        update(Submission)
-        .where(Submission.id.in_(submission_ids), Submission.state == SubmissionState.RECEIVED)
-        .values(processed_at=utcnow())
-        .returning(Submission.id)
-        .execution_options(synchronize_session=False)
-    ))
     outcomes = {submission_id: Outcome(None) for submission_id in submission_ids}
-    if not claimed:
+    page = claim(session, submission_ids)
+    if not page:
         return list(outcomes.values())
     forms = FormReader(session, settings)
-    page = load_claimed(session, claimed)
     ready: list[_Ready] = []
     for submission in page:
         triaged = _triage(submission, forms, settings)

@@ -16,7 +16,7 @@ from integrations.gravityforms.client import PAGE_SIZE
 from tests.conftest import make_entry
 from worker.cli import main
 from worker.staff.services import default_services
-from worker.store.models import BackfillRun, OutboxKind, OutboxMessage, Submission
+from worker.store.models import BackfillRun, OutboxKind, OutboxMessage, Submission, SubmissionState
 
 SITE_URL = "https://clinic.example.org"
 ENTRIES_URL = f"{SITE_URL}/wp-json/gf/v2/forms/1/entries"
@@ -76,6 +76,8 @@ def test_backfill_imports_history_resumes_after_an_outage_and_never_imports_twic
     code, output = run("backfill", "--form", "1", "--since", "2026-06-01")
     assert code != 0 and "run the same command again to resume" in output
     assert session.scalar(select(func.count()).select_from(Submission)) == PAGE_SIZE
+    # The page stored before the outage is processed before the command stops, not left for a sweeper.
+    assert set(session.scalars(select(Submission.state))) == {SubmissionState.PROCESSED}
 
     responses.reset()
     serve(entries, form_object)
