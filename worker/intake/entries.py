@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from pydantic import ValidationError
-from sqlalchemy import ARRAY, String, Table, bindparam, exists, func, literal, select, tuple_
+from sqlalchemy import String, Table, Text, bindparam, column, exists, literal, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from integrations.gravityforms.exports import FormDocumentError, forms_in, pick_form
 from integrations.gravityforms.models import EntryMeta, Form
 from worker.intake.phone_entries import PhoneEntry
-from worker.store.db import EncryptedJSON, UTCDateTime, utcnow
+from worker.store.db import EncryptedJSON, UTCDateTime, json_rows, utcnow
 from worker.store.models import FormDefinition, Submission, SubmissionSource, SubmissionState
 
 
@@ -66,11 +66,8 @@ _TABLE = cast(Table, Submission.__table__)
 _STORED = (_TABLE.c.form_id, _TABLE.c.entry_id, _TABLE.c.id)
 # Built once (a webhook's request must not pay for building it): on PostgreSQL one array per column, so the
 # statement's text is the same for a page as for one entry; stored in entry order.
-_PAGE = func.unnest(
-    bindparam("form_ids", type_=ARRAY(String)),
-    bindparam("entry_ids", type_=ARRAY(String)),
-    bindparam("payloads", type_=ARRAY(EncryptedJSON)),
-).table_valued("form_id", "entry_id", "payload").render_derived()
+_PAGE = json_rows(column("form_id", String), column("entry_id", String), column("payload", Text))
+_ENCRYPTED_JSON = EncryptedJSON()
 _STORE_ON_POSTGRES = (
     pg_insert(_TABLE)
     .from_select(
@@ -106,16 +103,15 @@ def store_entries(
     if not keys:
         return []
     values = {"site": site, "source": source.value, "received_at": utcnow()}
-    dialect = (db.get_bind() if isinstance(db, Session) else db).dialect.name
-    if dialect == "postgresql" and len(keys) > 1:
-        rows = db.execute(_STORE_ON_POSTGRES, {
-            **values,
-            "form_ids": [form_id for form_id, _ in keys],
-            "entry_ids": [entry_id for _, entry_id in keys],
-            "payloads": entries,
-        })
+    dialect = (db.get_bind() if isinstance(db, Session) else db).dialect
+    if dialect.name == "postgresql" and len(keys) > 1:
+        encrypt = _ENCRYPTED_JSON.process_bind_param
+        rows = db.execute(_STORE_ON_POSTGRES, {**values, "rows": [
+            {"form_id": form_id, "entry_id": entry_id, "payload": encrypt(entry, dialect)}
+            for (form_id, entry_id), entry in zip(keys, entries, strict=True)
+        ]})
     else:
-        rows = db.execute(_STORE_ROW[dialect], [
+        rows = db.execute(_STORE_ROW[dialect.name], [
             {**values, "form_id": form_id, "entry_id": entry_id, "payload": entry}
             for (form_id, entry_id), entry in zip(keys, entries, strict=True)
         ])

@@ -21,9 +21,9 @@ import secrets
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ARRAY, ColumnElement, String, any_, func, literal, or_, select, update
+from sqlalchemy import JSON, ColumnElement, String, Table, any_, column, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import QueryableAttribute, Session, make_transient_to_detached
@@ -38,6 +38,7 @@ from worker.leads.evidence import (
     name_key,
 )
 from worker.leads.page_writes import UNSET_LEAD_COLUMNS, insert_leads
+from worker.store.db import json_rows
 from worker.store.models import (
     CrmCorrection,
     CrmCorrectionKind,
@@ -105,11 +106,24 @@ def lookup_digests(applicant: Applicant, vault: PhiVault) -> dict[str, tuple[str
 def among(
     session: Session, column: QueryableAttribute[str | None] | QueryableAttribute[str], values: Collection[str]
 ) -> ColumnElement[bool]:
-    """`column IN values`; on PostgreSQL as one array parameter, so the statement's text stays the same however
-    many values a page brings (a text that grows with them is compiled and parsed anew each time)."""
+    """`column IN values`; on PostgreSQL as one JSON array, so the statement's text stays the same however many
+    values a page brings (a text that grows with them is compiled and parsed anew each time), and the values are
+    serialized in C rather than adapted one by one into an array."""
     if session.get_bind().dialect.name == "postgresql":
-        return column == any_(literal(sorted(values), ARRAY(String)))
+        return column == any_(func.array(select(func.json_array_elements_text(literal(sorted(values), JSON)))
+                                         .scalar_subquery()))
     return column.in_(sorted(values))
+
+
+_LOCK_ROWS = json_rows(column("kind", String), column("digest", String))
+_LEAD_KEYS = cast(Table, LeadKey.__table__)
+_TAKE_LOCK_ROWS = (
+    pg_insert(_LEAD_KEYS)
+    .from_select(["kind", "digest"], select(_LOCK_ROWS.c.kind, _LOCK_ROWS.c.digest)
+                 .order_by(_LOCK_ROWS.c.kind, _LOCK_ROWS.c.digest))
+    .on_conflict_do_nothing()
+    .returning(_LEAD_KEYS.c.kind, _LEAD_KEYS.c.digest)
+)
 
 
 def lock_identity(session: Session, lookups: dict[str, tuple[str, ...]]) -> None:
@@ -127,17 +141,8 @@ def lock_identity(session: Session, lookups: dict[str, tuple[str, ...]]) -> None
     # The rows that existed already are locked, in one sorted order so that two transactions cannot deadlock.
     # `admitflow keys rotate` deletes lock rows: one deleted between the insert and the lock is inserted again.
     while wanted:
-        keys = sorted(wanted)
-        pairs = func.unnest(
-            literal([kind for kind, _ in keys], ARRAY(String)), literal([digest for _, digest in keys], ARRAY(String))
-        ).table_valued("kind", "digest").render_derived()
-        in_order = select(pairs.c.kind, pairs.c.digest).order_by(pairs.c.kind, pairs.c.digest)
-        inserted = session.execute(
-            pg_insert(LeadKey)
-            .from_select(["kind", "digest"], in_order)
-            .on_conflict_do_nothing()
-            .returning(LeadKey.kind, LeadKey.digest)
-        ).all()
+        inserted = session.execute(_TAKE_LOCK_ROWS, {"rows": [{"kind": kind, "digest": digest}
+                                                               for kind, digest in sorted(wanted)]}).all()
         wanted -= {(kind, digest) for kind, digest in inserted}
         if not wanted:
             return

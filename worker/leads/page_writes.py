@@ -26,17 +26,13 @@ from sqlalchemy import (
     Text,
     bindparam,
     column,
-    func,
     select,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.elements import ColumnClause
-from sqlalchemy.sql.functions import Function
-from sqlalchemy.sql.selectable import TableValuedAlias
 
-from worker.store.db import EncryptedJSON, EncryptedText, UTCDateTime, utcnow
+from worker.store.db import EncryptedJSON, EncryptedText, UTCDateTime, json_rows, utcnow
 from worker.store.models import Lead, OutboxMessage, Submission, SubmissionState
 
 _LEADS = cast(Table, Lead.__table__)
@@ -89,13 +85,6 @@ def claim(session: Session, submission_ids: Collection[int]) -> list[ClaimedSubm
     return claimed
 
 
-def _rows(*columns: ColumnClause[Any]) -> TableValuedAlias:
-    """`json_to_recordset(:rows) AS page(a type, b type, ...)`: a page of rows bound as one JSON document, which
-    is serialized in C and parsed by PostgreSQL, rather than as values Python adapts one by one."""
-    rows: Function[Any] = func.json_to_recordset(bindparam("rows", type_=JSON))
-    return rows.table_valued(*columns).render_derived(with_types=True)
-
-
 _ENCRYPTED_TEXT, _ENCRYPTED_JSON, _UTC = EncryptedText(), EncryptedJSON(), UTCDateTime()
 
 
@@ -114,7 +103,7 @@ _LEAD_COLUMNS = (
     column("created_at", DateTime(timezone=True)), column("last_request_at", DateTime(timezone=True)),
 )
 _LEAD_NAMES = [each.name for each in _LEAD_COLUMNS]
-_LEAD_PAGE = _rows(*_LEAD_COLUMNS)
+_LEAD_PAGE = json_rows(*_LEAD_COLUMNS)
 _INSERT_LEADS_ON_POSTGRES = (
     pg_insert(_LEADS)
     .from_select(_LEAD_NAMES, select(*(_LEAD_PAGE.c[name] for name in _LEAD_NAMES)))
@@ -156,8 +145,8 @@ def insert_leads(session: Session, leads: Sequence[Lead]) -> None:
 
 # --- outbox ---------------------------------------------------------------------------------------------------
 
-_OUTBOX_PAGE = _rows(column("kind", String), column("lead_id", BigInteger), column("submission_id", BigInteger),
-                     column("position", Integer))
+_OUTBOX_PAGE = json_rows(column("kind", String), column("lead_id", BigInteger), column("submission_id", BigInteger),
+                          column("position", Integer))
 # Sequence values are drawn in the SELECT's order, so the ids returned, sorted, are the rows' in the order given
 # (what SQLAlchemy's own insertmanyvalues relies on for PostgreSQL).
 _INSERT_OUTBOX_ON_POSTGRES = (
@@ -196,7 +185,7 @@ def insert_outbox(session: Session, rows: Sequence[NewOutboxRow]) -> list[int]:
 
 _WRITTEN = ("state", "flag_reason", "processed_at", "is_repeat", "device_index", "requested_at", "call_from",
             "lead_id")
-_SUBMISSION_PAGE = _rows(
+_SUBMISSION_PAGE = json_rows(
     column("id", BigInteger), column("state", String), column("flag_reason", String),
     column("processed_at", DateTime(timezone=True)), column("is_repeat", Boolean), column("device_index", String),
     column("requested_at", DateTime(timezone=True)), column("call_from", DateTime(timezone=True)),

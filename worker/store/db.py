@@ -10,10 +10,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Dialect, Engine, Text, create_engine, event, inspect, make_url
+from sqlalchemy import JSON, Dialect, Engine, Text, bindparam, create_engine, event, func, inspect, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.sql.elements import ColumnClause
+from sqlalchemy.sql.functions import Function
+from sqlalchemy.sql.selectable import TableValuedAlias
 from sqlalchemy.types import DateTime, TypeDecorator
 
 from config.settings import get_settings
@@ -73,6 +76,13 @@ class EncryptedJSON(TypeDecorator[Any]):
 
     def process_result_value(self, value: str | None, dialect: Dialect) -> Any:
         return None if value is None else json.loads(current_vault().decrypt(value))
+
+
+def json_rows(*columns: ColumnClause[Any]) -> TableValuedAlias:
+    """`json_to_recordset(:rows) AS page(a type, b type, ...)`: a page of rows bound as one JSON document, which
+    is serialized in C and parsed by PostgreSQL, rather than as values Python adapts one by one."""
+    rows: Function[Any] = func.json_to_recordset(bindparam("rows", type_=JSON))
+    return rows.table_valued(*columns).render_derived(with_types=True)
 
 
 # Connections each process keeps open. The web app runs at most this many requests' database work at once
