@@ -8,7 +8,10 @@ outbox rows), then a history of `--entries` new entries is imported through the 
 backfill`: `worker.intake.backfill.import_page` page by page from an in-memory Gravity Forms API, and each stored entry
 processed (screening, dedup under its locks, lead, outbox rows) in its own transaction as the backfill's
 dispatcher does. Delivery to the CRM and staff is not measured: it is bounded by the providers' rate limits.
-After each run its rows are deleted, so every run of a size starts with the same leads.
+After each run its rows are deleted, so every run of a size starts with the same leads. Each history is imported
+twice, by admitflow and by the reference (bench/backfill_reference.py: the least a correct backfill could do, on
+the same tables, with the same pages and worker processes), which going first alternating, and the ratio of their
+rates is printed: what this machine allows, beside what admitflow makes of it.
 
 The history: 80% new people, 15% earlier leads coming back with their phone or email written another way,
 5% people of this history who wrote twice. Every phone is a 555 number, every address at example.org.
@@ -41,10 +44,12 @@ import psycopg
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
+from bench import backfill_reference
 from bench.quiet import watched
 from bench.stack import KEYS, POSTGRES_URL, letters, recreate_database
 from config.settings import get_settings
 from config.sites import load_sites
+from integrations.gravityforms.client import PAGE_SIZE
 from tests.fakes.gravityforms import InMemoryGravityForms
 from worker.delivery.dispatch import HistoryPages, process_stored
 from worker.intake import backfill
@@ -291,6 +296,36 @@ def process_page(submission_ids: list[int]) -> list[Outcome]:
     return process_stored(submission_ids, get_settings())
 
 
+def reference_page(submission_ids: list[int]) -> tuple[int, int]:
+    return backfill_reference.process_page(copy_url(), submission_ids)
+
+
+def measure_reference(entries: list[dict[str, Any]], existing: int, site: str, pool: Pool | None) -> Measured:
+    """The same history through the reference (bench/backfill_reference.py), stored here and processed in the pool
+    as admitflow's pages are."""
+    counts: list[tuple[int, int]] = []
+    handed: list[AsyncResult[tuple[int, int]]] = []
+    store_seconds = 0.0
+
+    def hand_on(submission_ids: list[int]) -> None:
+        if pool is None:
+            counts.append(reference_page(submission_ids))
+        else:
+            handed.append(pool.apply_async(reference_page, (submission_ids,)))
+
+    started, cpu_started = time.perf_counter(), time.process_time()
+    with psycopg.connect(copy_url(), autocommit=False) as connection, HistoryPages(hand_on) as history:
+        for start in range(0, len(entries), PAGE_SIZE):
+            stored_at = time.perf_counter()
+            ids = backfill_reference.store_page(connection, site, entries[start:start + PAGE_SIZE])
+            store_seconds += time.perf_counter() - stored_at
+            history.add(ids)
+    counts.extend(result.get() for result in handed)
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+    return Measured(existing, len(entries), seconds, store_seconds, cpu_seconds, sum(new for new, _ in counts),
+                    sum(joined for _, joined in counts), 0)
+
+
 def measure(run: int, entries: list[dict[str, Any]], form: dict[str, Any], existing: int, site: str,
             pool: Pool | None) -> Measured:
     settings = get_settings()
@@ -405,15 +440,17 @@ def main() -> None:
     now = datetime.now(UTC)
     ciphertexts = Ciphertexts.make()
     measured: list[Measured] = []
+    references: list[Measured] = []
     with watched() as watch:
-        measure_all(args, form, site, pool, now, ciphertexts, measured)
-    print_results(args, measured)
+        measure_all(args, form, site, pool, now, ciphertexts, measured, references)
+    print_results(args, measured, references)
     print(watch.verdict())
 
 
 def measure_all(args: argparse.Namespace, form: Any, site: str, pool: Any, now: datetime, ciphertexts: Ciphertexts,
-                measured: list[Measured]) -> None:
-    """Seed each size in turn and measure --runs imports at it, appending to `measured`."""
+                measured: list[Measured], references: list[Measured]) -> None:
+    """Seed each size in turn and measure --runs imports at it, each beside the reference importing the same
+    history (which goes first alternates), appending to `measured` and `references`."""
     existing, run = 0, 0
     for size in args.sizes:
         seconds = seed(existing, size, now, ciphertexts, site)
@@ -421,28 +458,42 @@ def measure_all(args: argparse.Namespace, form: Any, site: str, pool: Any, now: 
         existing = size
         for _ in range(args.runs):
             entries = history(run, args.entries, existing, now)
-            marks, xid = watermarks()
-            result = measure(run, entries, form, existing, site, pool)
-            measured.append(result)
-            print(f"  {existing} leads, run {run}: {result.rate:.0f} entries/s", file=sys.stderr, flush=True)
-            dispose_engines()
-            remove_run(marks, xid)
+            for reference in (run % 2 == 0, run % 2 == 1):
+                marks, xid = watermarks()
+                if reference:
+                    result = measure_reference(entries, existing, site, pool)
+                    references.append(result)
+                else:
+                    result = measure(run, entries, form, existing, site, pool)
+                    measured.append(result)
+                print(f"  {existing} leads, run {run}, {'reference' if reference else 'admitflow'}: "
+                      f"{result.rate:.0f} entries/s", file=sys.stderr, flush=True)
+                dispose_engines()
+                remove_run(marks, xid)
             run += 1
 
 
-def print_results(args: argparse.Namespace, measured: list[Measured]) -> None:
+def print_results(args: argparse.Namespace, measured: list[Measured], references: list[Measured]) -> None:
     if args.workers:
         print(f"pages processed by {args.workers} worker processes; 'process ms' is the wall time per entry beyond "
               "storing, and 'cpu ms' this (storing) process's CPU only")
     print(f"{'leads stored':>12} {'run':>3} {'entries':>7} {'seconds':>7} {'entries/s':>9} {'store ms':>8} "
-          f"{'process ms':>10} {'cpu ms':>6} {'new leads':>9} {'joined':>6} {'seq scans':>9}")
+          f"{'process ms':>10} {'cpu ms':>6} {'new leads':>9} {'joined':>6} {'seq scans':>9} "
+          f"{'reference/s':>11} {'ref / admitflow':>15}")
+    by_run = dict(zip(map(id, measured), references, strict=True))
     for existing, group in runs_of(measured):
         for number, m in enumerate(group, start=1):
             store_ms, cpu_ms = m.store_seconds / m.entries * 1000, m.cpu_seconds / m.entries * 1000
             process_ms = (m.seconds - m.store_seconds) / m.entries * 1000
+            reference = by_run[id(m)]
             print(f"{existing:>12} {number:>3} {m.entries:>7} {m.seconds:>7.1f} {m.rate:>9.0f} "
                   f"{store_ms:>8.3f} {process_ms:>10.3f} {cpu_ms:>6.2f} "
-                  f"{m.new_leads:>9} {m.joined:>6} {m.seq_scans:>9}")
+                  f"{m.new_leads:>9} {m.joined:>6} {m.seq_scans:>9} {reference.rate:>11.0f} "
+                  f"{reference.rate / m.rate:>15.2f}")
+    ratios = [reference.rate / m.rate for m, reference in zip(measured, references, strict=True)]
+    print(f"the reference (bench/backfill_reference.py) imports the same histories {min(ratios):.2f} to "
+          f"{max(ratios):.2f} times as fast as admitflow, run by run: at best, admitflow could reach "
+          f"{min(reference.rate for reference in references):.0f} entries/s on this machine (its slowest run)")
     per_entry = {existing: statistics.median(m.seconds / m.entries for m in group)
                  for existing, group in runs_of(measured)}
     smallest, largest = min(per_entry), max(per_entry)
