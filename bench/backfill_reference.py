@@ -2,12 +2,12 @@
 
 Storing: each page's payloads encrypted and inserted in one statement, committed. Processing, a page of
 `HISTORY_PAGE_SIZE` in one transaction, with psycopg and no ORM: the rows claimed `FOR UPDATE` and decrypted; each
-phone read with `phonenumbers`, each email trimmed and lower-cased; their blind indexes (the newest key only); the
-lock rows taken; the leads sharing a phone or email read; each entry joined to the lead of its phone or email, else a
-new lead with its PHI encrypted; then one statement each for the new leads, the joined leads, the outbox rows (CRM
-sync and staff alert) and the submissions. What it leaves out is what admitflow adds to that: screening, the form's
-field mapping, email validation, weighing evidence (names, device, time), merges, floods and the checks for a
-recent alert.
+phone read as admitflow reads it (`normalize_phone`), each email trimmed and lower-cased; their blind indexes (the
+newest key only); the lock rows taken; the leads sharing a phone or email read; each entry joined to the lead of its
+phone or email, else a new lead with its PHI encrypted; then one statement each for the new leads, the joined leads,
+the outbox rows (CRM sync and staff alert) and the submissions. What it leaves out is what admitflow adds to that:
+screening, the form's field mapping, email validation, weighing evidence (names, device, time), merges, floods and
+the checks for a recent alert.
 """
 
 from __future__ import annotations
@@ -17,13 +17,12 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
-import phonenumbers
 import psycopg
 from psycopg.types.json import Json
 
+from worker.intake.normalize import normalize_phone
+from worker.leads.dedup import REF_ALPHABET, REF_LENGTH
 from worker.store.phi import current_vault
-
-REF_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 STORE = """
 INSERT INTO submissions (site, form_id, entry_id, source, received_at, payload, state, is_repeat)
@@ -84,21 +83,11 @@ def store_page(connection: psycopg.Connection[Any], site: str, entries: list[dic
     return ids
 
 
-def _phone(written: str | None) -> str | None:
-    if not written:
-        return None
-    try:
-        number = phonenumbers.parse(written, "US")
-    except phonenumbers.NumberParseException:
-        return None
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164) \
-        if phonenumbers.is_valid_number(number) else None
-
-
 def _fresh_refs(connection: psycopg.Connection[Any], count: int) -> list[str]:
     refs: set[str] = set()
     while len(refs) < count:
-        drawn = {"R-" + "".join(secrets.choice(REF_ALPHABET) for _ in range(5)) for _ in range(count - len(refs))}
+        drawn = {"R-" + "".join(secrets.choice(REF_ALPHABET) for _ in range(REF_LENGTH))
+                 for _ in range(count - len(refs))}
         taken = {ref for ref, in connection.execute("SELECT ref FROM leads WHERE ref = ANY(%s)", (list(drawn),))}
         refs |= drawn - taken
     return list(refs)
@@ -112,12 +101,12 @@ def process_page(url: str, submission_ids: list[int]) -> tuple[int, int]:
     vault = current_vault()
     if url not in _CONNECTIONS or _CONNECTIONS[url].closed:
         _CONNECTIONS[url] = psycopg.connect(url, autocommit=True)
-    with _CONNECTIONS[url].transaction():
-        connection = _CONNECTIONS[url]
+    connection = _CONNECTIONS[url]
+    with connection.transaction():
         read = []
         for submission_id, payload in connection.execute(CLAIM, (submission_ids,)):
             entry = json.loads(vault.decrypt(payload))
-            phone, email = _phone(entry.get("3")), (entry.get("2") or "").strip().lower() or None
+            phone, email = normalize_phone(entry.get("3")), (entry.get("2") or "").strip().lower() or None
             at = datetime.strptime(entry["date_created"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
             digests = {kind: vault.blind_index(kind, value) for kind, value in
                        (("phone", phone), ("email", email), ("device", f"{entry['ip']}|{entry['user_agent']}"))

@@ -276,6 +276,7 @@ class Measured:
     new_leads: int
     joined: int
     seq_scans: int
+    reference_rate: float = 0.0  # the reference's, importing the same history in the same run
 
     @property
     def rate(self) -> float:
@@ -440,17 +441,16 @@ def main() -> None:
     now = datetime.now(UTC)
     ciphertexts = Ciphertexts.make()
     measured: list[Measured] = []
-    references: list[Measured] = []
     with watched() as watch:
-        measure_all(args, form, site, pool, now, ciphertexts, measured, references)
-    print_results(args, measured, references)
+        measure_all(args, form, site, pool, now, ciphertexts, measured)
+    print_results(args, measured)
     print(watch.verdict())
 
 
 def measure_all(args: argparse.Namespace, form: Any, site: str, pool: Any, now: datetime, ciphertexts: Ciphertexts,
-                measured: list[Measured], references: list[Measured]) -> None:
+                measured: list[Measured]) -> None:
     """Seed each size in turn and measure --runs imports at it, each beside the reference importing the same
-    history (which goes first alternates), appending to `measured` and `references`."""
+    history (which goes first alternates), appending to `measured`."""
     existing, run = 0, 0
     for size in args.sizes:
         seconds = seed(existing, size, now, ciphertexts, site)
@@ -458,42 +458,40 @@ def measure_all(args: argparse.Namespace, form: Any, site: str, pool: Any, now: 
         existing = size
         for _ in range(args.runs):
             entries = history(run, args.entries, existing, now)
+            results: dict[bool, Measured] = {}
             for reference in (run % 2 == 0, run % 2 == 1):
                 marks, xid = watermarks()
-                if reference:
-                    result = measure_reference(entries, existing, site, pool)
-                    references.append(result)
-                else:
-                    result = measure(run, entries, form, existing, site, pool)
-                    measured.append(result)
+                result = measure_reference(entries, existing, site, pool) if reference \
+                    else measure(run, entries, form, existing, site, pool)
+                results[reference] = result
                 print(f"  {existing} leads, run {run}, {'reference' if reference else 'admitflow'}: "
                       f"{result.rate:.0f} entries/s", file=sys.stderr, flush=True)
                 dispose_engines()
                 remove_run(marks, xid)
+            results[False].reference_rate = results[True].rate
+            measured.append(results[False])
             run += 1
 
 
-def print_results(args: argparse.Namespace, measured: list[Measured], references: list[Measured]) -> None:
+def print_results(args: argparse.Namespace, measured: list[Measured]) -> None:
     if args.workers:
         print(f"pages processed by {args.workers} worker processes; 'process ms' is the wall time per entry beyond "
               "storing, and 'cpu ms' this (storing) process's CPU only")
     print(f"{'leads stored':>12} {'run':>3} {'entries':>7} {'seconds':>7} {'entries/s':>9} {'store ms':>8} "
           f"{'process ms':>10} {'cpu ms':>6} {'new leads':>9} {'joined':>6} {'seq scans':>9} "
           f"{'reference/s':>11} {'ref / admitflow':>15}")
-    by_run = dict(zip(map(id, measured), references, strict=True))
     for existing, group in runs_of(measured):
         for number, m in enumerate(group, start=1):
             store_ms, cpu_ms = m.store_seconds / m.entries * 1000, m.cpu_seconds / m.entries * 1000
             process_ms = (m.seconds - m.store_seconds) / m.entries * 1000
-            reference = by_run[id(m)]
             print(f"{existing:>12} {number:>3} {m.entries:>7} {m.seconds:>7.1f} {m.rate:>9.0f} "
                   f"{store_ms:>8.3f} {process_ms:>10.3f} {cpu_ms:>6.2f} "
-                  f"{m.new_leads:>9} {m.joined:>6} {m.seq_scans:>9} {reference.rate:>11.0f} "
-                  f"{reference.rate / m.rate:>15.2f}")
-    ratios = [reference.rate / m.rate for m, reference in zip(measured, references, strict=True)]
+                  f"{m.new_leads:>9} {m.joined:>6} {m.seq_scans:>9} {m.reference_rate:>11.0f} "
+                  f"{m.reference_rate / m.rate:>15.2f}")
+    ratios = [m.reference_rate / m.rate for m in measured]
     print(f"the reference (bench/backfill_reference.py) imports the same histories {min(ratios):.2f} to "
           f"{max(ratios):.2f} times as fast as admitflow, run by run: at best, admitflow could reach "
-          f"{min(reference.rate for reference in references):.0f} entries/s on this machine (its slowest run)")
+          f"{min(m.reference_rate for m in measured):.0f} entries/s on this machine (its slowest run)")
     per_entry = {existing: statistics.median(m.seconds / m.entries for m in group)
                  for existing, group in runs_of(measured)}
     smallest, largest = min(per_entry), max(per_entry)

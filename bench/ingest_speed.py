@@ -39,7 +39,7 @@ from bench.stack import KEYS, POSTGRES_URL, recreate_database
 from config.settings import get_settings
 from tests.fakes.gravityforms import InMemoryGravityForms
 from worker.cli import main as admitflow
-from worker.delivery.dispatch import HISTORY_PAGE_SIZE, HistoryPages, InlineDispatcher
+from worker.delivery.dispatch import HistoryPages, InlineDispatcher
 from worker.intake import backfill
 from worker.intake.entries import register_form
 from worker.staff.services import default_services
@@ -104,8 +104,7 @@ def run_backfill(entries: list[dict[str, Any]]) -> tuple[float, float]:
     client = InMemoryGravityForms(form, entries)
     dispatcher = InlineDispatcher(default_services())
     started, cpu_started = time.perf_counter(), time.process_time()
-    with (session_scope() as session,
-          HistoryPages(lambda ids: dispatcher.submissions_stored(ids, page_size=HISTORY_PAGE_SIZE)) as history):
+    with session_scope() as session, HistoryPages.to(dispatcher) as history:
         run = backfill.start(session, site=get_settings().site, form_id="1", since=datetime(2020, 1, 1, tzinfo=UTC))
         while True:
             page = backfill.import_page(session, run, client)

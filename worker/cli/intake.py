@@ -209,7 +209,7 @@ def backfill(site_name: str | None, form_id: str, since: datetime, enqueue: bool
         except IntegrationError as exc:
             raise click.ClickException(f"{exc.message}; run the same command again to resume") from None
         with (click.progressbar(length=max(page.total, 1), label=f"{site.name} form {form_id}", file=sys.stderr) as bar,
-              HistoryPages(lambda ids: dispatcher.submissions_stored(ids, page_size=HISTORY_PAGE_SIZE)) as history):
+              HistoryPages.to(dispatcher) as history):
             bar.update((run.next_page - 2) * PAGE_SIZE)
             while True:
                 history.add(page.stored_ids)

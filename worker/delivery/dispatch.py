@@ -76,6 +76,11 @@ class HistoryPages:
         self.hand_on = hand_on
         self.held: list[int] = []
 
+    @classmethod
+    def to(cls, dispatcher: Dispatcher) -> HistoryPages:
+        """Hand the pages to a dispatcher, which keeps each whole."""
+        return cls(lambda ids: dispatcher.submissions_stored(ids, page_size=HISTORY_PAGE_SIZE))
+
     def __enter__(self) -> HistoryPages:
         return self
 

@@ -64,8 +64,8 @@ def _identity(entry: Any, source: SubmissionSource) -> tuple[str, str]:
 # Core statements on the table (the ORM's bulk-insert handling is not wanted here).
 _TABLE = cast(Table, Submission.__table__)
 _STORED = (_TABLE.c.form_id, _TABLE.c.entry_id, _TABLE.c.id)
-# Built once (a webhook's request must not pay for building it): on PostgreSQL one array per column, so the
-# statement's text is the same for a page as for one entry; stored in entry order.
+# Built once (a webhook's request must not pay for building it): on PostgreSQL the page as one JSON document, so
+# the statement's text is the same for a page as for one entry; stored in entry order.
 _PAGE = json_rows(column("form_id", String), column("entry_id", String), column("payload", Text))
 _ENCRYPTED_JSON = EncryptedJSON()
 _STORE_ON_POSTGRES = (
