@@ -13,7 +13,6 @@ the checks for a recent alert.
 from __future__ import annotations
 
 import json
-import secrets
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,7 +20,7 @@ import psycopg
 from psycopg.types.json import Json
 
 from worker.intake.normalize import normalize_phone
-from worker.leads.dedup import REF_ALPHABET, REF_LENGTH
+from worker.leads.dedup import random_ref
 from worker.store.phi import current_vault
 
 STORE = """
@@ -86,8 +85,7 @@ def store_page(connection: psycopg.Connection[Any], site: str, entries: list[dic
 def _fresh_refs(connection: psycopg.Connection[Any], count: int) -> list[str]:
     refs: set[str] = set()
     while len(refs) < count:
-        drawn = {"R-" + "".join(secrets.choice(REF_ALPHABET) for _ in range(REF_LENGTH))
-                 for _ in range(count - len(refs))}
+        drawn = {random_ref() for _ in range(count - len(refs))}
         taken = {ref for ref, in connection.execute("SELECT ref FROM leads WHERE ref = ANY(%s)", (list(drawn),))}
         refs |= drawn - taken
     return list(refs)

@@ -32,7 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
-from worker.store.db import EncryptedJSON, EncryptedText, UTCDateTime, json_rows, utcnow
+from worker.store.db import EncryptedJSON, EncryptedText, UTCDateTime, among, json_rows, utcnow
 from worker.store.models import Lead, OutboxMessage, Submission, SubmissionState
 
 _LEADS = cast(Table, Lead.__table__)
@@ -75,7 +75,7 @@ def claim(session: Session, submission_ids: Collection[int]) -> list[ClaimedSubm
     On PostgreSQL the rows are locked as they are read. SQLite has no row locks: an UPDATE makes this transaction
     the database's one writer first."""
     now = utcnow()
-    received = _SUBMISSIONS.c.id.in_(submission_ids) & (_SUBMISSIONS.c.state == SubmissionState.RECEIVED)
+    received = among(session, _SUBMISSIONS.c.id, submission_ids) & (_SUBMISSIONS.c.state == SubmissionState.RECEIVED)
     if session.get_bind().dialect.name != "postgresql":
         session.execute(update(_SUBMISSIONS).where(received).values(processed_at=now))
     rows = session.execute(select(*_CLAIMED_COLUMNS).where(received).order_by(_SUBMISSIONS.c.id).with_for_update())

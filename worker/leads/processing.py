@@ -24,7 +24,7 @@ from worker.intake.normalize import (
 from worker.intake.phone_entries import CALL_FORM, TEXT_FORM, PhoneEntry, phone_fields
 from worker.intake.screening import screen
 from worker.leads.best_time import requested_call_time
-from worker.leads.dedup import Applicant, Deduplicator, among, survivor
+from worker.leads.dedup import Applicant, Deduplicator, survivor
 from worker.leads.page_writes import (
     ClaimedSubmission,
     NewOutboxRow,
@@ -32,7 +32,7 @@ from worker.leads.page_writes import (
     insert_outbox,
     update_submissions,
 )
-from worker.store.db import utcnow
+from worker.store.db import among, utcnow
 from worker.store.models import (
     FormDefinition,
     Lead,
@@ -324,12 +324,12 @@ def lock_page(session: Session, submission_ids: list[int], size: int) -> list[in
     for this transaction. A row another transaction holds is left to it (it is processing that row now), so two
     pages never wait on each other's rows."""
     now = utcnow()
-    waiting = Submission.id.in_(submission_ids) | Submission.received_at.between(
-        now - WAITING_AT_MOST, now - WAITING_AFTER)
+    given = among(session, Submission.id, submission_ids)
+    waiting = given | Submission.received_at.between(now - WAITING_AT_MOST, now - WAITING_AFTER)
     return list(session.scalars(
         select(Submission.id)
         .where(Submission.state == SubmissionState.RECEIVED, waiting)
-        .order_by(Submission.id.in_(submission_ids).desc(), Submission.id)
+        .order_by(given.desc(), Submission.id)
         .limit(max(size, len(submission_ids)))
         .with_for_update(skip_locked=True)
     ))

@@ -4,15 +4,33 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, Dialect, Engine, Text, bindparam, create_engine, event, func, inspect, make_url
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ColumnElement,
+    Dialect,
+    Engine,
+    Integer,
+    Text,
+    any_,
+    bindparam,
+    cast,
+    create_engine,
+    event,
+    func,
+    inspect,
+    literal,
+    make_url,
+    select,
+)
 from sqlalchemy.exc import DisconnectionError
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, QueryableAttribute, Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.sql.elements import ColumnClause
 from sqlalchemy.sql.functions import Function
@@ -83,6 +101,19 @@ def json_rows(*columns: ColumnClause[Any]) -> TableValuedAlias:
     is serialized in C and parsed by PostgreSQL, rather than as values Python adapts one by one."""
     rows: Function[Any] = func.json_to_recordset(bindparam("rows", type_=JSON))
     return rows.table_valued(*columns).render_derived(with_types=True)
+
+
+def among(session: Session, column: QueryableAttribute[Any] | ColumnElement[Any],
+          values: Collection[str] | Collection[int]) -> ColumnElement[bool]:
+    """`column IN values`; on PostgreSQL as one JSON array, so the statement's text stays the same however many
+    values a page brings (a text that grows with them is compiled and parsed anew each time), and the values are
+    serialized in C rather than adapted one by one into an array."""
+    if session.get_bind().dialect.name != "postgresql":
+        return column.in_(sorted(values))
+    element: ColumnElement[Any] = func.json_array_elements_text(literal(sorted(values), JSON))
+    if isinstance(column.type, Integer):
+        element = cast(element, BigInteger)
+    return column == any_(func.array(select(element).scalar_subquery()))
 
 
 # Connections each process keeps open. The web app runs at most this many requests' database work at once
