@@ -491,7 +491,8 @@ def new_lead(applicant: Applicant, digests: dict[str, str], at: datetime, ref: s
     Its columns are put in place as loaded values, not through the constructor's change events: a page of history
     makes thousands, and the constructor took a tenth of its processing. Nothing is lost by it: a new lead is
     inserted from these values either way (`insert_leads`, or the session's flush)."""
-    configure_mappers()  # a lead is made before any query has configured the mappers, in a new process
+    if not Lead.__mapper__.configured:  # a lead made before any query, in a new process
+        configure_mappers()
     lead = _LEADS_MANAGER.new_instance()
     instance_dict(lead).update(
         ref=ref,
