@@ -47,12 +47,12 @@ SELECT id, phone_index, email_index FROM leads
 WHERE status <> 'merged' AND (phone_index = ANY(%(phones)s) OR email_index = ANY(%(emails)s))
 """
 NEW_LEADS = """
-INSERT INTO leads (ref, first_name, last_name, phone, email, phone_index, email_index, known_first_names, priority,
+INSERT INTO leads (ref, first_name, last_name, phone, email, phone_index, email_index, priority,
                    status, repeat_count, created_at, last_request_at)
-SELECT ref, first_name, last_name, phone, email, phone_index, email_index, known_first_names, 'normal', 'new', 0,
+SELECT ref, first_name, last_name, phone, email, phone_index, email_index, 'normal', 'new', 0,
        at, at
 FROM json_to_recordset(%s) AS page(ref text, first_name text, last_name text, phone text, email text,
-                                   phone_index text, email_index text, known_first_names text, at timestamptz)
+                                   phone_index text, email_index text, at timestamptz)
 RETURNING id, ref
 """
 JOINED_LEADS = """
@@ -136,7 +136,6 @@ def process_page(url: str, submission_ids: list[int]) -> tuple[int, int]:
                         "phone": vault.encrypt(phone) if phone else None,
                         "email": vault.encrypt(email) if email else None,
                         "phone_index": digests.get("phone"), "email_index": digests.get("email"),
-                        "known_first_names": vault.encrypt(json.dumps([entry.get("1.3", "")])),
                         "at": at.isoformat()}
                 new.append(lead)
                 for digest in contact:

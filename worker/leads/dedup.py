@@ -498,7 +498,7 @@ def new_lead(applicant: Applicant, digests: dict[str, str], at: datetime, ref: s
         ref=ref,
         first_name=applicant.first_name,
         last_name=applicant.last_name,
-        known_first_names=[applicant.first_name] if applicant.first_name else [],
+        known_first_names=None,  # the first name alone (`lead_first_names`): one ciphertext less
         phone=applicant.phone,
         email=applicant.email,
         phone_index=digests.get("phone"),

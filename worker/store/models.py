@@ -80,7 +80,8 @@ class Lead(Base):
     email_index: Mapped[str | None] = mapped_column(String(64), index=True)
     consent_to_text: Mapped[bool | None]
     consent: Mapped[bool | None]  # the form's "OK to contact me" box
-    # Every first name this person has written (a nickname one time, the full name the next).
+    # Every first name this person has written (a nickname one time, the full name the next); None while the first
+    # name is the only one (read both through `worker.leads.dedup.lead_first_names`).
     known_first_names: Mapped[Any] = mapped_column(EncryptedJSON, nullable=True)
     merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id"))
     # An operator split this lead's request out of that lead (`admitflow leads split`): dedup never merges them.

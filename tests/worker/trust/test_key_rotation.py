@@ -43,8 +43,8 @@ def test_keys_rotate_re_encrypts_every_phi_value_with_the_new_key_and_resumes_id
     again = CliRunner().invoke(main, ["keys", "rotate"])
 
     assert first.exit_code == 0, first.output
-    # 3 leads x 5 PHI columns (first, last and known first names, phone, email) + 3 raw entries
-    assert "checked 18 encrypted value(s), re-encrypted 18 with the newest key" in first.stdout
+    # 3 leads x 4 PHI columns (first and last name, phone, email; no other first names known) + 3 raw entries
+    assert "checked 15 encrypted value(s), re-encrypted 15 with the newest key" in first.stdout
     assert "re-encrypted 0" in again.stdout
     new_only = Fernet(NEW_KEY.encode())
     for token in raw_tokens(session):
