@@ -1,14 +1,15 @@
 """Instructions per entry of a backfill's processing, admitflow beside its reference, counted by valgrind.
 
-    python bench/backfill_instructions.py [--entries 2000] [--leads 10000]
+    python bench/backfill_instructions.py [--entries 2000] [--leads 10000] [--page-size 200]
 
 Seconds on a shared machine drift by a third from one minute to the next; instructions do not. Each side runs in
 its own process under `valgrind --tool=callgrind` with counting off: the bench database is made anew with
 `--leads` leads (as bench/backfill_scale.py seeds them), a history of `--entries` entries is stored, one page is
 processed to warm up, and only then is counting turned on (`callgrind_control -i on`), for the processing of the
-rest (200 entries a transaction, as `admitflow backfill` hands them on, in this one process) and the process's
-exit. PostgreSQL's own work is not counted. The reference is bench/backfill_reference.py: the least a correct
-backfill could do on the same tables. Needs valgrind (with callgrind_control) on the PATH.
+rest and the process's exit: 200 entries a transaction as `admitflow backfill` hands them on (`--page-size 10` is
+about what a live page holds at 50 entries/s), in this one process. PostgreSQL's own work is not counted. The
+reference is bench/backfill_reference.py: the least a correct backfill could do on the same tables. Needs valgrind
+(with callgrind_control) on the PATH.
 """
 
 from __future__ import annotations
@@ -66,26 +67,26 @@ def process(reference: bool, submission_ids: list[int]) -> None:
         process_stored(submission_ids, get_settings())
 
 
-def side(reference: bool, entries: int, leads: int, go: Path) -> None:
+def side(reference: bool, entries: int, leads: int, go: Path, page_size: int) -> None:
     """The process valgrind runs: store, warm up, wait for counting to be on, process."""
     ids = stored_history(reference, entries, leads)
     process(reference, ids[:WARM_UP])
     print("ready", flush=True)
     while not go.exists():
         time.sleep(0.05)
-    for start in range(WARM_UP, len(ids), HISTORY_PAGE_SIZE):
-        process(reference, ids[start:start + HISTORY_PAGE_SIZE])
+    for start in range(WARM_UP, len(ids), page_size):
+        process(reference, ids[start:start + page_size])
     print("done", flush=True)
 
 
-def count(reference: bool, entries: int, leads: int) -> int:
+def count(reference: bool, entries: int, leads: int, page_size: int) -> int:
     """Instructions the side's process executed while processing the measured entries."""
     with tempfile.TemporaryDirectory() as scratch:
         out, go = Path(scratch) / "callgrind.out", Path(scratch) / "go"
         process_ = subprocess.Popen(
             ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
              sys.executable, __file__, "--side", "reference" if reference else "admitflow",
-             "--entries", str(entries), "--leads", str(leads), "--go", str(go)],
+             "--entries", str(entries), "--leads", str(leads), "--page-size", str(page_size), "--go", str(go)],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         assert process_.stdout is not None
         if process_.stdout.readline().strip() != "ready":
@@ -105,17 +106,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--entries", type=int, default=2000)
     parser.add_argument("--leads", type=int, default=10_000)
+    parser.add_argument("--page-size", type=int, default=HISTORY_PAGE_SIZE,
+                        help="entries a transaction (a live page at 50 entries/s holds about 10)")
     parser.add_argument("--side", choices=["admitflow", "reference"], help=argparse.SUPPRESS)
     parser.add_argument("--go", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
-        side(args.side == "reference", args.entries, args.leads, args.go)
+        side(args.side == "reference", args.entries, args.leads, args.go, args.page_size)
         return
     os.environ.setdefault("BENCH_LOG_LEVEL", "WARNING")
-    counted = {name: count(name == "reference", args.entries, args.leads) for name in ("admitflow", "reference")}
+    counted = {name: count(name == "reference", args.entries, args.leads, args.page_size)
+               for name in ("admitflow", "reference")}
     for name, instructions in counted.items():
         print(f"{name:>10}: {instructions / args.entries / 1e6:.2f} million instructions per entry "
-              f"({args.entries} entries, {args.leads} leads stored)")
+              f"({args.entries} entries, {args.page_size} a transaction, {args.leads} leads stored)")
     print(f"admitflow / reference: {counted['admitflow'] / counted['reference']:.2f}")
 
 
