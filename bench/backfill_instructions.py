@@ -27,8 +27,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import backfill_reference, backfill_scale
-from config.settings import get_settings
-from worker.delivery.dispatch import HISTORY_PAGE_SIZE, process_stored
+from integrations.gravityforms.client import PAGE_SIZE
+from worker.delivery.dispatch import HISTORY_PAGE_SIZE
 
 WARM_UP = HISTORY_PAGE_SIZE
 
@@ -44,8 +44,8 @@ def stored_history(reference: bool, entries: int, leads: int) -> list[int]:
         import psycopg
 
         with psycopg.connect(backfill_scale.copy_url()) as connection:
-            return [submission_id for start in range(0, len(history), 50)
-                    for submission_id in backfill_reference.store_page(connection, site, history[start:start + 50])]
+            return [submission_id for start in range(0, len(history), PAGE_SIZE) for submission_id in
+                    backfill_reference.store_page(connection, site, history[start:start + PAGE_SIZE])]
     from tests.fakes.gravityforms import InMemoryGravityForms
     from worker.intake import backfill
     from worker.store.db import session_scope
@@ -61,10 +61,7 @@ def stored_history(reference: bool, entries: int, leads: int) -> list[int]:
 
 
 def process(reference: bool, submission_ids: list[int]) -> None:
-    if reference:
-        backfill_reference.process_page(backfill_scale.copy_url(), submission_ids)
-    else:
-        process_stored(submission_ids, get_settings())
+    (backfill_scale.reference_page if reference else backfill_scale.process_page)(submission_ids)
 
 
 def side(reference: bool, entries: int, leads: int, go: Path, page_size: int) -> None:
