@@ -61,6 +61,26 @@ REDIS_URL = _own_redis(os.environ.get("ADMITFLOW_TEST_REDIS_URL", "redis://127.0
 REQUIRE_SERVICES = os.environ.get("ADMITFLOW_REQUIRE_SERVICES") == "1"
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The `services` tests run real processes and time their recoveries: under `--dist loadgroup` (the default, see
+    pyproject.toml) they all go to one xdist worker, one after another, while the other worker takes the rest."""
+    for item in items:
+        if item.get_closest_marker("services") is not None:
+            item.add_marker(pytest.mark.xdist_group("services"))
+
+
+@pytest.fixture(autouse=True)
+def _services_tests_grouped(request: pytest.FixtureRequest) -> None:
+    """xdist groups by the `@group` it appends to each node id: where it no longer does (pytest-xdist#1386), a
+    services test fails here instead of racing the others."""
+    node = request.node
+    if (getattr(request.config.option, "loadgroup", False) and node.get_closest_marker("services") is not None
+            and not node.nodeid.endswith("@services")):
+        pytest.fail("pytest-xdist did not keep the services tests on one worker (--dist loadgroup): this pytest and "
+                    "pytest-xdist no longer work together; install the versions pyproject.toml allows, or run -n 0")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _own_data_directory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Nothing a test runs (its subprocesses included) touches the real per-user data directory."""
