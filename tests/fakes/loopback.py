@@ -10,6 +10,11 @@ from typing import Any, Self
 class LoopbackHandler(BaseHTTPRequestHandler):
     """A fake's request handler: quiet, and every method it serves goes to `_handle` with the request's body."""
 
+    # HubSpot, Salesforce and Twilio keep a connection open for the next request (HTTP/1.1); http.server's default,
+    # HTTP/1.0, closed it after every answer, so each call paid for a new connection that a vendor would not ask of it.
+    # Every answer carries its Content-Length; an answer dropped on purpose closes the connection (`close_connection`).
+    protocol_version = "HTTP/1.1"
+
     def log_message(self, format: str, *args: Any) -> None:
         return
 
