@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from config.settings import Settings
@@ -296,3 +296,23 @@ def test_a_page_and_a_single_submission_of_one_person_racing_on_postgresql_make_
             assert lead_of(session, alone) == lead_of(session, page[racer]) is not None
             assert len({lead_of(session, each) for each in page}) == PAGE
             assert count(session, Lead) == PAGE * (round_no + 1), f"round {round_no}"
+
+
+@pytest.mark.services
+def test_lock_rows_emptied_by_a_postgresql_crash_are_taken_again_and_the_person_stays_one_lead(
+    pg_settings: Settings, form_object: dict[str, Any]
+) -> None:
+    with session_scope() as session:
+        register_form(session, site=pg_settings.site, form_object=form_object)
+        # Unlogged: kept out of the write-ahead log, and emptied by PostgreSQL's recovery after a crash.
+        assert session.scalar(text("SELECT relpersistence FROM pg_class WHERE relname = 'lead_keys'")) == "u"
+        first, = store(session, pg_settings, [person_entry(0, 1, 1, "2026-11-20 14:00:00", "(617) 555-0101")])
+        process(session, pg_settings, [first])
+        session.execute(text("TRUNCATE lead_keys"))  # what crash recovery leaves of an unlogged table
+        session.commit()
+        again, = store(session, pg_settings, [person_entry(0, 1, 2, "2026-11-20 16:00:00", "617.555.0101")])
+        outcome, = process(session, pg_settings, [again])
+        assert not outcome.new_lead
+        assert lead_of(session, again) == lead_of(session, first) is not None
+        assert count(session, Lead) == 1
+        assert session.scalar(text("SELECT count(*) FROM lead_keys")), "the lock rows are inserted again"
