@@ -29,8 +29,10 @@ SELECT %(site)s, page.form_id, page.entry_id, 'backfill', now(), page.payload, '
 FROM json_to_recordset(%(rows)s) AS page(form_id text, entry_id text, payload text)
 ON CONFLICT DO NOTHING RETURNING id
 """
+# By id alone, the state sifted after: with the state in the query PostgreSQL may scan every waiting submission
+# (worker/leads/page_writes.py, `claim`).
 CLAIM = """
-SELECT id, payload FROM submissions WHERE id = ANY(%s) AND state = 'received' ORDER BY id FOR UPDATE
+SELECT id, state, payload FROM submissions WHERE id = ANY(%s) ORDER BY id FOR UPDATE
 """
 TAKE_LOCKS = """
 INSERT INTO lead_keys (kind, digest)
@@ -102,7 +104,9 @@ def process_page(url: str, submission_ids: list[int]) -> tuple[int, int]:
     connection = _CONNECTIONS[url]
     with connection.transaction():
         read = []
-        for submission_id, payload in connection.execute(CLAIM, (submission_ids,)):
+        for submission_id, state, payload in connection.execute(CLAIM, (submission_ids,)):
+            if state != "received":
+                continue
             entry = json.loads(vault.decrypt(payload))
             phone, email = normalize_phone(entry.get("3")), (entry.get("2") or "").strip().lower() or None
             at = datetime.strptime(entry["date_created"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)

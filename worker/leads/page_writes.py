@@ -68,18 +68,21 @@ _CLAIMED_COLUMNS = [_SUBMISSIONS.c[name] for name in ClaimedSubmission.__datacla
 
 
 def claim(session: Session, submission_ids: Collection[int]) -> list[ClaimedSubmission]:
-    """Those of the submissions still `received`, locked for this transaction and stamped as processed now, by id
-    (the payload decrypted). Another transaction processing one of them holds it until it commits; then it is no
-    longer `received`, and not claimed here.
+    """Those of the submissions still `received`, stamped as processed now, by id (the payload decrypted). Another
+    transaction processing one of them holds it until it commits; then it is no longer `received`, and not claimed.
 
-    On PostgreSQL the rows are locked as they are read. SQLite has no row locks: an UPDATE makes this transaction
-    the database's one writer first."""
+    On PostgreSQL the rows are locked as they are read, found by id alone (those already processed are locked too,
+    and left out here): asked for `state = 'received'` as well, PostgreSQL may read the partial index of waiting
+    submissions instead, which statistics taken while few waited call small, and scan the whole backlog for each
+    page (a backfill's, or a broker outage's), each page slower than the last. SQLite has no row locks: an UPDATE
+    makes this transaction the database's one writer first."""
     now = utcnow()
-    received = among(session, _SUBMISSIONS.c.id, submission_ids) & (_SUBMISSIONS.c.state == SubmissionState.RECEIVED)
+    given = among(session, _SUBMISSIONS.c.id, submission_ids)
     if session.get_bind().dialect.name != "postgresql":
-        session.execute(update(_SUBMISSIONS).where(received).values(processed_at=now))
-    rows = session.execute(select(*_CLAIMED_COLUMNS).where(received).order_by(_SUBMISSIONS.c.id).with_for_update())
-    claimed = [ClaimedSubmission(**row._asdict()) for row in rows]
+        session.execute(update(_SUBMISSIONS).where(given, _SUBMISSIONS.c.state == SubmissionState.RECEIVED)
+                        .values(processed_at=now))
+    rows = session.execute(select(*_CLAIMED_COLUMNS).where(given).order_by(_SUBMISSIONS.c.id).with_for_update())
+    claimed = [ClaimedSubmission(**row._asdict()) for row in rows if row.state == SubmissionState.RECEIVED]
     for each in claimed:
         each.processed_at = now
     return claimed

@@ -6,12 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, text
 from sqlalchemy.orm import Session
 
 from config.settings import Settings
 from tests.conftest import make_entry
 from worker.intake.entries import register_form, store_entries
+from worker.leads.page_writes import claim
 from worker.leads.processing import FormReader, process_submissions
 from worker.store.db import session_scope
 from worker.store.models import Lead, SubmissionSource
@@ -65,3 +66,31 @@ def test_a_page_costs_the_same_statements_for_four_people_as_for_sixteen(
 
         assert session.scalar(select(func.count()).select_from(Lead)) == 8 + 32
         assert small == large
+
+
+HISTORY = """
+INSERT INTO submissions (site, form_id, entry_id, source, received_at, payload, state, is_repeat)
+SELECT 'main', '1', :prefix || n, 'backfill', now(), 'not read', :state, false FROM generate_series(1, :count) AS n
+"""
+
+
+@pytest.mark.services
+def test_a_page_is_claimed_by_id_however_long_the_backlog_of_waiting_submissions(
+    pg_settings: Settings, form_object: dict[str, Any]
+) -> None:
+    """Statistics taken while none waited, then a backlog (a backfill stored faster than it is processed, a broker
+    outage): claiming a page still reads its own rows, not every waiting submission."""
+    with session_scope() as session:
+        register_form(session, site=pg_settings.site, form_object=form_object)
+        session.execute(text(HISTORY), {"prefix": "done-", "state": "processed", "count": 20_000})
+        session.commit()
+        session.execute(text("ANALYZE submissions"))
+        session.commit()
+        session.execute(text(HISTORY), {"prefix": "waiting-", "state": "received", "count": 5_000})
+        mine, = store_entries(session, site=pg_settings.site, entries=[make_entry(1)], source=SubmissionSource.BACKFILL)
+        session.commit()
+        claimed = claim(session, [mine.submission_id])
+        read = session.scalar(text("SELECT idx_tup_fetch FROM pg_stat_xact_user_tables WHERE relname = 'submissions'"))
+        session.rollback()
+    assert [each.id for each in claimed] == [mine.submission_id]
+    assert read is not None and read <= 2, f"{read} rows read through an index to claim one submission"
