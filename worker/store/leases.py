@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, delete, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from worker.store.db import session_scope, utcnow
@@ -121,8 +122,13 @@ class Keeper:
         with self._lock:
             name, self._worker, self._thread, self._held = self._worker, None, None, {}
         if name is not None:
-            with session_scope() as session:
-                session.execute(delete(LiveWorker).where(LiveWorker.name == name))
+            try:
+                with session_scope() as session:
+                    session.execute(delete(LiveWorker).where(LiveWorker.name == name))
+            except DBAPIError as exc:  # a worker stopping while the database is away
+                log.warning("could not remove this worker's row (%s): it runs out within %ss, and then the sweeper "
+                            "offers again what the worker held", type(exc).__name__,
+                            int(WORKER_LEASE.total_seconds()))
 
     def _start(self) -> None:
         with self._lock:

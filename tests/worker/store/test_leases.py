@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from config.settings import Settings
 from tests.worker.delivery.test_outbox import new_lead_outbox, services
 from worker.delivery.outbox import LEASE, deliver, lease
+from worker.store import leases
 from worker.store.db import new_session, utcnow
 from worker.store.leases import OUTBOX, WORK_LEASE, WORKER_LEASE, Keeper, forget_dead_workers
 from worker.store.models import Lead, LiveWorker, OutboxKind, OutboxMessage
@@ -105,6 +110,25 @@ def test_a_clean_stop_removes_the_workers_row(session: Session, settings: Settin
     keeper.stop()
 
     assert session.scalars(select(LiveWorker)).all() == []
+
+
+def test_a_stop_while_the_database_is_away_leaves_the_row_to_run_out_with_a_warning(
+    session: Session, settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    keeper = Keeper()
+    keeper.announce_worker("host:3:ghi")
+
+    @contextmanager
+    def database_away() -> Iterator[Session]:
+        raise OperationalError("DELETE FROM live_workers", {}, Exception("the database system is shutting down"))
+        yield session
+
+    monkeypatch.setattr(leases, "session_scope", database_away)
+    with caplog.at_level(logging.WARNING, logger="worker.store.leases"):
+        keeper.stop()  # Celery's worker_shutdown while PostgreSQL restarts: no traceback out of the signal
+
+    assert "could not remove this worker's row (OperationalError): it runs out within 10s" in caplog.text
+    assert [row.name for row in session.scalars(select(LiveWorker))] == ["host:3:ghi"]
 
 
 def test_a_crm_sync_that_succeeds_holds_no_lease_after_it(
