@@ -232,3 +232,21 @@ class LogOnlyCRM:
 
     def remove_note(self, note_id: str) -> None:
         log.info("LOG-ONLY CRM: would remove note %s", note_id)
+
+
+class LogOnlyBatchCRM(LogOnlyCRM):
+    """The log-only CRM the worker runs with: it takes any number of leads at once, so the worker hands it leads in
+    batches, as it does HubSpot, instead of a task per lead."""
+
+    batch_size = 100
+
+    def upsert_contacts(self, contacts: Sequence[tuple[ContactCard, str | None]]) -> BatchResult:
+        return BatchResult(ids={card.lead_ref: self.upsert_contact(card, known) for card, known in contacts})
+
+    def add_notes(self, notes: Sequence[NoteSpec], *, look_first: Collection[str] = ()) -> BatchResult:
+        return BatchResult(ids={note.key: self.add_note(note.contact_id, note.text, note.at) for note in notes})
+
+    def ensure_callback_tasks(
+        self, tasks: Sequence[tuple[str, CallbackTaskSpec]], *, look_first: Collection[str] = ()
+    ) -> BatchResult:
+        return BatchResult(ids={task.lead_ref: self.ensure_callback_task(contact, task) for contact, task in tasks})

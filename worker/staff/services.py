@@ -10,7 +10,7 @@ import redis
 
 from config.settings import Settings, get_settings
 from config.sites import load_sites
-from integrations.crm import CRM, LogOnlyCRM, batching
+from integrations.crm import CRM, LogOnlyBatchCRM, batching
 from integrations.hubspot.client import HubSpotCRM, hubspot_rate_limit
 from integrations.messaging import LogOnlyMessenger, Messenger
 from integrations.ratelimit import SharedRateLimit
@@ -64,7 +64,7 @@ def crm_from_settings(settings: Settings, choice: str = "auto") -> CRM:
             )
         except ValueError as exc:
             raise CrmConfigurationError(f"the Salesforce settings are invalid: {exc}") from None
-    return LogOnlyCRM()
+    return LogOnlyBatchCRM()
 
 
 def salesforce_tokens(settings: Settings) -> TokenProvider:

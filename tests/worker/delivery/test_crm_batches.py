@@ -3,6 +3,7 @@ a batch can go wrong (the whole call, one lead left out, one lead refused) endin
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -22,6 +23,7 @@ from worker.delivery.dispatch import InlineDispatcher, send_texts
 from worker.delivery.outbox import deliver
 from worker.intake.entries import register_form, store_entry
 from worker.leads.processing import process_submission
+from worker.staff.services import build_services
 from worker.store.db import session_scope, utcnow
 from worker.store.models import Claim, Lead, OutboxKind, OutboxMessage, OutboxState, Submission, SubmissionSource
 
@@ -124,6 +126,23 @@ def test_one_delivery_carries_every_waiting_lead_in_one_call_per_step(
     assert {lead.crm_task_id for lead in leads} == {f"tasks-{lead.ref}" for lead in leads}
     assert all(lead.crm_lease_until is None for lead in leads)
     assert None not in set(session.scalars(select(Submission.crm_note_id)))
+
+
+def test_without_a_crm_configured_the_worker_logs_waiting_leads_in_one_batch(
+    session: Session, settings: Settings, form_object: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    rows = waiting_syncs(session, settings, form_object, 4)
+    log_only = build_services(settings)  # no HubSpot token, no Salesforce credentials
+
+    with caplog.at_level(logging.INFO, logger="integrations.crm"):
+        delivery = deliver(session, rows[2], log_only, now=later())
+
+    assert delivery.state == OutboxState.DELIVERED and delivery.others_due == ()
+    assert set(session.scalars(select(OutboxMessage.state).where(OutboxMessage.id.in_(rows)))) == {"delivered"}
+    leads = session.scalars(select(Lead)).all()
+    assert {lead.crm_task_id for lead in leads} == {f"log-task-{lead.ref}" for lead in leads}
+    assert caplog.text.count("would upsert the contact for lead") == 4
+    assert caplog.text.count("would create task") == 4
 
 
 def test_the_message_of_a_sync_a_batch_carried_ends_after_one_read(
